@@ -1,0 +1,19 @@
+// Smoke test of the built package as users load it: every entry point of the
+// export map, through import and through require (require(esm), Node >= 20.19).
+import { createRequire } from "node:module";
+
+const require = createRequire(import.meta.url);
+const expected = {
+  "buildkit-node": ["connect", "BuildKitClient", "BuildKitNodeError", "TransportError"],
+  "buildkit-node/depot": ["BuildKitNodeError"],
+  "buildkit-node/testing": ["startBuildKitFront", "createCertificateAuthority"],
+};
+for (const [specifier, names] of Object.entries(expected)) {
+  const imported = await import(specifier);
+  const required = require(specifier);
+  for (const name of names) {
+    if (typeof imported[name] !== "function") throw new Error(`import("${specifier}") lacks ${name}`);
+    if (required[name] !== imported[name]) throw new Error(`require("${specifier}") lacks ${name}`);
+  }
+}
+console.log(`exports ok: ${Object.keys(expected).join(", ")}`);

@@ -1,0 +1,386 @@
+#!/usr/bin/env bash
+# Set up the real local parts the tests talk to, from Debian packages only (no internet):
+#   - dockerd 20.10 (Debian docker.io), whose embedded BuildKit we reach as docker://
+#   - a plain registry on 127.0.0.1:5000 and one with htpasswd auth on 127.0.0.1:5001
+#   - a busybox base image (from busybox-static) pushed to both registries
+#
+# Usage: scripts/local-buildkit.sh up|down|status|env
+# Needs root for up, down and status. Machines without systemd are the target, so the daemons
+# are started detached with setsid/nohup and tracked by pid files in /run/buildkit-node.
+set -euo pipefail
+
+readonly STATE_DIR=/var/lib/buildkit-node
+readonly CONF_DIR=/etc/buildkit-node
+readonly RUN_DIR=/run/buildkit-node
+readonly LOG_DIR=${BUILDKIT_NODE_LOG_DIR:-/var/log/buildkit-node}
+
+readonly DOCKER_SOCK=/var/run/docker.sock
+readonly DOCKER_PIDFILE=/var/run/docker.pid
+readonly CONTAINERD_PIDFILE=/var/run/docker/containerd/containerd.pid
+# /usr/local/bin/docker on these machines is a CLI 28 without buildx: always use Debian's.
+readonly DOCKER=(/usr/bin/docker --host "unix://$DOCKER_SOCK")
+
+readonly PLAIN_PORT=5000
+readonly AUTH_PORT=5001
+readonly AUTH_USER=testuser
+readonly AUTH_PASSWORD=testpassword
+readonly AUTH_REALM=buildkit-node
+readonly HTPASSWD_FILE=$CONF_DIR/htpasswd
+readonly BASE_IMAGE_REPO=busybox:latest
+
+readonly PACKAGES=(docker.io docker-registry busybox-static apache2-utils curl ca-certificates)
+
+log() { printf 'local-buildkit: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Temporary things created along the way, removed on any exit.
+TMP_DIR=""
+POLICY_RC_CREATED=""
+cleanup() {
+  [ -z "$TMP_DIR" ] || rm -rf "$TMP_DIR"
+  [ -z "$POLICY_RC_CREATED" ] || rm -f /usr/sbin/policy-rc.d
+}
+trap cleanup EXIT
+
+require_root() {
+  [ "$(id -u)" -eq 0 ] || die "must run as root (it installs packages and starts daemons); try: sudo $0 $*"
+}
+
+# --- health checks -----------------------------------------------------------------------------
+
+# curl for loopback only: never through a proxy, never hanging.
+local_curl() { curl -fsS --noproxy '*' --max-time 5 "$@"; }
+
+dockerd_up() { [ "$(local_curl --unix-socket "$DOCKER_SOCK" http://docker/_ping 2>/dev/null)" = OK ]; }
+
+plain_registry_up() { local_curl -o /dev/null "http://127.0.0.1:$PLAIN_PORT/v2/" 2>/dev/null; }
+
+# Up means: answers with the credentials, and refuses (401) without them.
+auth_registry_up() {
+  local_curl -o /dev/null -u "$AUTH_USER:$AUTH_PASSWORD" "http://127.0.0.1:$AUTH_PORT/v2/" 2>/dev/null &&
+    [ "$(curl -sS --noproxy '*' --max-time 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$AUTH_PORT/v2/" 2>/dev/null)" = 401 ]
+}
+
+registry_up() { # registry_up <port>
+  if [ "$1" = "$AUTH_PORT" ]; then auth_registry_up; else plain_registry_up; fi
+}
+
+registry_has_busybox() { # registry_has_busybox <port>
+  local auth=()
+  [ "$1" != "$AUTH_PORT" ] || auth=(-u "$AUTH_USER:$AUTH_PASSWORD")
+  # (No pipe into grep -q: with pipefail an early grep exit could fail the check.)
+  [[ $(local_curl "${auth[@]}" "http://127.0.0.1:$1/v2/busybox/tags/list" 2>/dev/null) == *'"latest"'* ]]
+}
+
+# --- process helpers ---------------------------------------------------------------------------
+
+# Alive and not a zombie (pid 1 on these machines may not reap what we detach).
+pid_alive() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
+pid_is() { # pid_is <pid> <comm>
+  [ -n "$1" ] && pid_alive "$1" && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]
+}
+
+pid_from_file() { # pid_from_file <file> <comm>: prints the pid if the file names a live <comm>
+  local pid
+  pid=$(cat "$1" 2>/dev/null) || return 1
+  pid_is "$pid" "$2" && echo "$pid"
+}
+
+pid_listening_on() { # pid_listening_on <port>: prints nothing (and succeeds) when nobody listens
+  ss -ltnpH "sport = :$1" 2>/dev/null | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -n1 || true
+}
+
+# wait_up <pid> <seconds> <check...>: poll the check until it passes, the process dies, or time runs out.
+wait_up() {
+  local pid=$1 tries=$(($2 * 10))
+  shift 2
+  for _ in $(seq 1 "$tries"); do
+    "$@" && return 0
+    pid_alive "$pid" || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+fail_with_log() { # fail_with_log <name> <what happened>
+  log "$2; last lines of $LOG_DIR/$1.log:"
+  tail -n 30 "$LOG_DIR/$1.log" >&2 || true
+  exit 1
+}
+
+# start_daemon <name> <command...>: detached from this shell, output to $LOG_DIR/<name>.log.
+# Sets STARTED_PID. (Without job control the background job is no group leader, so setsid
+# and nohup exec in place and $! is the daemon itself.)
+start_daemon() {
+  local name=$1
+  shift
+  mkdir -p "$LOG_DIR" "$RUN_DIR"
+  printf '=== %s starting: %s\n' "$(date -Is)" "$*" >>"$LOG_DIR/$name.log"
+  setsid nohup "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  STARTED_PID=$!
+  echo "$STARTED_PID" >"$RUN_DIR/$name.pid"
+}
+
+# stop_pid <pid> <seconds>: TERM, wait, then KILL.
+stop_pid() {
+  local pid=$1 tries=$(($2 * 10))
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 "$tries"); do
+    pid_alive "$pid" || return 0
+    sleep 0.1
+  done
+  log "pid $pid still running after $2 s, killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    pid_alive "$pid" || return 0
+    sleep 0.1
+  done
+}
+
+# --- up ----------------------------------------------------------------------------------------
+
+install_packages() {
+  local missing=() pkg
+  for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+
+  log "installing ${missing[*]}"
+  # The packages' init scripts would start a default dockerd and an all-interfaces registry
+  # with Debian's config on :5000; block service starts during the install.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    POLICY_RC_CREATED=1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [ -n "$POLICY_RC_CREATED" ]; then
+    rm -f /usr/sbin/policy-rc.d
+    POLICY_RC_CREATED=""
+  fi
+}
+
+write_htpasswd() {
+  # Rewrite only if it does not already accept the test credentials.
+  htpasswd -vb "$HTPASSWD_FILE" "$AUTH_USER" "$AUTH_PASSWORD" >/dev/null 2>&1 && return 0
+  mkdir -p "$CONF_DIR"
+  htpasswd -Bbn "$AUTH_USER" "$AUTH_PASSWORD" | sed '/^$/d' >"$HTPASSWD_FILE"
+  chmod 600 "$HTPASSWD_FILE"
+}
+
+write_registry_config() { # write_registry_config <port> <file>
+  local port=$1 file=$2 storage=$STATE_DIR/registry-$1
+  mkdir -p "$CONF_DIR" "$storage"
+  cat >"$file" <<YML
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: $storage
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+YML
+  if [ "$port" = "$AUTH_PORT" ]; then
+    cat >>"$file" <<YML
+auth:
+  htpasswd:
+    realm: $AUTH_REALM
+    path: $HTPASSWD_FILE
+YML
+  fi
+}
+
+ensure_registry() { # ensure_registry <port>
+  local port=$1 name=registry-$1 config=$CONF_DIR/registry-$1.yml
+  registry_up "$port" && return 0
+  # Distribution's htpasswd auth invents a random password if the file is missing: write it first.
+  [ "$port" != "$AUTH_PORT" ] || write_htpasswd
+  write_registry_config "$port" "$config"
+  start_daemon "$name" /usr/bin/docker-registry serve "$config"
+  wait_up "$STARTED_PID" 15 registry_up "$port" ||
+    fail_with_log "$name" "registry on 127.0.0.1:$port did not come up"
+}
+
+# dockerd refuses to start over a pid file naming a live process, whatever that process is.
+remove_stale_pid_files() {
+  local file comm
+  for file in "$DOCKER_PIDFILE:dockerd" "$CONTAINERD_PIDFILE:containerd"; do
+    comm=${file##*:}
+    file=${file%:*}
+    [ -f "$file" ] && ! pid_from_file "$file" "$comm" >/dev/null && rm -f "$file"
+  done
+  return 0
+}
+
+ensure_dockerd() {
+  dockerd_up && return 0
+  remove_stale_pid_files
+  # No iptables in these containers and no IP forwarding wanted; a bridge subnet unlikely to
+  # collide with the host's; API on the unix socket only.
+  start_daemon dockerd /usr/sbin/dockerd \
+    --host "unix://$DOCKER_SOCK" \
+    --data-root /var/lib/docker \
+    --storage-driver overlay2 \
+    --iptables=false --ip6tables=false --ip-forward=false \
+    --bip 172.31.254.1/24
+  wait_up "$STARTED_PID" 60 dockerd_up || fail_with_log dockerd "dockerd did not come up"
+}
+
+# A minimal busybox image, imported into dockerd as 127.0.0.1:5000/busybox:latest.
+import_busybox_image() {
+  local image=127.0.0.1:$PLAIN_PORT/$BASE_IMAGE_REPO rootfs=$TMP_DIR/rootfs
+  "${DOCKER[@]}" image inspect "$image" >/dev/null 2>&1 && return 0
+  log "building $image from busybox-static"
+  mkdir -p "$rootfs"/{bin,etc,tmp,proc,sys,dev,root}
+  cp /bin/busybox "$rootfs/bin/busybox"
+  # In a chroot the applet symlinks point at /bin/busybox inside the image.
+  chroot "$rootfs" /bin/busybox --install -s /bin
+  chmod 1777 "$rootfs/tmp"
+  echo 'root:x:0:0:root:/root:/bin/sh' >"$rootfs/etc/passwd"
+  echo 'root:x:0:' >"$rootfs/etc/group"
+  tar -C "$rootfs" --numeric-owner -cf "$TMP_DIR/rootfs.tar" .
+  "${DOCKER[@]}" import \
+    --change 'CMD ["/bin/sh"]' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    "$TMP_DIR/rootfs.tar" "$image" >/dev/null
+}
+
+push_busybox() { # push_busybox <port>
+  local image=127.0.0.1:$1/$BASE_IMAGE_REPO out
+  "${DOCKER[@]}" tag "127.0.0.1:$PLAIN_PORT/$BASE_IMAGE_REPO" "$image"
+  if [ "$1" = "$AUTH_PORT" ]; then
+    printf '%s' "$AUTH_PASSWORD" |
+      "${DOCKER[@]}" login -u "$AUTH_USER" --password-stdin "127.0.0.1:$1" >/dev/null 2>&1 ||
+      die "docker login to 127.0.0.1:$1 failed"
+  fi
+  out=$("${DOCKER[@]}" push "$image" 2>&1) || { printf '%s\n' "$out" >&2; die "pushing $image failed"; }
+  log "pushed $image"
+}
+
+ensure_busybox() {
+  local port missing=()
+  for port in "$PLAIN_PORT" "$AUTH_PORT"; do
+    registry_has_busybox "$port" || missing+=("$port")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+
+  TMP_DIR=$(mktemp -d)
+  # Credentials from docker login go to this throw-away config, never to ~/.docker.
+  export DOCKER_CONFIG=$TMP_DIR/docker-config
+  mkdir -p "$DOCKER_CONFIG"
+  import_busybox_image
+  for port in "${missing[@]}"; do push_busybox "$port"; done
+  rm -rf "$TMP_DIR"
+  TMP_DIR=""
+  unset DOCKER_CONFIG
+}
+
+cmd_up() {
+  install_packages
+  ensure_registry "$PLAIN_PORT"
+  ensure_registry "$AUTH_PORT"
+  ensure_dockerd
+  ensure_busybox
+  echo "local BuildKit up: dockerd unix://$DOCKER_SOCK (docker://), registry 127.0.0.1:$PLAIN_PORT," \
+    "auth registry 127.0.0.1:$AUTH_PORT ($AUTH_USER), base image 127.0.0.1:$PLAIN_PORT/$BASE_IMAGE_REPO"
+}
+
+# --- status ------------------------------------------------------------------------------------
+
+report() { # report <label> <check...>: prints up/down, returns the check's result
+  local label=$1
+  shift
+  if "$@"; then
+    printf '%-40s up\n' "$label"
+  else
+    printf '%-40s down\n' "$label"
+    return 1
+  fi
+}
+
+cmd_status() {
+  local ok=0
+  report "dockerd (unix://$DOCKER_SOCK)" dockerd_up || ok=1
+  report "registry 127.0.0.1:$PLAIN_PORT" plain_registry_up || ok=1
+  report "registry 127.0.0.1:$AUTH_PORT (htpasswd)" auth_registry_up || ok=1
+  report "busybox in 127.0.0.1:$PLAIN_PORT" registry_has_busybox "$PLAIN_PORT" || ok=1
+  report "busybox in 127.0.0.1:$AUTH_PORT" registry_has_busybox "$AUTH_PORT" || ok=1
+  return "$ok"
+}
+
+# --- down --------------------------------------------------------------------------------------
+
+stop_registry() { # stop_registry <port>: by our pid file, else whatever docker-registry holds the port
+  local name=registry-$1 pid
+  pid=$(pid_from_file "$RUN_DIR/$name.pid" docker-registry) || pid=$(pid_listening_on "$1")
+  if pid_is "$pid" docker-registry; then
+    log "stopping $name (pid $pid)"
+    stop_pid "$pid" 10
+  fi
+  rm -f "$RUN_DIR/$name.pid"
+}
+
+stop_dockerd() {
+  local pid
+  pid=$(pid_from_file "$RUN_DIR/dockerd.pid" dockerd) || pid=$(pid_from_file "$DOCKER_PIDFILE" dockerd) || pid=""
+  if [ -n "$pid" ]; then
+    log "stopping dockerd (pid $pid)"
+    stop_pid "$pid" 20
+  fi
+  # dockerd stops its containerd on a clean exit, not after a KILL.
+  if pid=$(pid_from_file "$CONTAINERD_PIDFILE" containerd); then
+    log "stopping containerd left behind (pid $pid)"
+    stop_pid "$pid" 10
+  fi
+  rm -f "$RUN_DIR/dockerd.pid"
+  remove_stale_pid_files
+}
+
+cmd_down() {
+  stop_dockerd
+  stop_registry "$AUTH_PORT"
+  stop_registry "$PLAIN_PORT"
+  echo "local BuildKit down"
+}
+
+# --- env ---------------------------------------------------------------------------------------
+
+cmd_env() {
+  cat <<ENV
+export BUILDKIT_NODE_DOCKER_HOST=docker://$DOCKER_SOCK
+export BUILDKIT_NODE_REGISTRY=127.0.0.1:$PLAIN_PORT
+export BUILDKIT_NODE_AUTH_REGISTRY=127.0.0.1:$AUTH_PORT
+export BUILDKIT_NODE_AUTH_REGISTRY_USERNAME=$AUTH_USER
+export BUILDKIT_NODE_AUTH_REGISTRY_PASSWORD=$AUTH_PASSWORD
+export BUILDKIT_NODE_BASE_IMAGE=127.0.0.1:$PLAIN_PORT/$BASE_IMAGE_REPO
+ENV
+}
+
+usage() {
+  echo "usage: $0 up|down|status|env" >&2
+  exit 2
+}
+
+main() {
+  [ $# -eq 1 ] || usage
+  case $1 in
+    up) require_root "$@"; cmd_up ;;
+    down) require_root "$@"; cmd_down ;;
+    status) require_root "$@"; cmd_status ;;
+    env) cmd_env ;;
+    *) usage ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,232 @@
+import { type Client, ConnectError, createClient } from "@connectrpc/connect";
+import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { BuildKitNodeError, TransportError } from "../errors.js";
+import { Control, type UsageRecord as UsageRecordMessage } from "../gen/moby/buildkit/v1/control_pb.js";
+import type { Platform } from "../gen/pb/types_pb.js";
+import type { Channel } from "../transport/channel.js";
+
+/** Options every daemon call takes. */
+export interface CallOptions {
+  signal?: AbortSignal;
+  /** Fails the call with a TIMEOUT error after this long. */
+  timeoutMs?: number;
+}
+
+export interface Worker {
+  id: string;
+  /** `os/arch[/variant]`, e.g. `linux/amd64`, `linux/arm/v7`. */
+  platforms: string[];
+  labels: Record<string, string>;
+  /** Reported by BuildKit v0.11 and later. */
+  buildkitVersion?: BuildKitVersion;
+}
+
+export interface BuildKitVersion {
+  /** e.g. `github.com/moby/buildkit`. */
+  package: string;
+  /** e.g. `v0.13.2`. */
+  version: string;
+  revision: string;
+}
+
+/**
+ * What `info()` learned. BuildKit before v0.11 (dockerd 20.10 embeds v0.8)
+ * has no Info call: that is a normal answer, not an error.
+ */
+export type BuildKitInfo =
+  | { status: "ok"; buildkitVersion: BuildKitVersion }
+  | { status: "unimplemented"; message: string };
+
+export interface UsageRecord {
+  id: string;
+  mutable: boolean;
+  inUse: boolean;
+  /** Bytes. */
+  size: number;
+  parents: string[];
+  createdAt?: Date;
+  lastUsedAt?: Date;
+  usageCount: number;
+  description: string;
+  recordType: string;
+  shared: boolean;
+}
+
+export interface DiskUsageOptions extends CallOptions {
+  /** containerd-style filters, e.g. `type==regular`. */
+  filter?: string[];
+}
+
+export interface PruneOptions extends CallOptions {
+  /** Also remove internal and frontend cache entries, and shared ones. */
+  all?: boolean;
+  filter?: string[];
+  /** Keep entries used within this many milliseconds. */
+  keepDurationMs?: number;
+  /** Keep at least this many bytes of cache (`keepBytes` before BuildKit v0.17). */
+  reservedSpace?: number;
+  /** BuildKit v0.17+: prune until the cache is below this many bytes. */
+  maxUsedSpace?: number;
+  /** BuildKit v0.17+: prune until this many bytes of disk are free. */
+  minFreeSpace?: number;
+}
+
+export interface PruneResult {
+  deleted: UsageRecord[];
+  reclaimedBytes: number;
+}
+
+/**
+ * A connection to one BuildKit daemon. Get one from `connect()`; close it
+ * with `close()` or `await using`.
+ */
+export class BuildKitClient implements AsyncDisposable {
+  readonly #channel: Channel;
+  readonly #control: Client<typeof Control>;
+  #closed = false;
+
+  /** @internal Use `connect()`. */
+  constructor(channel: Channel) {
+    this.#channel = channel;
+    this.#control = createClient(Control, channel.transport);
+  }
+
+  /** The address this client was connected with. */
+  get address(): string {
+    return this.#channel.address;
+  }
+
+  async listWorkers(options: CallOptions & { filter?: string[] } = {}): Promise<Worker[]> {
+    const response = await this.#call("ListWorkers", () =>
+      this.#control.listWorkers({ filter: options.filter ?? [] }, options),
+    options.signal);
+    return response.record.map((record) => ({
+      id: record.id,
+      platforms: record.platforms.map(formatPlatform),
+      labels: { ...record.labels },
+      ...(record.buildkitVersion?.version ? { buildkitVersion: versionOf(record.buildkitVersion) } : {}),
+    }));
+  }
+
+  async info(options: CallOptions = {}): Promise<BuildKitInfo> {
+    try {
+      const response = await this.#call("Info", () => this.#control.info({}, options), options.signal);
+      return { status: "ok", buildkitVersion: versionOf(response.buildkitVersion) };
+    } catch (err) {
+      if (err instanceof BuildKitNodeError && err.code === "UNIMPLEMENTED") {
+        return {
+          status: "unimplemented",
+          message: `${this.address} has no Info call (BuildKit before v0.11, e.g. the one in dockerd 20.10)`,
+        };
+      }
+      throw err;
+    }
+  }
+
+  async diskUsage(options: DiskUsageOptions = {}): Promise<UsageRecord[]> {
+    const response = await this.#call("DiskUsage", () =>
+      this.#control.diskUsage({ filter: options.filter ?? [] }, options),
+    options.signal);
+    return response.record.map(usageRecordOf);
+  }
+
+  async prune(options: PruneOptions = {}): Promise<PruneResult> {
+    return this.#call("Prune", async () => {
+      const deleted: UsageRecord[] = [];
+      const stream = this.#control.prune(
+        {
+          all: options.all ?? false,
+          filter: options.filter ?? [],
+          keepDuration: BigInt(Math.round((options.keepDurationMs ?? 0) * 1e6)),
+          reservedSpace: BigInt(options.reservedSpace ?? 0),
+          maxUsedSpace: BigInt(options.maxUsedSpace ?? 0),
+          minFreeSpace: BigInt(options.minFreeSpace ?? 0),
+        },
+        options,
+      );
+      for await (const record of stream) deleted.push(usageRecordOf(record));
+      return { deleted, reclaimedBytes: deleted.reduce((sum, r) => sum + r.size, 0) };
+    }, options.signal);
+  }
+
+  /** Closes the connection. Calls in flight fail with UNAVAILABLE/CANCELED. Idempotent. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#channel.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** @internal The channel, for the build layer. */
+  get channel(): Channel {
+    return this.#channel;
+  }
+
+  async #call<T>(method: string, run: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    if (this.#closed) throw new BuildKitNodeError("FAILED_PRECONDITION", `${method}: the client for ${this.address} is closed`);
+    const started = Date.now();
+    try {
+      return await run();
+    } catch (err) {
+      // A connection that broke during the call explains the call's failure
+      // better than HTTP/2's CANCEL does, unless the caller aborted.
+      const broken = this.#channel.lastConnectionError;
+      const brokeMeanwhile = broken && broken.at >= started && !signal?.aborted && !this.#closed;
+      throw callError(brokeMeanwhile ? broken.error : err, `${method} on ${this.address}`, this.address);
+    }
+  }
+}
+
+/**
+ * Errors of a call: a broken connection becomes the TransportError that
+ * broke it (or a new one naming the address), anything else a
+ * BuildKitNodeError with the daemon's message.
+ */
+export function callError(err: unknown, context: string, address: string): BuildKitNodeError {
+  const transport = findCause(err, TransportError);
+  if (transport) return transport;
+  const wrapped = BuildKitNodeError.from(err, context);
+  if (err instanceof ConnectError && wrapped.code === "UNAVAILABLE") {
+    return new TransportError("UNAVAILABLE", address, wrapped.message, { cause: err });
+  }
+  return wrapped;
+}
+
+function findCause<T extends Error>(err: unknown, type: abstract new (...args: never[]) => T): T | undefined {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (e instanceof type) return e;
+  }
+  return undefined;
+}
+
+export function formatPlatform(p: Pick<Platform, "os" | "architecture" | "variant">): string {
+  return [p.os, p.architecture, p.variant].filter(Boolean).join("/");
+}
+
+function versionOf(v: { package: string; version: string; revision: string } | undefined): BuildKitVersion {
+  return { package: v?.package ?? "", version: v?.version ?? "", revision: v?.revision ?? "" };
+}
+
+function dateOf(t: Timestamp | undefined): Date | undefined {
+  return t ? timestampDate(t) : undefined;
+}
+
+function usageRecordOf(r: UsageRecordMessage): UsageRecord {
+  const createdAt = dateOf(r.createdAt);
+  const lastUsedAt = dateOf(r.lastUsedAt);
+  return {
+    id: r.id,
+    mutable: r.mutable,
+    inUse: r.inUse,
+    size: Number(r.size),
+    parents: r.parents.length > 0 ? [...r.parents] : r.parent ? [r.parent] : [],
+    ...(createdAt ? { createdAt } : {}),
+    ...(lastUsedAt ? { lastUsedAt } : {}),
+    usageCount: Number(r.usageCount),
+    description: r.description,
+    recordType: r.recordType,
+    shared: r.shared,
+  };
+}

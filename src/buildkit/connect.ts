@@ -1,0 +1,138 @@
+import { existsSync, readFileSync } from "node:fs";
+import { BuildKitNodeError, TransportError } from "../errors.js";
+import { createLogger } from "../log.js";
+import { DEFAULT_DOCKER_SOCKET } from "../transport/address.js";
+import { DEFAULT_CONNECT_TIMEOUT_MS, openChannel } from "../transport/channel.js";
+import { isTlsError } from "../transport/dial.js";
+import type { TlsOptions } from "../transport/tls-options.js";
+import { BuildKitClient } from "./client.js";
+
+const log = createLogger("connect");
+
+export const DEFAULT_BUILDKITD_SOCKET = "/run/buildkit/buildkitd.sock";
+
+export interface ConnectOptions {
+  /** TLS for a `tcp://` address: `{ ca, cert, key, serverName }` as PEM text. */
+  tls?: TlsOptions;
+  /** Bounds connecting, handshakes and the first call included. Default 30 s. */
+  connectTimeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * Connects to a BuildKit daemon and checks that it answers.
+ *
+ * `address` is `unix:///path`, `tcp://host:port` (with `options.tls` for
+ * TLS), `docker://` or `docker:///path/to/docker.sock`. Without an address:
+ * `BUILDKIT_HOST` (with `BUILDKIT_TLS_CA`, `BUILDKIT_TLS_CERT`,
+ * `BUILDKIT_TLS_KEY` file paths and `BUILDKIT_TLS_SERVER_NAME`), else
+ * buildkitd's socket, else dockerd's (`DOCKER_HOST` when it is a unix socket).
+ * `DEBUG=buildkit-node:*` logs each step.
+ *
+ * Rejects with a TransportError naming the address: INVALID_ARGUMENT,
+ * UNAVAILABLE, TLS, TIMEOUT or CANCELED.
+ */
+export async function connect(address?: string, options: ConnectOptions = {}): Promise<BuildKitClient> {
+  if (address !== undefined) return connectTo(address, options);
+
+  const host = process.env.BUILDKIT_HOST;
+  if (host) {
+    log(`BUILDKIT_HOST=${host}`);
+    return connectTo(host, { ...options, tls: options.tls ?? tlsFromEnvironment() });
+  }
+  log("BUILDKIT_HOST is not set");
+
+  const tried: string[] = ["BUILDKIT_HOST (not set)"];
+  for (const candidate of localCandidates()) {
+    if (!existsSync(candidate.path)) {
+      log(`${candidate.path}: not found`);
+      tried.push(`${candidate.address} (no socket)`);
+      continue;
+    }
+    try {
+      log(`trying ${candidate.address}`);
+      const client = await connectTo(candidate.address, options);
+      log(`using ${candidate.address}`);
+      return client;
+    } catch (err) {
+      if (err instanceof BuildKitNodeError && err.code === "CANCELED") throw err;
+      const why = err instanceof Error ? err.message : String(err);
+      log(`${candidate.address}: ${why}`);
+      tried.push(`${candidate.address} (${why})`);
+    }
+  }
+  throw new TransportError("UNAVAILABLE", "", `no BuildKit daemon found; tried: ${tried.join("; ")}`);
+}
+
+function localCandidates(): { address: string; path: string }[] {
+  const dockerHost = process.env.DOCKER_HOST;
+  const dockerSocket = dockerHost?.startsWith("unix://") ? dockerHost.slice("unix://".length) : DEFAULT_DOCKER_SOCKET;
+  return [
+    { address: `unix://${DEFAULT_BUILDKITD_SOCKET}`, path: DEFAULT_BUILDKITD_SOCKET },
+    { address: dockerSocket === DEFAULT_DOCKER_SOCKET ? "docker://" : `docker://${dockerSocket}`, path: dockerSocket },
+  ];
+}
+
+async function connectTo(address: string, options: ConnectOptions): Promise<BuildKitClient> {
+  const started = Date.now();
+  const timeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  const channel = await openChannel(address, { tls: options.tls, connectTimeoutMs: timeoutMs, signal: options.signal });
+  const client = new BuildKitClient(channel);
+  try {
+    // One cheap call proves the daemon accepted us and speaks BuildKit's API.
+    // It matters for mutual TLS: with TLS 1.3 a server refuses a client
+    // certificate only after the client's side of the handshake is done.
+    await client.listWorkers({
+      timeoutMs: Math.max(1, timeoutMs - (Date.now() - started)),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+  } catch (err) {
+    await client.close();
+    throw probeError(err, address);
+  }
+  return client;
+}
+
+function probeError(err: unknown, address: string): BuildKitNodeError {
+  const tlsCause = causes(err).find((e) => isTlsError(e as NodeJS.ErrnoException));
+  if (tlsCause) {
+    return new TransportError("TLS", address, `TLS with ${address} failed: ${tlsCause.message}`, { cause: err });
+  }
+  if (err instanceof BuildKitNodeError) {
+    if (err.code === "TIMEOUT") return new TransportError("TIMEOUT", address, `timed out connecting to ${address}`, { cause: err });
+    if (err.code === "UNIMPLEMENTED") {
+      return new TransportError("UNAVAILABLE", address, `${address} does not serve BuildKit's Control API`, { cause: err });
+    }
+    if (err instanceof TransportError) return err;
+    if (err.code === "CANCELED") return new TransportError("CANCELED", address, `connecting to ${address} was aborted`, { cause: err });
+    return new TransportError(err.code, address, `${address} did not answer as BuildKit: ${err.message}`, { cause: err });
+  }
+  return new TransportError("UNKNOWN", address, `connecting to ${address} failed: ${String(err)}`, { cause: err });
+}
+
+function causes(err: unknown): Error[] {
+  const out: Error[] = [];
+  for (let e = err; e instanceof Error && out.length < 8; e = e.cause) out.push(e);
+  return out;
+}
+
+/** TLS settings from BUILDKIT_TLS_* (file paths, as buildctl reads them). */
+function tlsFromEnvironment(): TlsOptions | undefined {
+  const env = process.env;
+  const file = (name: string): string | undefined => {
+    const path = env[name];
+    if (!path) return undefined;
+    try {
+      return readFileSync(path, "utf8");
+    } catch (err) {
+      throw new BuildKitNodeError("INVALID_ARGUMENT", `${name}: cannot read ${path}: ${(err as Error).message}`, { cause: err });
+    }
+  };
+  const ca = file("BUILDKIT_TLS_CA");
+  const cert = file("BUILDKIT_TLS_CERT");
+  const key = file("BUILDKIT_TLS_KEY");
+  const serverName = env.BUILDKIT_TLS_SERVER_NAME || undefined;
+  if (!ca && !cert && !key && !serverName) return undefined;
+  log(`TLS from BUILDKIT_TLS_*${serverName ? `, server name ${serverName}` : ""}`);
+  return { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}), ...(serverName ? { serverName } : {}) };
+}

@@ -1,0 +1,93 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/**
+ * Stable error codes. Callers branch on `err.code`, never on the message.
+ */
+export type ErrorCode =
+  /** Bad input from the caller: a malformed address, a missing option. */
+  | "INVALID_ARGUMENT"
+  /** The daemon or API could not be reached, or the connection broke. */
+  | "UNAVAILABLE"
+  /** TLS failed: untrusted or mismatched certificate, or a plaintext peer. */
+  | "TLS"
+  /** A deadline passed (connect timeout, acquire timeout). */
+  | "TIMEOUT"
+  /** Aborted through an AbortSignal or canceled by the peer. */
+  | "CANCELED"
+  /** The daemon does not have this call (e.g. Info on BuildKit < v0.11). */
+  | "UNIMPLEMENTED"
+  | "NOT_FOUND"
+  | "ALREADY_EXISTS"
+  | "PERMISSION_DENIED"
+  | "UNAUTHENTICATED"
+  | "FAILED_PRECONDITION"
+  | "RESOURCE_EXHAUSTED"
+  /** The build itself failed; see BuildError. */
+  | "BUILD_FAILED"
+  | "INTERNAL"
+  | "UNKNOWN";
+
+/**
+ * The base class of every error this library throws. `cause` keeps the
+ * underlying error. Messages never contain secrets, tokens or private keys.
+ */
+export class BuildKitNodeError extends Error {
+  override name = "BuildKitNodeError";
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+
+  /**
+   * Wraps any thrown value, keeping an existing BuildKitNodeError as it is
+   * and translating the codes of a ConnectError (what a gRPC call raises).
+   */
+  static from(err: unknown, context?: string): BuildKitNodeError {
+    if (err instanceof BuildKitNodeError) return err;
+    if (err instanceof ConnectError) {
+      const message = context ? `${context}: ${err.rawMessage}` : err.rawMessage;
+      return new BuildKitNodeError(codeFromConnect(err.code), message, { cause: err });
+    }
+    const text = err instanceof Error ? err.message : String(err);
+    return new BuildKitNodeError("UNKNOWN", context ? `${context}: ${text}` : text, { cause: err });
+  }
+}
+
+/**
+ * Failing to reach or to keep a connection to a daemon. `address` is the
+ * address as the caller gave it.
+ */
+export class TransportError extends BuildKitNodeError {
+  override name = "TransportError";
+  readonly address: string;
+
+  constructor(code: ErrorCode, address: string, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.address = address;
+  }
+}
+
+const connectCodes: Record<Code, ErrorCode> = {
+  [Code.Canceled]: "CANCELED",
+  [Code.Unknown]: "UNKNOWN",
+  [Code.InvalidArgument]: "INVALID_ARGUMENT",
+  [Code.DeadlineExceeded]: "TIMEOUT",
+  [Code.NotFound]: "NOT_FOUND",
+  [Code.AlreadyExists]: "ALREADY_EXISTS",
+  [Code.PermissionDenied]: "PERMISSION_DENIED",
+  [Code.ResourceExhausted]: "RESOURCE_EXHAUSTED",
+  [Code.FailedPrecondition]: "FAILED_PRECONDITION",
+  [Code.Aborted]: "CANCELED",
+  [Code.OutOfRange]: "INVALID_ARGUMENT",
+  [Code.Unimplemented]: "UNIMPLEMENTED",
+  [Code.Internal]: "INTERNAL",
+  [Code.Unavailable]: "UNAVAILABLE",
+  [Code.DataLoss]: "INTERNAL",
+  [Code.Unauthenticated]: "UNAUTHENTICATED",
+};
+
+export function codeFromConnect(code: Code): ErrorCode {
+  return connectCodes[code];
+}

@@ -1,0 +1,237 @@
+import * as http from "node:http";
+import * as net from "node:net";
+import type { Duplex } from "node:stream";
+import * as tls from "node:tls";
+import { type ErrorCode, TransportError } from "../errors.js";
+import type { Endpoint } from "./address.js";
+import { StreamRelay } from "./relay.js";
+import type { TlsOptions } from "./tls-options.js";
+
+/**
+ * Opens one byte stream to a daemon, ready for HTTP/2: a connected unix
+ * socket, a TCP socket (with a finished TLS handshake when `tls` is given),
+ * or a dockerd Engine socket upgraded on `POST /grpc`. Rejects with a
+ * TransportError naming `address`; `signal` bounds the whole attempt.
+ */
+export function dial(endpoint: Endpoint, address: string, tlsOptions: TlsOptions | undefined, signal: AbortSignal): Promise<Duplex> {
+  switch (endpoint.kind) {
+    case "unix":
+      return dialSocket(net.connect({ path: endpoint.path }), address, signal, "connect");
+    case "tcp":
+      if (tlsOptions) return dialTls(endpoint.host, endpoint.port, tlsOptions, address, signal);
+      return dialSocket(net.connect({ host: endpoint.host, port: endpoint.port }), address, signal, "connect");
+    case "docker":
+      return upgradeDockerSocket(endpoint.socketPath, "/grpc", {}, address, signal);
+  }
+}
+
+/** The name a server certificate is checked against, and the HTTP/2 authority. */
+export function serverNameOf(host: string, tlsOptions: TlsOptions | undefined): string {
+  return tlsOptions?.serverName ?? host;
+}
+
+function dialTls(host: string, port: number, options: TlsOptions, address: string, signal: AbortSignal): Promise<Duplex> {
+  if (Boolean(options.cert) !== Boolean(options.key)) {
+    return Promise.reject(new TransportError("INVALID_ARGUMENT", address, `TLS for ${address}: cert and key must be given together`));
+  }
+  const name = serverNameOf(host, options);
+  const socket = tls.connect({
+    host,
+    port,
+    ca: options.ca === undefined ? undefined : toPem(options.ca),
+    cert: options.cert === undefined ? undefined : toPem(options.cert),
+    key: options.key === undefined ? undefined : toPem(options.key),
+    // SNI may not carry an IP address (RFC 6066); the identity check below still does.
+    servername: net.isIP(name) ? undefined : name,
+    checkServerIdentity: (_host, cert) => tls.checkServerIdentity(name, cert),
+    ALPNProtocols: ["h2"],
+    minVersion: "TLSv1.2",
+  });
+  return dialSocket(socket, address, signal, "secureConnect").then(async (ready) => {
+    const alpn = socket.alpnProtocol;
+    if (typeof alpn === "string" && alpn !== "h2") {
+      ready.destroy();
+      throw new TransportError("TLS", address, `TLS to ${address}: the server negotiated "${alpn}", not HTTP/2`);
+    }
+    // With TLS 1.3 the server checks our certificate after our side of the
+    // handshake is done, and may then just close the connection. An HTTP/2
+    // server speaks first (its SETTINGS), so its first bytes mean "accepted".
+    if (options.cert && socket.getProtocol() === "TLSv1.3") await serverSpeaks(socket, address, signal);
+    return ready;
+  });
+}
+
+/**
+ * Resolves when the server's first bytes are readable, leaving them buffered
+ * (HTTP/2 takes over a socket's buffered bytes); rejects if it hangs up first.
+ */
+function serverSpeaks(socket: tls.TLSSocket, address: string, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const fail = (err: TransportError) => {
+      cleanup();
+      socket.destroy();
+      reject(err);
+    };
+    const onReadable = () => {
+      // 'readable' also announces the end of the stream: no bytes, a hang-up.
+      if (socket.readableLength === 0) return onHangUp();
+      cleanup();
+      resolve();
+    };
+    const onHangUp = () =>
+      fail(new TransportError("TLS", address, `TLS with ${address}: the server closed the connection right after the handshake; it refused the client certificate`));
+    const onError = (err: NodeJS.ErrnoException) => fail(dialError(err, address, true));
+    const onAbort = () => fail(abortError(signal, address));
+    const cleanup = () => {
+      socket.off("readable", onReadable);
+      socket.off("end", onHangUp);
+      socket.off("close", onHangUp);
+      socket.off("error", onError);
+      signal.removeEventListener("abort", onAbort);
+    };
+    if (signal.aborted) return onAbort();
+    socket.once("readable", onReadable);
+    socket.once("end", onHangUp);
+    socket.once("close", onHangUp);
+    socket.once("error", onError);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** Waits for `readyEvent` on a socket being connected, mapping its errors. */
+function dialSocket(socket: net.Socket, address: string, signal: AbortSignal, readyEvent: "connect" | "secureConnect"): Promise<Duplex> {
+  return new Promise((resolve, reject) => {
+    let tcpConnected = false;
+    const onTcpConnect = () => (tcpConnected = true);
+    const onReady = () => {
+      cleanup();
+      resolve(socket);
+    };
+    const onError = (err: NodeJS.ErrnoException) => {
+      cleanup();
+      socket.destroy();
+      reject(dialError(err, address, readyEvent === "secureConnect" && tcpConnected));
+    };
+    const onClose = () => onError(Object.assign(new Error("the connection was closed during the handshake"), { code: "ECONNRESET" }));
+    const onAbort = () => {
+      cleanup();
+      socket.destroy();
+      reject(abortError(signal, address));
+    };
+    const cleanup = () => {
+      socket.off("connect", onTcpConnect);
+      socket.off(readyEvent, onReady);
+      socket.off("error", onError);
+      socket.off("close", onClose);
+      signal.removeEventListener("abort", onAbort);
+    };
+    if (signal.aborted) return onAbort();
+    socket.once("connect", onTcpConnect);
+    socket.once(readyEvent, onReady);
+    socket.once("error", onError);
+    socket.once("close", onClose);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/**
+ * Asks dockerd to hand over its Engine API socket for another protocol:
+ * `POST <path>` with `Upgrade: h2c`, answered `101 Switching Protocols`.
+ * `/grpc` then carries BuildKit's Control API (we are the HTTP/2 client),
+ * `/session` a build session (dockerd is the HTTP/2 client).
+ */
+export function upgradeDockerSocket(
+  socketPath: string,
+  path: "/grpc" | "/session",
+  headers: http.OutgoingHttpHeaders,
+  address: string,
+  signal: AbortSignal,
+): Promise<Duplex> {
+  return new Promise((resolve, reject) => {
+    const request = http.request({
+      socketPath,
+      method: "POST",
+      path,
+      headers: { ...headers, Connection: "Upgrade", Upgrade: "h2c" },
+      agent: false,
+    });
+    const onAbort = () => {
+      request.destroy();
+      reject(abortError(signal, address));
+    };
+    const settle = () => signal.removeEventListener("abort", onAbort);
+    request.on("upgrade", (response, socket, head) => {
+      settle();
+      if (response.statusCode !== 101) {
+        socket.destroy();
+        reject(new TransportError("UNAVAILABLE", address, `${address}: dockerd answered ${response.statusCode} to the ${path} upgrade`));
+        return;
+      }
+      // The relay replays `head`, the first HTTP/2 bytes that came with the 101.
+      resolve(new StreamRelay(socket, head));
+    });
+    request.on("response", (response) => {
+      settle();
+      const chunks: Buffer[] = [];
+      response.on("data", (chunk: Buffer) => chunks.push(chunk));
+      response.on("end", () => {
+        const body = Buffer.concat(chunks).toString("utf8").trim().slice(0, 300);
+        const code: ErrorCode = response.statusCode === 404 ? "UNIMPLEMENTED" : "UNAVAILABLE";
+        reject(new TransportError(code, address, `${address}: dockerd does not offer BuildKit at ${path} (HTTP ${response.statusCode}${body ? `: ${body}` : ""})`));
+      });
+      response.on("error", (err) => reject(dialError(err, address, false)));
+    });
+    request.on("error", (err: NodeJS.ErrnoException) => {
+      settle();
+      reject(dialError(err, address, false));
+    });
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    request.end();
+  });
+}
+
+function abortError(signal: AbortSignal, address: string): TransportError {
+  const reason: unknown = signal.reason;
+  if (reason instanceof DOMException && reason.name === "TimeoutError") {
+    return new TransportError("TIMEOUT", address, `timed out connecting to ${address}`, { cause: reason });
+  }
+  return new TransportError("CANCELED", address, `connecting to ${address} was aborted`, { cause: reason });
+}
+
+/** Turns a socket error into a TransportError a person can act on. */
+export function dialError(err: NodeJS.ErrnoException, address: string, duringTlsHandshake: boolean): TransportError {
+  if (err instanceof TransportError) return err;
+  if (duringTlsHandshake || isTlsError(err)) {
+    return new TransportError("TLS", address, `TLS handshake with ${address} failed: ${err.message}${hintFor(err)}`, { cause: err });
+  }
+  const why: Record<string, string> = {
+    ENOENT: "no socket at that path",
+    ECONNREFUSED: "connection refused",
+    EACCES: "permission denied",
+    ENOTSOCK: "not a socket",
+    EHOSTUNREACH: "host unreachable",
+    ENETUNREACH: "network unreachable",
+    ETIMEDOUT: "timed out",
+    ENOTFOUND: "host not found",
+    EAI_AGAIN: "host name lookup failed",
+  };
+  const text = (err.code && why[err.code]) ?? err.message;
+  return new TransportError("UNAVAILABLE", address, `cannot connect to ${address}: ${text}`, { cause: err });
+}
+
+export function isTlsError(err: { code?: string | undefined; message?: string }): boolean {
+  const code = err.code ?? "";
+  return /^ERR_(SSL|TLS)_/.test(code) || /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)/.test(code) || /alert|ssl3?_|tls/i.test(code + (err.message ?? ""));
+}
+
+function hintFor(err: NodeJS.ErrnoException): string {
+  if (err.code === "ECONNRESET" || /wrong version number|packet length too long/i.test(err.message)) {
+    return " (is the server speaking plaintext?)";
+  }
+  return "";
+}
+
+function toPem(value: string | Uint8Array): string | Buffer {
+  return typeof value === "string" ? value : Buffer.from(value);
+}
