@@ -91,3 +91,50 @@ const connectCodes: Record<Code, ErrorCode> = {
 export function codeFromConnect(code: Code): ErrorCode {
   return connectCodes[code];
 }
+
+/**
+ * A build that ran and failed: a step exited non-zero, the Dockerfile did
+ * not parse, an export was refused. `step` names the failing vertex (e.g.
+ * `[2/3] RUN make`) and `logTail` holds its last lines of output.
+ */
+export class BuildError extends BuildKitNodeError {
+  override name = "BuildError";
+  /** The failing vertex, when the daemon reported one. */
+  readonly step: { digest: string; name: string } | undefined;
+  readonly logTail: string[];
+  /** A RUN step's exit code. */
+  readonly exitCode: number | undefined;
+  /** The Dockerfile line the error points at (1-based), when known. */
+  readonly line: number | undefined;
+  /** The daemon's own error text. */
+  readonly daemonMessage: string;
+
+  constructor(details: {
+    message: string;
+    daemonMessage: string;
+    step?: { digest: string; name: string };
+    logTail?: string[];
+    exitCode?: number;
+    line?: number;
+    cause?: unknown;
+  }) {
+    super("BUILD_FAILED", details.message, { cause: details.cause });
+    this.step = details.step;
+    this.logTail = details.logTail ?? [];
+    this.exitCode = details.exitCode;
+    this.line = details.line;
+    this.daemonMessage = details.daemonMessage;
+  }
+}
+
+/**
+ * The operation was aborted through its AbortSignal. `name` is
+ * "AbortError", as with Node's own APIs; `cause` is the signal's reason.
+ */
+export class AbortError extends BuildKitNodeError {
+  override name = "AbortError";
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("CANCELED", message, options);
+  }
+}

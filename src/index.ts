@@ -11,5 +11,20 @@ export {
   type UsageRecord,
   type Worker,
 } from "./buildkit/client.js";
+export { BuildRun } from "./buildkit/build.js";
+export type { BuildOptions, BuildResult, CacheEntry, ContextInput, Output } from "./buildkit/build-options.js";
+export type {
+  BuildEvent,
+  LogLine,
+  Progress,
+  VertexCached,
+  VertexCompleted,
+  VertexErrored,
+  VertexStarted,
+  Warning,
+} from "./buildkit/events.js";
+export type { RegistryAuth, RegistryCredentials } from "./session/auth.js";
+export type { SecretSource } from "./session/secrets.js";
+export type { SshSource } from "./session/ssh.js";
 export type { TlsOptions } from "./transport/tls-options.js";
-export { BuildKitNodeError, TransportError, type ErrorCode } from "./errors.js";
+export { AbortError, BuildError, BuildKitNodeError, TransportError, type ErrorCode } from "./errors.js";

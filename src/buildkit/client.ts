@@ -4,6 +4,9 @@ import { BuildKitNodeError, TransportError } from "../errors.js";
 import { Control, type UsageRecord as UsageRecordMessage } from "../gen/moby/buildkit/v1/control_pb.js";
 import type { Platform } from "../gen/pb/types_pb.js";
 import type { Channel } from "../transport/channel.js";
+import { DEFAULT_DOCKER_SOCKET } from "../transport/address.js";
+import type { BuildOptions } from "./build-options.js";
+import { BuildRun, startBuild } from "./build.js";
 
 /** Options every daemon call takes. */
 export interface CallOptions {
@@ -149,6 +152,49 @@ export class BuildKitClient implements AsyncDisposable {
     }, options.signal);
   }
 
+  /**
+   * Builds with the Dockerfile frontend while serving the build session
+   * (context, credentials, secrets, SSH, outputs) from this process.
+   * `await` the run for the result; iterate `run.events` for progress.
+   */
+  build(options: BuildOptions): BuildRun {
+    if (this.#closed) throw new BuildKitNodeError("FAILED_PRECONDITION", `build: the client for ${this.address} is closed`);
+    const endpoint = this.#channel.endpoint;
+    const dockerHost = process.env.DOCKER_HOST;
+    return startBuild(
+      {
+        address: this.address,
+        control: this.#control,
+        daemon: {
+          embeddedInDocker: endpoint.kind === "docker",
+          dockerSocket:
+            endpoint.kind === "docker"
+              ? endpoint.socketPath
+              : dockerHost?.startsWith("unix://")
+                ? dockerHost.slice("unix://".length)
+                : DEFAULT_DOCKER_SOCKET,
+        },
+        maxExporters: () => this.#maxExporters(),
+        callError: (err, context, signal) => this.#callError(err, context, signal),
+      },
+      options,
+    );
+  }
+
+  #exporterLimit: Promise<number> | undefined;
+
+  /** BuildKit takes several exporters per solve from v0.13 on. */
+  #maxExporters(): Promise<number> {
+    this.#exporterLimit ??= this.info().then(
+      (info) => {
+        const [major = 0, minor = 0] = info.status === "ok" ? info.buildkitVersion.version.replace(/^v/, "").split(".").map(Number) : [];
+        return major > 0 || minor >= 13 ? Number.POSITIVE_INFINITY : 1;
+      },
+      () => 1,
+    );
+    return this.#exporterLimit;
+  }
+
   /** Closes the connection. Calls in flight fail with UNAVAILABLE/CANCELED. Idempotent. */
   async close(): Promise<void> {
     this.#closed = true;
@@ -170,12 +216,16 @@ export class BuildKitClient implements AsyncDisposable {
     try {
       return await run();
     } catch (err) {
-      // A connection that broke during the call explains the call's failure
-      // better than HTTP/2's CANCEL does, unless the caller aborted.
-      const broken = this.#channel.lastConnectionError;
-      const brokeMeanwhile = broken && broken.at >= started && !signal?.aborted && !this.#closed;
-      throw callError(brokeMeanwhile ? broken.error : err, `${method} on ${this.address}`, this.address);
+      throw this.#callError(err, `${method} on ${this.address}`, signal, started);
     }
+  }
+
+  #callError(err: unknown, context: string, signal: AbortSignal | undefined, since = 0): BuildKitNodeError {
+    // A connection that broke during the call explains the call's failure
+    // better than HTTP/2's CANCEL does, unless the caller aborted.
+    const broken = this.#channel.lastConnectionError;
+    const brokeMeanwhile = broken && broken.at >= since && !signal?.aborted && !this.#closed;
+    return callError(brokeMeanwhile ? broken.error : err, context, this.address);
   }
 }
 

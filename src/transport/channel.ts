@@ -1,5 +1,6 @@
 import type { Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import type * as http2 from "node:http2";
 import * as net from "node:net";
 import type { Duplex } from "node:stream";
 import { TransportError } from "../errors.js";
@@ -96,7 +97,7 @@ export async function openChannel(address: string, options: ChannelOptions = {})
   );
   const transport = createGrpcTransport({
     baseUrl: baseUrlOf(endpoint, tlsOptions),
-    sessionManager,
+    sessionManager: withRepeatedHeaders(sessionManager),
     readMaxBytes: MAX_MESSAGE_BYTES,
     writeMaxBytes: MAX_MESSAGE_BYTES,
   });
@@ -116,6 +117,33 @@ export async function openChannel(address: string, options: ChannelOptions = {})
       sessionManager.abort();
       log(`closed ${address}`);
     },
+  };
+}
+
+/**
+ * Header names whose comma-joined values are sent as separate header fields.
+ * Fetch-style Headers (what connect-es takes) join repeated values with ", ",
+ * but the daemon matches each `X-Docker-Expose-Session-Grpc-Method` field on
+ * its own. Method paths never contain ", ", so splitting is exact.
+ */
+const REPEATED_HEADERS = ["x-docker-expose-session-grpc-method"];
+
+type SessionManager = Pick<Http2SessionManager, "authority" | "request" | "notifyResponseByteRead">;
+
+function withRepeatedHeaders(manager: SessionManager): SessionManager {
+  return {
+    get authority() {
+      return manager.authority;
+    },
+    request(method: string, path: string, headers: http2.OutgoingHttpHeaders, options: Parameters<SessionManager["request"]>[3]) {
+      const split: http2.OutgoingHttpHeaders = { ...headers };
+      for (const name of REPEATED_HEADERS) {
+        const value = split[name];
+        if (typeof value === "string") split[name] = value.split(", ");
+      }
+      return manager.request(method, path, split, options);
+    },
+    notifyResponseByteRead: (stream: http2.ClientHttp2Stream) => manager.notifyResponseByteRead(stream),
   };
 }
 

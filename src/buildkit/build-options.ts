@@ -1,0 +1,82 @@
+import type { Readable, Writable } from "node:stream";
+import type { RegistryAuth } from "../session/auth.js";
+import type { SecretSource } from "../session/secrets.js";
+import type { SshSource } from "../session/ssh.js";
+
+/**
+ * A build context: a directory path; a tarball (plain or gzip) as a stream,
+ * such as a user's upload, never extracted to disk; or files in memory.
+ */
+export type ContextInput = string | { tar: Readable } | { files: Record<string, string | Uint8Array> };
+
+/** Where a build's result goes. */
+export type Output =
+  /** An image in the daemon's store, pushed to `name` (comma-separated names allowed) with `push`. */
+  | { type: "image"; name: string; push?: boolean; /** Allow a plain-HTTP registry. */ insecure?: boolean }
+  /** An image loaded into the local Docker Engine (`DOCKER_HOST` or /var/run/docker.sock). */
+  | { type: "docker"; load: true; name?: string }
+  /** An archive streamed to a file path or a Writable: docker-load format, an OCI layout, or the result's files. */
+  | { type: "docker" | "oci"; dest: string | Writable; name?: string }
+  | { type: "tar"; dest: string | Writable }
+  /** The result's files written to a directory. */
+  | { type: "local"; dest: string };
+
+/**
+ * A cache source or destination: `{ type: "registry", ref: "…" }`,
+ * `{ type: "inline" }`, or buildx's CSV form `"type=registry,ref=…,mode=max"`.
+ */
+export type CacheEntry = string | ({ type: string } & Record<string, string>);
+
+export interface BuildOptions {
+  context: ContextInput;
+  /** The Dockerfile's path inside the context (or relative to it). Default `Dockerfile`. */
+  dockerfile?: string;
+  /** The Dockerfile's text, when it does not live in the context. */
+  dockerfileContent?: string;
+  target?: string;
+  buildArgs?: Record<string, string>;
+  labels?: Record<string, string>;
+  /** e.g. `["linux/amd64", "linux/arm64"]`. */
+  platforms?: string[];
+  /** `true`: no cache for any stage; a list: for those stages. */
+  noCache?: boolean | string[];
+  /** Always re-resolve base images from their registry. */
+  pull?: boolean;
+  /** Extra `/etc/hosts` entries: `{ "db.local": "10.0.0.2" }`. */
+  addHosts?: Record<string, string>;
+  /** Network of RUN steps. `host` needs the daemon to allow the network.host entitlement. */
+  network?: "default" | "none" | "host";
+  /** Size of /dev/shm for RUN steps, in bytes (BuildKit v0.10+). */
+  shmSize?: number;
+  /** RUN steps' ulimits, e.g. `{ nofile: { soft: 1024, hard: 2048 } }` (BuildKit v0.10+). */
+  ulimits?: Record<string, { soft: number; hard: number }>;
+  /**
+   * Named contexts (BuildKit v0.10+): `{ base: "docker-image://alpine:3.20" }`
+   * or a local context input served through the session.
+   */
+  extraContexts?: Record<string, string | ContextInput>;
+  cacheFrom?: CacheEntry[];
+  cacheTo?: CacheEntry[];
+  /** `RUN --mount=type=secret,id=…` sources. Values never appear in logs or errors. */
+  secrets?: Record<string, SecretSource>;
+  /** `RUN --mount=type=ssh` agents: `"default"` is `$SSH_AUTH_SOCK`. */
+  ssh?: SshSource[];
+  /** Registry credentials: `~/.docker/config.json` (the default) or given in code. */
+  registryAuth?: RegistryAuth;
+  /** No outputs: the build runs and its result stays in the cache. */
+  outputs?: Output[];
+  /** Aborts the solve, the session and the progress stream. */
+  signal?: AbortSignal;
+}
+
+/** What a successful build gives back. */
+export interface BuildResult {
+  /** The job reference the daemon knows the build by. */
+  ref: string;
+  /** The image (manifest) digest, when an image was produced. */
+  digest?: string;
+  /** Everything the exporters reported, e.g. `containerimage.digest`, `image.name`. */
+  exporterResponse: Record<string, string>;
+  /** Images pushed, with the digest the registry now holds. */
+  pushed: { name: string; digest?: string }[];
+}

@@ -1,0 +1,316 @@
+import { type Client, Code, ConnectError } from "@connectrpc/connect";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, statSync } from "node:fs";
+import { hostname } from "node:os";
+import { basename, dirname, posix, resolve } from "node:path";
+import { AbortError, BuildError, BuildKitNodeError } from "../errors.js";
+import type { Control } from "../gen/moby/buildkit/v1/control_pb.js";
+import { createLogger } from "../log.js";
+import type { Attachable } from "../session/attachable.js";
+import { authAttachable, resolveCredentials } from "../session/auth.js";
+import { fileSendAttachable } from "../session/filesend/file-send.js";
+import { fileSyncAttachable } from "../session/filesync/file-sync.js";
+import { directorySource, memorySource, tarSource, type TreeSource } from "../session/filesync/tree-source.js";
+import { secretsAttachable, validateSecrets } from "../session/secrets.js";
+import { BuildSession } from "../session/session.js";
+import { sshAttachable } from "../session/ssh.js";
+import type { BuildOptions, BuildResult, ContextInput } from "./build-options.js";
+import type { BuildEvent } from "./events.js";
+import { EventQueue } from "./event-queue.js";
+import { type DaemonKind, planOutputs } from "./outputs.js";
+import { ProgressTracker } from "./progress.js";
+import { openSessionTunnel } from "./session-tunnel.js";
+import { cacheEntries, entitlements, frontendAttrs } from "./solve-request.js";
+
+const log = createLogger("build");
+
+/** How long the progress stream may trail the solve's answer. */
+const STATUS_GRACE_MS = 10_000;
+/** How long the daemon gets to end the session after we half-close it. */
+const SESSION_CLOSE_GRACE_MS = 5_000;
+
+/** What a build needs from its client. */
+export interface BuildTarget {
+  address: string;
+  control: Client<typeof Control>;
+  daemon: DaemonKind;
+  /** Exporters the daemon accepts in one solve (1 before BuildKit v0.13). */
+  maxExporters(): Promise<number>;
+  /** Maps a failed call to the error a caller should see (transport vs. daemon). */
+  callError(err: unknown, context: string, signal: AbortSignal): BuildKitNodeError;
+}
+
+/**
+ * A running build: `await` it for the result, iterate `events` for progress.
+ * The build runs whether or not anyone listens; events are kept until taken.
+ */
+export class BuildRun implements PromiseLike<BuildResult> {
+  /** The job reference the daemon knows this build by. */
+  readonly ref: string;
+  /** Typed progress; ends when the build ends (success or failure). */
+  readonly events: AsyncIterable<BuildEvent>;
+  readonly #result: Promise<BuildResult>;
+
+  /** @internal */
+  constructor(ref: string, events: AsyncIterable<BuildEvent>, result: Promise<BuildResult>) {
+    this.ref = ref;
+    this.events = events;
+    this.#result = result;
+    result.catch(() => {}); // reported to whoever awaits the run, never as an unhandled rejection
+  }
+
+  then<T = BuildResult, E = never>(
+    onFulfilled?: ((value: BuildResult) => T | PromiseLike<T>) | null,
+    onRejected?: ((reason: unknown) => E | PromiseLike<E>) | null,
+  ): Promise<T | E> {
+    return this.#result.then(onFulfilled, onRejected);
+  }
+
+  catch<E = never>(onRejected?: ((reason: unknown) => E | PromiseLike<E>) | null): Promise<BuildResult | E> {
+    return this.#result.catch(onRejected);
+  }
+
+  finally(onFinally?: (() => void) | null): Promise<BuildResult> {
+    return this.#result.finally(onFinally);
+  }
+}
+
+export function startBuild(target: BuildTarget, options: BuildOptions): BuildRun {
+  const ref = randomBytes(13).toString("hex").slice(0, 25);
+  const events = new EventQueue<BuildEvent>();
+  const result = runBuild(target, options, ref, (event) => events.push(event)).finally(() => events.end());
+  return new BuildRun(ref, events, result);
+}
+
+async function runBuild(target: BuildTarget, options: BuildOptions, ref: string, emit: (event: BuildEvent) => void): Promise<BuildResult> {
+  const controller = new AbortController();
+  const { signal } = controller;
+  const userSignal = options.signal;
+  const onUserAbort = () => controller.abort(userSignal?.reason);
+  if (userSignal?.aborted) throw abortError(userSignal);
+  userSignal?.addEventListener("abort", onUserAbort, { once: true });
+
+  const cleanups: (() => Promise<void> | void)[] = [];
+  try {
+    const outputs = options.outputs ?? [];
+    if (outputs.length > 1 && outputs.length > (await target.maxExporters())) {
+      throw new BuildKitNodeError("INVALID_ARGUMENT", `${target.address} takes one output per build (BuildKit before v0.13); ${outputs.length} were given`);
+    }
+    if (options.secrets) validateSecrets(options.secrets);
+    const plan = planOutputs(outputs, target.daemon);
+    cleanups.push(() => plan.abandon());
+
+    const locals = await openLocals(options, cleanups);
+    const attrs = { ...frontendAttrs(options, locals.dockerfileName), ...locals.contextAttrs };
+    const registryAuth = options.registryAuth ?? "docker-config";
+    const attachables: Attachable[] = [fileSyncAttachable(locals.dirs), authAttachable(registryAuth)];
+    if (plan.targets.size > 0) attachables.push(fileSendAttachable(plan.targets));
+    if (options.secrets) attachables.push(secretsAttachable(options.secrets));
+    if (options.ssh?.length) {
+      const ssh = sshAttachable(options.ssh);
+      attachables.push(ssh);
+      cleanups.push(() => ssh.close());
+    }
+
+    const session = new BuildSession({ sharedKey: locals.sharedKey, attachables });
+    const tunnel = openSessionTunnel(target.control, session.headers, signal);
+    const served = session.serve(tunnel.connection);
+    cleanups.push(async () => {
+      // Half-close: the daemon drops the session and ends the call.
+      tunnel.connection.end();
+      await settledWithin(tunnel.closed, SESSION_CLOSE_GRACE_MS);
+      served.close();
+      tunnel.connection.destroy();
+    });
+
+    const tracker = new ProgressTracker();
+    const statusController = new AbortController();
+    const progress = followStatus(target, ref, tracker, emit, AbortSignal.any([signal, statusController.signal]));
+
+    const exporters = plan.exporters;
+    const cacheImports = cacheEntries(options.cacheFrom, "cacheFrom");
+    const cacheExports = cacheEntries(options.cacheTo, "cacheTo");
+    log(`solve ${ref} on ${target.address}: ${exporters.map((e) => e.type).join(", ") || "no export"}`);
+    let solveError: unknown;
+    let exporterResponse: Record<string, string> = {};
+    try {
+      const response = await target.control.solve(
+        {
+          ref,
+          session: session.id,
+          frontend: "dockerfile.v0",
+          frontendAttrs: attrs,
+          // Old daemons read only the single exporter of fields 3/4, new ones the list.
+          exporterDeprecated: exporters[0]?.type ?? "",
+          exporterAttrsDeprecated: exporters[0]?.attrs ?? {},
+          exporters,
+          cache: { imports: cacheImports, exports: cacheExports },
+          entitlements: entitlements(options),
+        },
+        { signal },
+      );
+      exporterResponse = { ...response.exporterResponse };
+    } catch (err) {
+      solveError = err;
+    }
+    // Let the progress stream deliver its last updates, but not forever.
+    await settledWithin(progress, STATUS_GRACE_MS);
+    statusController.abort();
+    for (const event of tracker.flush()) emit(event);
+
+    if (signal.aborted) throw abortError(userSignal);
+    if (solveError !== undefined) throw solveFailure(solveError, tracker, target, signal);
+
+    const { pushed } = await plan.finish({
+      exporterResponse,
+      credentials: (host) => resolveCredentials(registryAuth, host),
+      emit,
+      signal,
+    });
+    const digest = pushed[0]?.digest ?? exporterResponse["containerimage.digest"];
+    return { ref, ...(digest ? { digest } : {}), exporterResponse, pushed };
+  } catch (err) {
+    if (signal.aborted) throw abortError(userSignal, err);
+    throw err;
+  } finally {
+    userSignal?.removeEventListener("abort", onUserAbort);
+    controller.abort(); // ends whatever is still running: status, session, uploads
+    for (const cleanup of cleanups.reverse()) {
+      try {
+        await cleanup();
+      } catch (err) {
+        log(`cleanup after ${ref}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+  }
+}
+
+async function followStatus(target: BuildTarget, ref: string, tracker: ProgressTracker, emit: (e: BuildEvent) => void, signal: AbortSignal): Promise<void> {
+  try {
+    for await (const status of target.control.status({ ref }, { signal })) {
+      for (const event of tracker.update(status)) emit(event);
+    }
+  } catch (err) {
+    // Progress is best effort; the solve's answer decides the build.
+    if (!signal.aborted) log(`status of ${ref}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+interface Locals {
+  dirs: Map<string, TreeSource>;
+  dockerfileName: string;
+  /** `context:NAME` attributes for local named contexts, and references as given. */
+  contextAttrs: Record<string, string>;
+  sharedKey: string;
+}
+
+/** The local directories the frontend will ask for, as tree sources. */
+async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> | void)[]): Promise<Locals> {
+  const open = async (input: ContextInput): Promise<TreeSource> => {
+    const source = await openSource(input);
+    cleanups.push(() => source.close());
+    return source;
+  };
+  const dirs = new Map<string, TreeSource>();
+  const context = await open(options.context);
+  dirs.set("context", context);
+
+  let dockerfileName: string;
+  if (options.dockerfileContent !== undefined) {
+    dockerfileName = options.dockerfile ? basename(options.dockerfile) : "Dockerfile";
+    dirs.set("dockerfile", await open({ files: { [dockerfileName]: options.dockerfileContent } }));
+  } else if (typeof options.context === "string") {
+    const path = resolve(options.context, options.dockerfile ?? "Dockerfile");
+    if (!existsSync(path) || !statSync(path).isFile()) {
+      throw new BuildKitNodeError("INVALID_ARGUMENT", `no Dockerfile at ${path}`);
+    }
+    dockerfileName = basename(path);
+    dirs.set("dockerfile", await open(dirname(path)));
+  } else {
+    // The Dockerfile lives inside the uploaded or in-memory context.
+    dockerfileName = posix.normalize(options.dockerfile ?? "Dockerfile").replace(/^(\.\/)+/, "");
+    if (dockerfileName.startsWith("../") || dockerfileName.startsWith("/")) {
+      throw new BuildKitNodeError("INVALID_ARGUMENT", `dockerfile must be a path inside the context, not ${options.dockerfile}`);
+    }
+    dirs.set("dockerfile", context);
+  }
+
+  const contextAttrs: Record<string, string> = {};
+  for (const [name, input] of Object.entries(options.extraContexts ?? {})) {
+    if (typeof input === "string" && /^[a-z][a-z0-9+.-]*:\/\//i.test(input)) {
+      contextAttrs[`context:${name}`] = input; // docker-image://, https://, git…
+      continue;
+    }
+    const localName = `named-context:${name}`;
+    dirs.set(localName, await open(input));
+    contextAttrs[`context:${name}`] = `local:${localName}`;
+  }
+  return { dirs, dockerfileName, contextAttrs, sharedKey: sharedKeyFor(options.context) };
+}
+
+function openSource(input: ContextInput): Promise<TreeSource> | TreeSource {
+  if (typeof input === "string") return directorySource(resolve(input));
+  if ("tar" in input) return tarSource(input.tar);
+  if ("files" in input) return memorySource(input.files);
+  throw new BuildKitNodeError("INVALID_ARGUMENT", "context must be a directory path, { tar: Readable } or { files: {...} }");
+}
+
+/**
+ * The daemon reuses the previous upload made under the same key and sends
+ * us requests only for files that changed. For a directory: stable per path
+ * and machine, like buildx. Uploads and in-memory files share one key.
+ */
+function sharedKeyFor(context: ContextInput): string {
+  if (typeof context !== "string") return typeof context === "object" && "tar" in context ? "buildkit-node-tar" : "buildkit-node-files";
+  const path = resolve(context);
+  const digest = createHash("sha256").update(`${hostname()}\u0000${path}`).digest("hex").slice(0, 32);
+  return `${basename(path)}:${digest}`;
+}
+
+function solveFailure(err: unknown, tracker: ProgressTracker, target: BuildTarget, signal: AbortSignal): BuildKitNodeError {
+  const isDaemonAnswer = err instanceof ConnectError && ![Code.Unavailable, Code.Canceled, Code.DeadlineExceeded].includes(err.code);
+  if (!isDaemonAnswer) return target.callError(err, `building on ${target.address}`, signal);
+  const daemonMessage = err.rawMessage;
+  const failed = tracker.failedVertex();
+  const exitCode = /exit code: (\d+)/.exec(daemonMessage)?.[1];
+  const line = /\bline (\d+)/.exec(daemonMessage)?.[1] ?? lineFromDetails(err);
+  const step = failed ? { digest: failed.digest, name: failed.name } : undefined;
+  const tail = failed?.logTail ?? [];
+  const summary = failed ? `build failed at "${failed.name}": ${daemonMessage}` : `build failed: ${daemonMessage}`;
+  const message = tail.length > 0 ? `${summary}\n${tail.slice(-5).map((l) => `  > ${l}`).join("\n")}` : summary;
+  return new BuildError({
+    message,
+    daemonMessage,
+    ...(step ? { step } : {}),
+    logTail: tail,
+    ...(exitCode ? { exitCode: Number(exitCode) } : {}),
+    ...(line ? { line: Number(line) } : {}),
+    cause: err,
+  });
+}
+
+/** BuildKit (v0.9+) attaches the Dockerfile ranges of an error as JSON details. */
+function lineFromDetails(err: ConnectError): string | undefined {
+  for (const detail of err.details) {
+    if (!("type" in detail) || !(detail.value instanceof Uint8Array) || !detail.type.endsWith("errdefs.Source")) continue;
+    try {
+      const source = JSON.parse(new TextDecoder().decode(detail.value)) as { ranges?: { start?: { line?: number } }[] };
+      const line = source.ranges?.[0]?.start?.line;
+      if (line) return String(line);
+    } catch {
+      // not JSON: no line from it
+    }
+  }
+  return undefined;
+}
+
+function abortError(signal: AbortSignal | undefined, cause?: unknown): AbortError {
+  return new AbortError("the build was aborted", { cause: signal?.reason ?? cause });
+}
+
+/** Waits for `promise` to settle, or `ms` at most; leaves no timer behind. */
+async function settledWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([promise.catch(() => {}), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}

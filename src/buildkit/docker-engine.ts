@@ -1,0 +1,171 @@
+import * as http from "node:http";
+import type { Readable } from "node:stream";
+import { AbortError, BuildKitNodeError } from "../errors.js";
+import type { RegistryCredentials } from "../session/auth.js";
+
+export interface EngineProgress {
+  /** A layer id, or "" for the operation as a whole. */
+  id: string;
+  status: string;
+  current: number;
+  total: number;
+}
+
+/**
+ * The few Docker Engine API calls a build needs next to dockerd's embedded
+ * BuildKit, which can only store images: push, load and save. The Engine
+ * reports failures inside a 200 response's JSON stream; each of them is
+ * turned into an error here, never dropped.
+ */
+export class DockerEngine {
+  constructor(readonly socketPath: string) {}
+
+  /** `POST /images/{name}/push`; resolves with the digest the registry holds. */
+  async push(
+    reference: string,
+    credentials: RegistryCredentials | undefined,
+    options: { signal?: AbortSignal; onProgress?: (p: EngineProgress) => void } = {},
+  ): Promise<{ digest?: string }> {
+    const { repository, tag } = splitReference(reference);
+    const response = await this.#request({
+      method: "POST",
+      path: `/images/${encodeURIComponent(repository)}/push?tag=${encodeURIComponent(tag)}`,
+      headers: { "X-Registry-Auth": registryAuthHeader(credentials) },
+      signal: options.signal,
+      what: `pushing ${reference}`,
+    });
+    let digest: string | undefined;
+    await readJsonStream(response, `pushing ${reference}`, (message) => {
+      const aux = message.aux as { Digest?: string } | undefined;
+      if (aux?.Digest) digest = aux.Digest;
+      const detail = message.progressDetail as { current?: number; total?: number } | undefined;
+      if (typeof message.status === "string") {
+        options.onProgress?.({ id: String(message.id ?? ""), status: message.status, current: detail?.current ?? 0, total: detail?.total ?? 0 });
+      }
+    });
+    return digest ? { digest } : {};
+  }
+
+  /** `POST /images/load` with a docker-format tar; resolves with what was loaded. */
+  async load(archive: Readable, options: { signal?: AbortSignal } = {}): Promise<string[]> {
+    const response = await this.#request({
+      method: "POST",
+      path: "/images/load?quiet=1",
+      headers: { "Content-Type": "application/x-tar" },
+      body: archive,
+      signal: options.signal,
+      what: "loading the image into Docker",
+    });
+    const loaded: string[] = [];
+    await readJsonStream(response, "loading the image into Docker", (message) => {
+      const match = typeof message.stream === "string" ? /Loaded image(?: ID)?: (\S+)/.exec(message.stream) : null;
+      if (match) loaded.push(match[1]!);
+    });
+    return loaded;
+  }
+
+  /** `GET /images/get`: the images as a docker-format tar stream. */
+  async save(names: string[], options: { signal?: AbortSignal } = {}): Promise<Readable> {
+    const query = names.map((n) => `names=${encodeURIComponent(n)}`).join("&");
+    return this.#request({ method: "GET", path: `/images/get?${query}`, signal: options.signal, what: `saving ${names.join(", ")}` });
+  }
+
+  #request(request: {
+    method: string;
+    path: string;
+    headers?: http.OutgoingHttpHeaders;
+    body?: Readable;
+    signal?: AbortSignal | undefined;
+    what: string;
+  }): Promise<http.IncomingMessage> {
+    return new Promise((resolve, reject) => {
+      const req = http.request({ socketPath: this.socketPath, method: request.method, path: request.path, headers: request.headers ?? {} });
+      const onAbort = () => {
+        req.destroy();
+        reject(new AbortError(`${request.what} was aborted`, { cause: request.signal?.reason }));
+      };
+      if (request.signal?.aborted) return onAbort();
+      request.signal?.addEventListener("abort", onAbort, { once: true });
+      req.on("error", (err) => reject(new BuildKitNodeError("UNAVAILABLE", `${request.what}: Docker Engine at ${this.socketPath}: ${err.message}`, { cause: err })));
+      req.on("response", (response) => {
+        response.on("close", () => request.signal?.removeEventListener("abort", onAbort));
+        if (response.statusCode !== 200) {
+          readBody(response).then((body) => reject(engineError(response.statusCode ?? 0, body, request.what)), reject);
+          return;
+        }
+        resolve(response);
+      });
+      if (request.body) {
+        request.body.on("error", (err) => req.destroy(err));
+        request.body.pipe(req);
+      } else {
+        req.end();
+      }
+    });
+  }
+}
+
+/** `registry:5000/repo/name:tag` → repository and tag (default `latest`). */
+export function splitReference(reference: string): { repository: string; tag: string } {
+  if (reference.includes("@")) throw new BuildKitNodeError("INVALID_ARGUMENT", `cannot push a digest reference: ${reference}`);
+  const slash = reference.lastIndexOf("/");
+  const colon = reference.lastIndexOf(":");
+  if (colon > slash) return { repository: reference.slice(0, colon), tag: reference.slice(colon + 1) };
+  return { repository: reference, tag: "latest" };
+}
+
+/** The registry host of an image reference (Docker Hub for bare names). */
+export function registryHost(reference: string): string {
+  const first = reference.split("/")[0]!;
+  const isHost = reference.includes("/") && (first.includes(".") || first.includes(":") || first === "localhost");
+  return isHost ? first : "docker.io";
+}
+
+function registryAuthHeader(credentials: RegistryCredentials | undefined): string {
+  const body = credentials?.identityToken
+    ? { identitytoken: credentials.identityToken }
+    : credentials?.username !== undefined
+      ? { username: credentials.username, password: credentials.password ?? "" }
+      : {};
+  return Buffer.from(JSON.stringify(body)).toString("base64url");
+}
+
+async function readJsonStream(response: http.IncomingMessage, what: string, onMessage: (m: Record<string, unknown>) => void): Promise<void> {
+  let buffer = "";
+  let failure: string | undefined;
+  const handle = (line: string) => {
+    if (!line.trim()) return;
+    const message = JSON.parse(line) as Record<string, unknown>;
+    const detail = message.errorDetail as { message?: string } | undefined;
+    if (detail || message.error) failure ??= detail?.message ?? String(message.error);
+    else onMessage(message);
+  };
+  for await (const chunk of response as AsyncIterable<Buffer>) {
+    buffer += chunk.toString("utf8");
+    const lines = buffer.split("\n");
+    buffer = lines.pop() ?? "";
+    lines.forEach(handle);
+  }
+  handle(buffer);
+  if (failure !== undefined) {
+    const code = /unauthorized|authentication required|denied/i.test(failure) ? "UNAUTHENTICATED" : "UNKNOWN";
+    throw new BuildKitNodeError(code, `${what}: ${failure}`);
+  }
+}
+
+async function readBody(response: http.IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of response as AsyncIterable<Buffer>) chunks.push(chunk);
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+function engineError(status: number, body: string, what: string): BuildKitNodeError {
+  let message = body.trim();
+  try {
+    message = (JSON.parse(body) as { message?: string }).message ?? message;
+  } catch {
+    // not JSON: keep the text
+  }
+  const code = status === 404 ? "NOT_FOUND" : status === 401 || status === 403 ? "UNAUTHENTICATED" : "UNKNOWN";
+  return new BuildKitNodeError(code, `${what}: Docker Engine answered ${status}: ${message.slice(0, 500)}`);
+}

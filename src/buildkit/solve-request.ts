@@ -1,0 +1,74 @@
+import { BuildKitNodeError } from "../errors.js";
+import type { BuildOptions, CacheEntry } from "./build-options.js";
+
+export interface CacheOptionsEntry {
+  type: string;
+  attrs: Record<string, string>;
+}
+
+/**
+ * The `dockerfile.v0` frontend's attributes for these options (everything
+ * but the local context names, which the build fills in).
+ */
+export function frontendAttrs(options: BuildOptions, dockerfileName: string): Record<string, string> {
+  const attrs: Record<string, string> = { filename: dockerfileName };
+  if (options.target) attrs.target = options.target;
+  for (const [key, value] of Object.entries(options.buildArgs ?? {})) attrs[`build-arg:${key}`] = value;
+  for (const [key, value] of Object.entries(options.labels ?? {})) attrs[`label:${key}`] = value;
+  if (options.platforms?.length) attrs.platform = options.platforms.map(checkPlatform).join(",");
+  if (options.noCache === true) attrs["no-cache"] = "";
+  else if (Array.isArray(options.noCache) && options.noCache.length > 0) attrs["no-cache"] = options.noCache.join(",");
+  if (options.pull) attrs["image-resolve-mode"] = "pull";
+  const hosts = Object.entries(options.addHosts ?? {});
+  if (hosts.length > 0) attrs["add-hosts"] = hosts.map(([host, ip]) => `${host}=${ip}`).join(",");
+  if (options.network && options.network !== "default") {
+    if (options.network !== "none" && options.network !== "host") invalid(`network must be "default", "none" or "host", not "${options.network}"`);
+    attrs["force-network-mode"] = options.network;
+  }
+  if (options.shmSize !== undefined) {
+    if (!Number.isInteger(options.shmSize) || options.shmSize <= 0) invalid("shmSize must be a positive number of bytes");
+    attrs["shm-size"] = String(options.shmSize);
+  }
+  const ulimits = Object.entries(options.ulimits ?? {});
+  if (ulimits.length > 0) attrs.ulimit = ulimits.map(([name, { soft, hard }]) => `${name}=${soft}:${hard}`).join(",");
+  const imports = cacheEntries(options.cacheFrom, "cacheFrom");
+  if (imports.length > 0) {
+    // Lets the frontend match cache while it resolves stages (as the Go client does).
+    attrs["cache-imports"] = JSON.stringify(imports.map((entry) => ({ Type: entry.type, Attrs: entry.attrs })));
+  }
+  return attrs;
+}
+
+/** `entitlements` the solve must ask for. */
+export function entitlements(options: BuildOptions): string[] {
+  return options.network === "host" ? ["network.host"] : [];
+}
+
+/** Parses `cacheFrom` / `cacheTo` entries, objects or buildx CSV strings. */
+export function cacheEntries(entries: CacheEntry[] | undefined, option: string): CacheOptionsEntry[] {
+  return (entries ?? []).map((entry) => {
+    const fields = typeof entry === "string" ? parseCsv(entry, option) : { ...entry };
+    const { type, ...attrs } = fields;
+    if (!type) invalid(`${option}: every entry needs a type, e.g. { type: "registry", ref: "…" }`);
+    return { type, attrs };
+  });
+}
+
+function parseCsv(text: string, option: string): Record<string, string> {
+  const fields: Record<string, string> = {};
+  for (const part of text.split(",")) {
+    const eq = part.indexOf("=");
+    if (eq <= 0) invalid(`${option}: "${part}" is not key=value (in "${text}")`);
+    fields[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
+  }
+  return fields;
+}
+
+function checkPlatform(platform: string): string {
+  if (!/^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/i.test(platform)) invalid(`"${platform}" is not a platform like linux/amd64 or linux/arm/v7`);
+  return platform;
+}
+
+function invalid(message: string): never {
+  throw new BuildKitNodeError("INVALID_ARGUMENT", message);
+}

@@ -1,0 +1,127 @@
+// A local directory, read the way fsutil reads one: lstat only (symlinks are
+// reported with their raw target and never followed, so nothing outside the
+// root is read), Go file modes, uid/gid reset to 0 as the Go client does
+// (they go into the daemon's content checksum, so cache keys then match).
+import { constants, type BigIntStats } from "node:fs";
+import * as fs from "node:fs/promises";
+import * as path from "node:path";
+import { BuildKitNodeError } from "../../errors.js";
+import { goModeFromUnix, GoMode } from "../fsutil/file-mode.js";
+import type { TreeEntry, TreeSource } from "./tree-source.js";
+import { assertTreePath, compareUtf8, joinPath } from "./tree-path.js";
+
+const READ_CHUNK = 32 * 1024;
+/** lstat calls in flight while listing one directory. */
+const LSTAT_CONCURRENCY = 32;
+
+/**
+ * The directory at `root` (a symlink as the root itself is resolved, as Go's
+ * fsutil does). Rejects with INVALID_ARGUMENT if it is missing or not a
+ * directory.
+ *
+ * Sockets are left out. Hard links are sent as separate regular files
+ * (fsutil would send later links as links to the first; the content is the
+ * same, this is simply simpler).
+ */
+export async function directorySource(root: string): Promise<TreeSource> {
+  const absolute = path.resolve(root);
+  let real: string;
+  try {
+    real = await fs.realpath(absolute);
+  } catch (err) {
+    throw new BuildKitNodeError("INVALID_ARGUMENT", `directory ${absolute} does not exist or cannot be read: ${errorText(err)}`, { cause: err });
+  }
+  const rootStat = await fs.stat(real);
+  if (!rootStat.isDirectory()) throw new BuildKitNodeError("INVALID_ARGUMENT", `${absolute} is not a directory`);
+
+  const description = `directory ${absolute}`;
+  const hostPath = (relative: string) => {
+    assertTreePath(relative);
+    return relative === "" ? real : path.join(real, relative);
+  };
+
+  return {
+    description,
+
+    async list(dir: string): Promise<TreeEntry[]> {
+      let names: string[];
+      try {
+        names = await fs.readdir(hostPath(dir));
+      } catch (err) {
+        // Gone since it was listed: skip it, as fsutil does.
+        if (isErrno(err, "ENOENT", "ENOTDIR")) return [];
+        if (isErrno(err, "EACCES", "EPERM")) {
+          throw new BuildKitNodeError("PERMISSION_DENIED", `${description}: cannot list ${dir || "."}: ${errorText(err)}`, { cause: err });
+        }
+        throw new BuildKitNodeError("UNKNOWN", `${description}: cannot list ${dir || "."}: ${errorText(err)}`, { cause: err });
+      }
+      names.sort(compareUtf8);
+      const entries = await mapLimited(names, LSTAT_CONCURRENCY, (name) => statEntry(joinPath(dir, name)));
+      return entries.filter((entry): entry is TreeEntry => entry !== undefined);
+    },
+
+    stat(relative: string): Promise<TreeEntry | undefined> {
+      return statEntry(relative);
+    },
+
+    async open(relative: string): Promise<AsyncIterable<Uint8Array>> {
+      // O_NOFOLLOW: if the file was swapped for a symlink since the walk, do not follow it.
+      const handle = await fs.open(hostPath(relative), constants.O_RDONLY | constants.O_NOFOLLOW);
+      return handle.createReadStream({ highWaterMark: READ_CHUNK });
+    },
+
+    async close(): Promise<void> {},
+  };
+
+  /** The entry at `relative`, or undefined if it is absent or a socket. */
+  async function statEntry(relative: string): Promise<TreeEntry | undefined> {
+    const file = hostPath(relative);
+    let stats: BigIntStats;
+    try {
+      stats = await fs.lstat(file, { bigint: true });
+    } catch (err) {
+      if (isErrno(err, "ENOENT", "ENOTDIR")) return undefined;
+      throw new BuildKitNodeError("UNKNOWN", `${description}: cannot stat ${relative}: ${errorText(err)}`, { cause: err });
+    }
+    if (stats.isSocket()) return undefined;
+    const mode = goModeFromUnix(Number(stats.mode));
+    const entry: TreeEntry = {
+      path: relative,
+      mode,
+      size: stats.isDirectory() ? 0 : Number(stats.size),
+      modTimeNs: stats.mtimeNs,
+      linkname: stats.isSymbolicLink() ? await fs.readlink(file) : "",
+      uid: 0,
+      gid: 0,
+    };
+    if (mode & GoMode.Device) {
+      // fsutil's encoding of Linux device numbers.
+      const rdev = stats.rdev;
+      entry.devmajor = Number((rdev >> 8n) & 0xfffn);
+      entry.devminor = Number((rdev & 0xffn) | ((rdev >> 12n) & 0xfff00n));
+    }
+    return entry;
+  }
+}
+
+function isErrno(err: unknown, ...codes: string[]): boolean {
+  return typeof err === "object" && err !== null && codes.includes(String((err as { code?: unknown }).code));
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Maps with at most `limit` calls in flight, keeping the order of `items`. */
+async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await fn(items[index]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}

@@ -1,0 +1,282 @@
+// A tarball (plain or gzip), typically a context a user uploaded. It is read
+// once, without extracting anything: file contents are appended to one
+// temporary spool file and indexed by offset, so memory stays small whatever
+// the size, and files can be read again in any order (the daemon asks for
+// `dockerfile`, then `context` twice).
+//
+// The tarball is untrusted, so any entry that could reach outside the root on
+// the daemon's side is refused: absolute names, `..` components, entries
+// under a symlink, symlinks with absolute targets or targets that climb above
+// the root (following symlinks inside the tree), hard links to anything but
+// an earlier regular file inside the tree. Device nodes are refused too: an
+// upload has no business creating them on the daemon.
+import { createReadStream } from "node:fs";
+import * as fs from "node:fs/promises";
+import * as os from "node:os";
+import * as path from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip } from "node:zlib";
+import * as tar from "tar-stream";
+import { BuildKitNodeError } from "../../errors.js";
+import { goModeFromUnix } from "../fsutil/file-mode.js";
+import { EntryTree, type TreeNode, isDirectory, isSymlink } from "./entry-tree.js";
+import type { TreeEntry, TreeSource } from "./tree-source.js";
+import { rootedComponents } from "./tree-path.js";
+
+export interface TarSourceOptions {
+  /** Refuse the tarball once its file contents exceed this many bytes. */
+  maxBytes?: number;
+  /** Where the spool directory goes; default os.tmpdir(). */
+  tmpDir?: string;
+}
+
+/** Where a regular file's bytes are in the spool file. */
+interface SpoolExtent {
+  offset: number;
+  size: number;
+}
+
+const READ_CHUNK = 32 * 1024;
+/** Symlink hops followed when checking where a symlink leads. */
+const MAX_SYMLINK_HOPS = 40;
+/** Directories that no tar entry describes get this mode and mtime 0 (deterministic). */
+const IMPLICIT_DIR_MTIME = 0n;
+
+const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+const S_IFLNK = 0o120000;
+const S_IFIFO = 0o010000;
+
+/**
+ * Reads `input` to the end and indexes it. Rejects with INVALID_ARGUMENT
+ * naming the entry if the tarball is malformed or unsafe (see above), with
+ * RESOURCE_EXHAUSTED past `maxBytes`. close() removes the spool.
+ */
+export async function tarSource(input: Readable, options: TarSourceOptions = {}): Promise<TreeSource> {
+  const spoolDir = await fs.mkdtemp(path.join(options.tmpDir ?? os.tmpdir(), "buildkit-node-tar-"));
+  const spoolPath = path.join(spoolDir, "contents");
+  try {
+    const tree = await indexTar(input, spoolPath, options.maxBytes ?? Number.POSITIVE_INFINITY);
+    checkSymlinks(tree);
+    return spooledSource(tree, spoolPath, spoolDir);
+  } catch (err) {
+    await fs.rm(spoolDir, { recursive: true, force: true });
+    if (err instanceof BuildKitNodeError) throw err;
+    throw new BuildKitNodeError("INVALID_ARGUMENT", `tar upload: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+}
+
+function spooledSource(tree: EntryTree<SpoolExtent>, spoolPath: string, spoolDir: string): TreeSource {
+  return {
+    description: "tar upload",
+    async list(dir: string): Promise<TreeEntry[]> {
+      return tree.list(dir);
+    },
+    async stat(p: string): Promise<TreeEntry | undefined> {
+      return tree.get(p)?.entry;
+    },
+    open(p: string): AsyncIterable<Uint8Array> {
+      const extent = tree.get(p)?.content;
+      if (!extent) throw new BuildKitNodeError("NOT_FOUND", `tar upload: no file ${p}`);
+      if (extent.size === 0) return Readable.from([]);
+      return createReadStream(spoolPath, { start: extent.offset, end: extent.offset + extent.size - 1, highWaterMark: READ_CHUNK });
+    },
+    async close(): Promise<void> {
+      await fs.rm(spoolDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** One pass over the tarball: builds the tree, appends file bodies to the spool. */
+async function indexTar(input: Readable, spoolPath: string, maxBytes: number): Promise<EntryTree<SpoolExtent>> {
+  const tree = new EntryTree<SpoolExtent>(IMPLICIT_DIR_MTIME);
+  const spool = await fs.open(spoolPath, "w");
+  try {
+    const extract = tar.extract();
+    const bytes = await gunzippedIfNeeded(input);
+    const feeding = bytes.gzipped ? pipeline(bytes.stream, createGunzip(), extract) : pipeline(bytes.stream, extract);
+    // If feeding fails, the extract stream is destroyed and the loop below throws too.
+    feeding.catch(() => {});
+    let spooled = 0;
+    for await (const item of extract) {
+      const header = item.header;
+      const what = `tar entry ${JSON.stringify(header.name)}`;
+      const components = rootedComponents(header.name, what);
+      const base = headerEntry(header, what);
+      switch (header.type) {
+        case "file":
+        case "contiguous-file": {
+          const extent = { offset: spooled, size: 0 };
+          for await (const chunk of item as AsyncIterable<Buffer>) {
+            if (spooled + chunk.length > maxBytes) {
+              throw new BuildKitNodeError("RESOURCE_EXHAUSTED", `tar upload: contents exceed ${maxBytes} bytes (at ${what})`);
+            }
+            await writeFully(spool, chunk, spooled);
+            spooled += chunk.length;
+          }
+          extent.size = spooled - extent.offset;
+          tree.put(components, { ...base, mode: goModeFromUnix(S_IFREG | permissions(header, 0o644)), size: extent.size }, extent, what);
+          break;
+        }
+        case "directory":
+          item.resume();
+          tree.put(components, { ...base, mode: goModeFromUnix(S_IFDIR | permissions(header, 0o755)) }, undefined, what);
+          break;
+        case "symlink": {
+          item.resume();
+          const target = header.linkname ?? "";
+          if (target === "") throw new BuildKitNodeError("INVALID_ARGUMENT", `${what}: symlink without a target`);
+          if (target.startsWith("/")) {
+            throw new BuildKitNodeError("INVALID_ARGUMENT", `${what}: symlink to the absolute path ${JSON.stringify(target)} is not allowed`);
+          }
+          const entry = { ...base, mode: goModeFromUnix(S_IFLNK | 0o777), size: Buffer.byteLength(target), linkname: target };
+          tree.put(components, entry, undefined, what);
+          break;
+        }
+        case "link": {
+          item.resume();
+          // A hard link: the same content as an earlier regular file, sent as a plain file.
+          const targetName = header.linkname ?? "";
+          const target = tree.find(rootedComponents(targetName, `${what} (hard link target)`));
+          if (!target?.content || isDirectory(target.entry) || isSymlink(target.entry)) {
+            throw new BuildKitNodeError("INVALID_ARGUMENT", `${what}: hard link to ${JSON.stringify(targetName)}, which is not an earlier regular file of the tarball`);
+          }
+          const { path: _targetPath, ...targetEntry } = target.entry;
+          tree.put(components, targetEntry, target.content, what);
+          break;
+        }
+        case "fifo":
+          item.resume();
+          tree.put(components, { ...base, mode: goModeFromUnix(S_IFIFO | permissions(header, 0o644)) }, undefined, what);
+          break;
+        case "character-device":
+        case "block-device":
+          throw new BuildKitNodeError("INVALID_ARGUMENT", `${what}: device nodes are not allowed in a context upload`);
+        default:
+          throw new BuildKitNodeError("INVALID_ARGUMENT", `${what}: unsupported entry type ${String(header.type)}`);
+      }
+    }
+    await feeding;
+    return tree;
+  } finally {
+    await spool.close();
+  }
+}
+
+/** The metadata every entry kind shares; uid/gid are 0 as for local directories. */
+function headerEntry(header: tar.Header, what: string): Omit<TreeEntry, "path" | "mode"> {
+  return { size: 0, modTimeNs: modTimeNs(header, what), linkname: "", uid: 0, gid: 0 };
+}
+
+function permissions(header: tar.Header, fallback: number): number {
+  return header.mode === undefined ? fallback : header.mode & 0o7777;
+}
+
+/** The pax `mtime` record keeps sub-second precision; the ustar field has seconds. */
+function modTimeNs(header: tar.Header, what: string): bigint {
+  const pax = (header as { pax?: Record<string, string> | null }).pax;
+  const record = pax?.mtime;
+  if (record !== undefined) {
+    const match = /^(-?)(\d+)(?:\.(\d{1,9})\d*)?$/.exec(record);
+    if (!match) throw new BuildKitNodeError("INVALID_ARGUMENT", `${what}: bad pax mtime ${JSON.stringify(record)}`);
+    const ns = BigInt(match[2]!) * 1_000_000_000n + BigInt((match[3] ?? "").padEnd(9, "0"));
+    return match[1] === "-" ? -ns : ns;
+  }
+  const ms = header.mtime?.getTime() ?? 0;
+  return Number.isFinite(ms) ? BigInt(Math.trunc(ms)) * 1_000_000n : 0n;
+}
+
+/** Peeks at the first two bytes: 1f 8b means gzip. */
+async function gunzippedIfNeeded(input: Readable): Promise<{ stream: Readable; gzipped: boolean }> {
+  const iterator = (input as AsyncIterable<Buffer | string>)[Symbol.asyncIterator]();
+  const head: Buffer[] = [];
+  let headLength = 0;
+  let done = false;
+  while (headLength < 2) {
+    const next = await iterator.next();
+    if (next.done) {
+      done = true;
+      break;
+    }
+    const chunk = typeof next.value === "string" ? Buffer.from(next.value) : next.value;
+    head.push(chunk);
+    headLength += chunk.length;
+  }
+  const first = Buffer.concat(head);
+  const gzipped = first.length >= 2 && first[0] === 0x1f && first[1] === 0x8b;
+  async function* rest(): AsyncGenerator<Buffer> {
+    if (first.length > 0) yield first;
+    if (done) return;
+    for (;;) {
+      const next = await iterator.next();
+      if (next.done) return;
+      yield typeof next.value === "string" ? Buffer.from(next.value) : next.value;
+    }
+  }
+  return { stream: Readable.from(rest(), { objectMode: false }), gzipped };
+}
+
+async function writeFully(file: fs.FileHandle, chunk: Buffer, position: number): Promise<void> {
+  let written = 0;
+  while (written < chunk.length) {
+    const { bytesWritten } = await file.write(chunk, written, chunk.length - written, position + written);
+    written += bytesWritten;
+  }
+}
+
+/**
+ * Every symlink must lead somewhere inside the root, resolving its target
+ * from the link's directory and following symlinks met on the way (a link
+ * to `.` would otherwise let `link/..` climb out). Dangling targets are fine.
+ */
+function checkSymlinks(tree: EntryTree<SpoolExtent>): void {
+  for (const node of tree.nodes()) {
+    if (!isSymlink(node.entry)) continue;
+    const dir = node.entry.path.split("/").slice(0, -1);
+    if (!resolvesInside(tree, dir, node.entry.linkname, 0)) {
+      throw new BuildKitNodeError(
+        "INVALID_ARGUMENT",
+        `tar entry ${JSON.stringify(node.entry.path)}: symlink to ${JSON.stringify(node.entry.linkname)} leads outside the root`,
+      );
+    }
+  }
+}
+
+/** Whether `target`, taken from directory `from` (components), stays inside the tree. */
+function resolvesInside(tree: EntryTree<SpoolExtent>, from: string[], target: string, hops: number): boolean {
+  if (target.startsWith("/")) return false;
+  if (hops > MAX_SYMLINK_HOPS) return true; // a loop: it never resolves, so it cannot leave
+  const at = [...from];
+  const parts = target.split("/").filter((p) => p !== "" && p !== ".");
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i]!;
+    if (part === "..") {
+      if (at.length === 0) return false;
+      at.pop();
+      continue;
+    }
+    at.push(part);
+    const node: TreeNode<SpoolExtent> | undefined = tree.find(at);
+    if (node && isSymlink(node.entry)) {
+      // Continue from wherever that link leads, with the rest of our path.
+      const rest = parts.slice(i + 1).join("/");
+      const next = rest === "" ? node.entry.linkname : `${node.entry.linkname}/${rest}`;
+      return resolvesInside(tree, at.slice(0, -1), next, hops + 1);
+    }
+    if (!node) {
+      // Dangling from here on: what is left is taken lexically.
+      return lexicallyInside(at, parts.slice(i + 1));
+    }
+  }
+  return true;
+}
+
+function lexicallyInside(at: string[], rest: string[]): boolean {
+  let depth = at.length;
+  for (const part of rest) {
+    depth += part === ".." ? -1 : 1;
+    if (depth < 0) return false;
+  }
+  return true;
+}

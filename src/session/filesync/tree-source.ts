@@ -1,0 +1,38 @@
+// What the FileSync sender walks: a directory tree from somewhere (a local
+// directory, an uploaded tarball, files held in memory), described the way
+// fsutil describes entries on the wire.
+
+/** One entry of a tree, as fsutil's Stat describes it. */
+export interface TreeEntry {
+  /** Relative, '/'-separated, no leading './' or '/'. */
+  path: string;
+  /** Go os.FileMode bits (see fsutil/file-mode.ts), not a unix st_mode. */
+  mode: number;
+  /** Bytes for regular files, target length for symlinks, 0 for directories. */
+  size: number;
+  /** Modification time, nanoseconds since the Unix epoch. */
+  modTimeNs: bigint;
+  /** Symlink target as stored (never resolved), or ''. */
+  linkname: string;
+  uid: number;
+  gid: number;
+  devmajor?: number;
+  devminor?: number;
+}
+
+export interface TreeSource {
+  /** For errors and logs, e.g. `directory /app` or `tar upload`. */
+  readonly description: string;
+  /** Entries directly inside `dir` ("" = root), sorted by UTF-8 byte order, never "." or "..". */
+  list(dir: string): Promise<TreeEntry[]>;
+  /** lstat-like lookup of one path ("" = the root), undefined if absent. */
+  stat(path: string): Promise<TreeEntry | undefined>;
+  /** Content of a regular file, streamed (never the whole file in memory). */
+  open(path: string): Promise<AsyncIterable<Uint8Array>> | AsyncIterable<Uint8Array>;
+  /** Releases what the source holds (temporary files). */
+  close(): Promise<void>;
+}
+
+export { directorySource } from "./directory-source.js";
+export { tarSource, type TarSourceOptions } from "./tar-source.js";
+export { memorySource, type MemorySourceOptions } from "./memory-source.js";
