@@ -5,9 +5,10 @@ import type { SshSource } from "../session/ssh.js";
 
 /**
  * A build context: a directory path; a tarball (plain or gzip) as a stream,
- * such as a user's upload, never extracted to disk; or files in memory.
+ * such as a user's upload, never extracted to disk (any async iterable of
+ * bytes will do); or files in memory.
  */
-export type ContextInput = string | { tar: Readable } | { files: Record<string, string | Uint8Array> };
+export type ContextInput = string | { tar: Readable | AsyncIterable<Uint8Array> } | { files: Record<string, string | Uint8Array> };
 
 /** Where a build's result goes. */
 export type Output =

@@ -3,6 +3,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { existsSync, statSync } from "node:fs";
 import { hostname } from "node:os";
 import { basename, dirname, posix, resolve } from "node:path";
+import { Readable } from "node:stream";
 import { AbortError, BuildError, BuildKitNodeError } from "../errors.js";
 import type { Control } from "../gen/moby/buildkit/v1/control_pb.js";
 import { createLogger } from "../log.js";
@@ -206,26 +207,29 @@ interface Locals {
 
 /** The local directories the frontend will ask for, as tree sources. */
 async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> | void)[]): Promise<Locals> {
-  const open = async (input: ContextInput): Promise<TreeSource> => {
-    const source = await openSource(input);
+  // What each local holds, for the session's shared key.
+  const identities: string[] = [];
+  const open = async (input: ContextInput, name: string): Promise<TreeSource> => {
+    const { source, identity } = await openSource(input);
     cleanups.push(() => source.close());
+    if (name !== "dockerfile") identities.push(`${name}=${identity}`);
     return source;
   };
   const dirs = new Map<string, TreeSource>();
-  const context = await open(options.context);
+  const context = await open(options.context, "context");
   dirs.set("context", context);
 
   let dockerfileName: string;
   if (options.dockerfileContent !== undefined) {
     dockerfileName = options.dockerfile ? basename(options.dockerfile) : "Dockerfile";
-    dirs.set("dockerfile", await open({ files: { [dockerfileName]: options.dockerfileContent } }));
+    dirs.set("dockerfile", await open({ files: { [dockerfileName]: options.dockerfileContent } }, "dockerfile"));
   } else if (typeof options.context === "string") {
     const path = resolve(options.context, options.dockerfile ?? "Dockerfile");
     if (!existsSync(path) || !statSync(path).isFile()) {
       throw new BuildKitNodeError("INVALID_ARGUMENT", `no Dockerfile at ${path}`);
     }
     dockerfileName = basename(path);
-    dirs.set("dockerfile", await open(dirname(path)));
+    dirs.set("dockerfile", await open(dirname(path), "dockerfile"));
   } else {
     // The Dockerfile lives inside the uploaded or in-memory context.
     dockerfileName = posix.normalize(options.dockerfile ?? "Dockerfile").replace(/^(\.\/)+/, "");
@@ -242,29 +246,55 @@ async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> 
       continue;
     }
     const localName = `named-context:${name}`;
-    dirs.set(localName, await open(input));
+    dirs.set(localName, await open(input, localName));
     contextAttrs[`context:${name}`] = `local:${localName}`;
   }
-  return { dirs, dockerfileName, contextAttrs, sharedKey: sharedKeyFor(options.context) };
+  return { dirs, dockerfileName, contextAttrs, sharedKey: sharedKeyFor(options.context, identities) };
 }
 
-function openSource(input: ContextInput): Promise<TreeSource> | TreeSource {
-  if (typeof input === "string") return directorySource(resolve(input));
-  if ("tar" in input) return tarSource(input.tar);
-  if ("files" in input) return memorySource(input.files);
+/** Opens a context input, with what identifies its contents. */
+async function openSource(input: ContextInput): Promise<{ source: TreeSource; identity: string }> {
+  if (typeof input === "string") {
+    const path = resolve(input);
+    return { source: await directorySource(path), identity: `dir:${path}` };
+  }
+  if ("tar" in input) {
+    const hash = createHash("sha256");
+    const tar = input.tar;
+    const hashed = Readable.from(
+      (async function* () {
+        for await (const chunk of tar) {
+          hash.update(chunk);
+          yield chunk;
+        }
+      })(),
+      { objectMode: false },
+    );
+    const source = await tarSource(hashed);
+    return { source, identity: `tar:${hash.digest("hex")}` };
+  }
+  if ("files" in input) {
+    const hash = createHash("sha256");
+    for (const name of Object.keys(input.files).sort()) {
+      const content = input.files[name]!;
+      hash.update(`${name}\u0000${Buffer.byteLength(content)}\u0000`).update(content);
+    }
+    return { source: memorySource(input.files), identity: `files:${hash.digest("hex")}` };
+  }
   throw new BuildKitNodeError("INVALID_ARGUMENT", "context must be a directory path, { tar: Readable } or { files: {...} }");
 }
 
 /**
- * The daemon reuses the previous upload made under the same key and sends
- * us requests only for files that changed. For a directory: stable per path
- * and machine, like buildx. Uploads and in-memory files share one key.
+ * The daemon diffs each upload against the last one made under the same key
+ * and asks only for files whose metadata changed. A directory keeps its key
+ * (per path and machine, like buildx), so a rebuild sends only what changed.
+ * Uploads and in-memory files get a key from their contents: their entries
+ * have fixed times, so two different contents must never share a key.
  */
-function sharedKeyFor(context: ContextInput): string {
-  if (typeof context !== "string") return typeof context === "object" && "tar" in context ? "buildkit-node-tar" : "buildkit-node-files";
-  const path = resolve(context);
-  const digest = createHash("sha256").update(`${hostname()}\u0000${path}`).digest("hex").slice(0, 32);
-  return `${basename(path)}:${digest}`;
+function sharedKeyFor(context: ContextInput, identities: string[]): string {
+  const label = typeof context === "string" ? basename(resolve(context)) : "tar" in context ? "upload" : "files";
+  const digest = createHash("sha256").update(hostname()).update("\u0000").update(identities.join("\u0000")).digest("hex").slice(0, 32);
+  return `${label}:${digest}`;
 }
 
 function solveFailure(err: unknown, tracker: ProgressTracker, target: BuildTarget, signal: AbortSignal): BuildKitNodeError {

@@ -127,7 +127,9 @@ function registryAuthHeader(credentials: RegistryCredentials | undefined): strin
     : credentials?.username !== undefined
       ? { username: credentials.username, password: credentials.password ?? "" }
       : {};
-  return Buffer.from(JSON.stringify(body)).toString("base64url");
+  // URL-safe alphabet *with* padding: dockerd 20.10 decodes with Go's
+  // base64.URLEncoding and ignores a header it cannot decode.
+  return Buffer.from(JSON.stringify(body)).toString("base64").replace(/\+/g, "-").replace(/\//g, "_");
 }
 
 async function readJsonStream(response: http.IncomingMessage, what: string, onMessage: (m: Record<string, unknown>) => void): Promise<void> {

@@ -1,0 +1,248 @@
+// Contexts in and archives out, and registries with and without auth,
+// against the real BuildKit inside dockerd.
+import { createReadStream, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { PassThrough, Readable } from "node:stream";
+import { createGzip } from "node:zlib";
+import * as tarStream from "tar-stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BuildError, type BuildKitClient, connect } from "../src/index.js";
+import { failureOf, runCollecting, tempDir } from "./support/build-helpers.js";
+import { assertDockerd, DOCKER_BUILDKIT } from "./support/daemons.js";
+import {
+  AUTH_PASSWORD,
+  AUTH_REGISTRY,
+  AUTH_USER,
+  BASE_IMAGE,
+  getImageConfig,
+  getManifest,
+  PLAIN_REGISTRY,
+  uniqueRepository,
+} from "./support/registry.js";
+
+let bk: BuildKitClient;
+beforeAll(async () => {
+  assertDockerd();
+  bk = await connect(DOCKER_BUILDKIT);
+});
+afterAll(async () => {
+  await bk?.close();
+});
+
+type TarEntry = { name: string; content?: string; type?: "file" | "directory" | "symlink" | "link"; linkname?: string; mode?: number };
+
+/** A tarball as a user would upload it: a stream, optionally gzipped. */
+function tarball(entries: TarEntry[], gzip = false): Readable {
+  const pack = tarStream.pack();
+  for (const entry of entries) {
+    const { content, ...header } = entry;
+    pack.entry({ type: "file", mode: 0o644, ...header }, content ?? "");
+  }
+  pack.finalize();
+  const stream = Readable.from(pack as AsyncIterable<Buffer>, { objectMode: false });
+  return gzip ? stream.pipe(createGzip()) : stream;
+}
+
+/** Reads a tar stream into a map of entry name → content. */
+async function readTar(input: Readable): Promise<Map<string, Buffer>> {
+  const files = new Map<string, Buffer>();
+  const extract = tarStream.extract();
+  const done = new Promise<void>((resolve, reject) => {
+    extract.on("entry", (header, stream, next) => {
+      const chunks: Buffer[] = [];
+      stream.on("data", (c: unknown) => chunks.push(c as Buffer));
+      stream.on("end", () => {
+        files.set(header.name.replace(/^\.\//, ""), Buffer.concat(chunks));
+        next();
+      });
+    });
+    extract.on("finish", resolve);
+    extract.on("error", reject);
+  });
+  input.pipe(extract);
+  await done;
+  return files;
+}
+
+describe("tarball contexts", () => {
+  it("builds from an uploaded tar stream (gzipped), Dockerfile inside it", async () => {
+    const out = tempDir("tarctx");
+    try {
+      const context = tarball(
+        [
+          { name: "Dockerfile", content: "FROM scratch\nCOPY . /in/\n" },
+          { name: "app/", type: "directory", mode: 0o755 },
+          { name: "app/run.sh", content: "#!/bin/sh\n", mode: 0o755 },
+          { name: "app/link", type: "symlink", linkname: "run.sh" },
+          { name: "./notes.txt", content: "uploaded" },
+        ],
+        true,
+      );
+      await runCollecting(bk.build({ context: { tar: context }, outputs: [{ type: "local", dest: out.path }] }));
+      expect(readFileSync(join(out.path, "in/notes.txt"), "utf8")).toBe("uploaded");
+      expect(readFileSync(join(out.path, "in/app/run.sh"), "utf8")).toBe("#!/bin/sh\n");
+      expect(existsSync(join(out.path, "in/Dockerfile"))).toBe(true);
+    } finally {
+      out.remove();
+    }
+  });
+
+  it.each([
+    ["a ../ path", [{ name: "../escape.txt", content: "x" }]],
+    ["an absolute path", [{ name: "/etc/evil", content: "x" }]],
+    ["a symlink pointing out", [{ name: "out", type: "symlink" as const, linkname: "../../etc" }]],
+  ])("refuses a tarball with %s before building", async (_what, entries) => {
+    const { error } = await failureOf(
+      bk.build({ context: { tar: tarball([{ name: "Dockerfile", content: "FROM scratch\n" }, ...entries]) } }),
+    );
+    expect(error).toMatchObject({ code: "INVALID_ARGUMENT" });
+    expect((error as Error).message).toMatch(/escape|outside|absolute|\.\./i);
+  });
+});
+
+describe("archive outputs", () => {
+  it("streams a tar of the result's files to a Writable", async () => {
+    const sink = new PassThrough();
+    const read = readTar(sink);
+    await runCollecting(
+      bk.build({
+        context: { files: {} },
+        dockerfileContent: `FROM ${BASE_IMAGE} AS b\nRUN mkdir /out && echo archived > /out/file.txt\nFROM scratch\nCOPY --from=b /out/ /\n`,
+        outputs: [{ type: "tar", dest: sink }],
+      }),
+    );
+    const files = await read;
+    expect(files.get("file.txt")?.toString()).toBe("archived\n");
+  });
+
+  it("writes a docker archive whose manifest names the image and its layers", async () => {
+    const out = tempDir("dockerarchive");
+    const name = `bkn-archive-${Date.now().toString(36)}:v1`;
+    try {
+      const dest = join(out.path, "image.tar");
+      await runCollecting(
+        bk.build({
+          context: { files: {} },
+          dockerfileContent: `FROM ${BASE_IMAGE}\nRUN echo layer > /layer.txt\n`,
+          outputs: [{ type: "docker", dest, name }],
+        }),
+      );
+      const files = await readTar(createReadStream(dest));
+      const manifest = JSON.parse(files.get("manifest.json")!.toString()) as { Config: string; RepoTags: string[]; Layers: string[] }[];
+      expect(manifest).toHaveLength(1);
+      expect(manifest[0]!.RepoTags).toEqual([name]);
+      expect(manifest[0]!.Layers.length).toBeGreaterThanOrEqual(2); // busybox + our RUN
+      for (const layer of manifest[0]!.Layers) expect(files.has(layer)).toBe(true);
+      const config = JSON.parse(files.get(manifest[0]!.Config)!.toString()) as { rootfs: { diff_ids: string[] } };
+      expect(config.rootfs.diff_ids).toHaveLength(manifest[0]!.Layers.length);
+    } finally {
+      out.remove();
+    }
+  });
+
+  it("refuses an OCI archive on dockerd's BuildKit with a clear error", async () => {
+    const { error } = await failureOf(
+      bk.build({ context: { files: {} }, dockerfileContent: "FROM scratch\n", outputs: [{ type: "oci", dest: "/tmp/never.tar" }] }),
+    );
+    expect(error).toMatchObject({ code: "UNIMPLEMENTED" });
+    expect(existsSync("/tmp/never.tar")).toBe(false);
+  });
+
+  it("refuses two outputs on BuildKit before v0.13", async () => {
+    const { error } = await failureOf(
+      bk.build({
+        context: { files: {} },
+        dockerfileContent: "FROM scratch\n",
+        outputs: [{ type: "tar", dest: new PassThrough() }, { type: "tar", dest: new PassThrough() }],
+      }),
+    );
+    expect(error).toMatchObject({ code: "INVALID_ARGUMENT" });
+  });
+});
+
+describe("registries", () => {
+  it("pushes under several names, each readable from the registry", async () => {
+    const repository = uniqueRepository("bkn-multi");
+    const names = [`${PLAIN_REGISTRY}/${repository}:a`, `${PLAIN_REGISTRY}/${repository}:b`];
+    const { result } = await runCollecting(
+      bk.build({
+        context: { files: {} },
+        dockerfileContent: `FROM ${BASE_IMAGE}\nRUN echo two tags > /tags\n`,
+        outputs: [{ type: "image", name: names.join(","), push: true }],
+      }),
+    );
+    const [a, b] = await Promise.all([getManifest(PLAIN_REGISTRY, repository, "a"), getManifest(PLAIN_REGISTRY, repository, "b")]);
+    expect(a.digest).toMatch(/^sha256:/);
+    expect(b.digest).toBe(a.digest);
+    expect(result.pushed.map((p) => p.digest)).toEqual([a.digest, a.digest]);
+  });
+
+  it("pulls from and pushes to the htpasswd registry with credentials given in code", async () => {
+    const repository = uniqueRepository("bkn-auth");
+    const auth = { username: AUTH_USER, password: AUTH_PASSWORD };
+    await runCollecting(
+      bk.build({
+        context: { files: {} },
+        dockerfileContent: `FROM ${AUTH_REGISTRY}/busybox:latest\nLABEL pulled.with=credentials\n`,
+        pull: true, // resolve through the registry even though dockerd has the image
+        registryAuth: { [AUTH_REGISTRY]: auth },
+        outputs: [{ type: "image", name: `${AUTH_REGISTRY}/${repository}:v1`, push: true }],
+      }),
+    );
+    const config = await getImageConfig(AUTH_REGISTRY, repository, "v1", auth);
+    expect(config.config.Labels).toMatchObject({ "pulled.with": "credentials" });
+  });
+
+  it("fails with a clear auth error when the password is wrong, and never shows the password", async () => {
+    const password = "definitely-wrong-password-41";
+    const { error, events } = await failureOf(
+      bk.build({
+        context: { files: {} },
+        dockerfileContent: `FROM ${AUTH_REGISTRY}/busybox:latest\n`,
+        pull: true,
+        registryAuth: { [AUTH_REGISTRY]: { username: AUTH_USER, password } },
+      }),
+    );
+    expect(error).toBeInstanceOf(BuildError);
+    expect((error as Error).message).toMatch(/401|unauthorized|authoriz/i);
+    for (let e: unknown = error; e instanceof Error; e = e.cause) expect(e.message).not.toContain(password);
+    expect(JSON.stringify(events)).not.toContain(password);
+  });
+
+  it("fails the push through dockerd with an auth error when the password is wrong", async () => {
+    const repository = uniqueRepository("bkn-authpush");
+    const { error } = await failureOf(
+      bk.build({
+        context: { files: {} },
+        dockerfileContent: `FROM ${BASE_IMAGE}\n`,
+        registryAuth: { [AUTH_REGISTRY]: { username: AUTH_USER, password: "wrong" } },
+        outputs: [{ type: "image", name: `${AUTH_REGISTRY}/${repository}:v1`, push: true }],
+      }),
+    );
+    expect(error).toMatchObject({ code: "UNAUTHENTICATED" });
+    expect((error as Error).message).toContain(`${AUTH_REGISTRY}/${repository}`);
+  });
+});
+
+describe("a rebuild", () => {
+  it("sends only the file that changed", async () => {
+    const ctx = tempDir("rebuild");
+    try {
+      writeFileSync(join(ctx.path, "Dockerfile"), "FROM scratch\nCOPY . /\n");
+      writeFileSync(join(ctx.path, "big.bin"), Buffer.alloc(4 * 1024 * 1024, 7));
+      writeFileSync(join(ctx.path, "small.txt"), "one");
+      const transferred = async () => {
+        const { events } = await runCollecting(bk.build({ context: ctx.path, noCache: true }));
+        const bars = events.filter((e) => e.type === "progress" && e.id.startsWith("transferring context"));
+        return Math.max(0, ...bars.map((e) => (e.type === "progress" ? e.current : 0)));
+      };
+      const first = await transferred();
+      writeFileSync(join(ctx.path, "small.txt"), "two!");
+      const second = await transferred();
+      expect(first).toBeGreaterThanOrEqual(4 * 1024 * 1024);
+      expect(second).toBeLessThan(64 * 1024);
+    } finally {
+      ctx.remove();
+    }
+  });
+});
