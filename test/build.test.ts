@@ -27,6 +27,7 @@ describe("a multi-stage build", () => {
         bk.build({
           context: "fixtures/hello",
           buildArgs: { GREETING: "bonjour" },
+          noCache: true, // so the RUN step runs (and logs) every time
           outputs: [{ type: "local", dest: out.path }],
         }),
       );

@@ -5,7 +5,7 @@ import * as fs from "node:fs/promises";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { Readable } from "node:stream";
+import { PassThrough, Readable } from "node:stream";
 import { createGzip, gzipSync } from "node:zlib";
 import * as tar from "tar-stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -303,6 +303,15 @@ describe("tarSource", () => {
     expect(err.code).toBe("INVALID_ARGUMENT");
     expect(err.message).toContain(JSON.stringify(entryName));
     expect(await fs.readdir(tmp)).toEqual([]);
+  });
+
+  it("releases the caller's stream when it refuses the tarball midway", async () => {
+    const input = new PassThrough();
+    input.write(await tarBytes([{ header: { name: "../x" }, body: "x" }]));
+    // Never ended: the upload is still "in progress".
+    const err = await rejection(tarSource(input, { tmpDir: tmp }));
+    expect(err.code).toBe("INVALID_ARGUMENT");
+    expect(input.destroyed).toBe(true);
   });
 
   it("accepts symlinks that stay inside", async () => {

@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { BuildKitNodeError } from "../../errors.js";
 import { goModeFromUnix, GoMode } from "../fsutil/file-mode.js";
 import type { TreeEntry, TreeSource } from "./tree-source.js";
-import { assertTreePath, compareUtf8, joinPath } from "./tree-path.js";
+import { assertTreePath, joinPath, sortByUtf8 } from "./tree-path.js";
 
 const READ_CHUNK = 32 * 1024;
 /** lstat calls in flight while listing one directory. */
@@ -55,8 +55,8 @@ export async function directorySource(root: string): Promise<TreeSource> {
         }
         throw new BuildKitNodeError("UNKNOWN", `${description}: cannot list ${dir || "."}: ${errorText(err)}`, { cause: err });
       }
-      names.sort(compareUtf8);
-      const entries = await mapLimited(names, LSTAT_CONCURRENCY, (name) => statEntry(joinPath(dir, name)));
+      const sorted = sortByUtf8(names, (name) => name);
+      const entries = await mapLimited(sorted, LSTAT_CONCURRENCY, (name) => statEntry(joinPath(dir, name)));
       return entries.filter((entry): entry is TreeEntry => entry !== undefined);
     },
 

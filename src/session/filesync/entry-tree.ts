@@ -3,7 +3,7 @@
 import { BuildKitNodeError } from "../../errors.js";
 import { GoMode } from "../fsutil/file-mode.js";
 import type { TreeEntry } from "./tree-source.js";
-import { assertTreePath, compareUtf8 } from "./tree-path.js";
+import { assertTreePath, sortByUtf8 } from "./tree-path.js";
 
 export interface TreeNode<Content> {
   entry: TreeEntry;
@@ -90,7 +90,7 @@ export class EntryTree<Content> {
   list(dir: string): TreeEntry[] {
     const node = this.get(dir);
     if (!node?.children) return [];
-    node.sorted ??= [...node.children.entries()].sort(([a], [b]) => compareUtf8(a, b)).map(([, child]) => child.entry);
+    node.sorted ??= sortByUtf8(node.children, ([name]) => name).map(([, child]) => child.entry);
     return node.sorted;
   }
 

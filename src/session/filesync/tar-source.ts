@@ -61,6 +61,8 @@ export async function tarSource(input: Readable, options: TarSourceOptions = {})
     checkSymlinks(tree);
     return spooledSource(tree, spoolPath, spoolDir);
   } catch (err) {
+    // Refused midway: stop the upload rather than leave it paused forever.
+    input.destroy();
     await fs.rm(spoolDir, { recursive: true, force: true });
     if (err instanceof BuildKitNodeError) throw err;
     throw new BuildKitNodeError("INVALID_ARGUMENT", `tar upload: ${err instanceof Error ? err.message : String(err)}`, { cause: err });

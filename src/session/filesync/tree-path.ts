@@ -41,6 +41,14 @@ export function compareUtf8(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
 }
 
+/** `items` sorted by the UTF-8 bytes of `key(item)` (each key encoded once). */
+export function sortByUtf8<T>(items: Iterable<T>, key: (item: T) => string): T[] {
+  return [...items]
+    .map((item) => ({ item, bytes: Buffer.from(key(item), "utf8") }))
+    .sort((a, b) => Buffer.compare(a.bytes, b.bytes))
+    .map(({ item }) => item);
+}
+
 /**
  * Splits a path that must stay inside a root (a tar entry name, an in-memory
  * file name) into its components: `./` prefixes, empty and `.` components
