@@ -170,7 +170,7 @@ describe("receiveArchive", () => {
       return partial ? (await fs.stat(path.join(dir, partial))).size : 0;
     };
     await until(async () => (await partialSize()) > 0, "the partial file");
-    call.cancel();
+    daemon!.dropConnection();
 
     await expect(settled[0]).rejects.toThrow(/cancelled/);
     expect(await fs.readdir(dir)).toEqual([]);
@@ -185,12 +185,38 @@ describe("receiveArchive", () => {
     const call = daemon!.call(ARCHIVE);
     sendArchive(call, randomBytes(512 * 1024));
     await until(() => seen > 0, "some bytes");
-    call.cancel();
+    daemon!.dropConnection();
 
     await closed;
     await expect(settled[0]).rejects.toThrow(/cancelled/);
     expect(out.destroyed).toBe(true);
     expect(out.errored?.message).toMatch(/cancelled/);
+  });
+
+  it("ends the call with the error when the Writable fails, and destroys it", async () => {
+    const failing = new Writable({
+      write(_chunk, _encoding, callback) {
+        callback(new Error("disk full"));
+      },
+    });
+    await serveArchive(failing);
+    const call = daemon!.call(ARCHIVE);
+    sendArchive(call, randomBytes(256 * 1024));
+    call.end();
+    // Trailers with our message, not a reset stream.
+    expect(await call.status).toEqual({ code: GrpcCode.UNKNOWN, message: "disk full" });
+    await expect(settled[0]).rejects.toThrow("disk full");
+    expect(failing.destroyed).toBe(true);
+  });
+
+  it("refuses a Writable that is already closed", async () => {
+    const closed = new PassThrough();
+    closed.destroy();
+    await serveArchive(closed);
+    const call = daemon!.call(ARCHIVE);
+    sendArchive(call, Buffer.from("x"));
+    call.end();
+    expect((await call.status).message).toMatch(/output stream was closed/);
   });
 
   it("writes an archive with no chunks as an empty file", async () => {

@@ -188,6 +188,12 @@ async function* readMessages(stream: http2.ServerHttp2Stream, gzipped: boolean):
       yield compressed ? gunzipSync(body) : body;
     }
   }
+  // A reset (the daemon cancelled) also ends the iteration; it must not pass
+  // for the end of the daemon's messages. Node records the reset code before
+  // it ends the readable side.
+  if (stream.rstCode !== undefined && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
+    throw new GrpcStatusError(GrpcCode.CANCELLED, "the daemon cancelled the call");
+  }
   if (buffer.length > 0) throw new GrpcStatusError(GrpcCode.INTERNAL, "truncated gRPC message");
 }
 

@@ -11,7 +11,11 @@ export interface DaemonCall {
   send(message: Uint8Array): void;
   /** Half-closes our side. */
   end(): void;
-  /** Cancels the call (RST_STREAM CANCEL). */
+  /**
+   * Cancels the call. Node's client sends END_STREAM before the RST_STREAM,
+   * so the server may see the messages end first; use dropConnection() for
+   * a daemon that goes away mid-transfer.
+   */
   cancel(): void;
   /** Messages from the server, until it ends the call. */
   messages: AsyncIterable<Uint8Array>;
@@ -22,6 +26,8 @@ export interface DaemonCall {
 export interface DaemonSide {
   /** Starts a call; metadata values that are arrays go out as separate header fields. */
   call(method: string, metadata?: Record<string, string | string[]>): DaemonCall;
+  /** Cuts the connection under every call in flight, as a dying daemon would. */
+  dropConnection(): void;
   close(): Promise<void>;
 }
 
@@ -60,6 +66,9 @@ export async function startDaemonSide(routes: Routes): Promise<DaemonSide> {
         messages: framed(stream),
         status,
       };
+    },
+    dropConnection() {
+      socket.destroy();
     },
     async close() {
       client.close();

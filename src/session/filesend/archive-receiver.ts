@@ -33,19 +33,18 @@ interface ArchiveSink {
 export async function receiveArchive(call: ServerCall, dest: string | NodeJS.WritableStream): Promise<{ bytes: number }> {
   const sink = typeof dest === "string" ? await fileSink(dest) : streamSink(dest, call.signal);
   let bytes = 0;
+  // Not for-await: leaving that loop early (a failed write) would destroy
+  // the HTTP/2 stream, and the daemon would see a reset instead of our error.
+  const messages = decodeMessages(call, BytesMessageSchema);
   try {
-    for await (const message of decodeMessages(call, BytesMessageSchema)) {
-      if (message.data.length === 0) continue;
-      await sink.write(message.data);
-      bytes += message.data.length;
+    for (let next = await messages.next(); !next.done; next = await messages.next()) {
+      const { data } = next.value;
+      if (data.length === 0) continue;
+      await sink.write(data);
+      bytes += data.length;
     }
-    // The session server ends the message stream the same way when the
-    // daemon half-closes and when it cancels (RST_STREAM); the cancel shows
-    // on call.signal only once the stream's 'close' has been emitted, which
-    // Node queues before the next macrotask. Wait for it, and never commit
-    // an archive that may be cut short.
-    await new Promise((resolve) => setImmediate(resolve));
-    if (call.signal.aborted) throw cancelled();
+    // A cancel (reset) makes the messages throw rather than end, so the
+    // archive is whole here.
     await sink.commit();
   } catch (err) {
     const error = call.signal.aborted ? cancelled() : asError(err);
@@ -100,6 +99,8 @@ function streamSink(stream: NodeJS.WritableStream, signal: AbortSignal): Archive
   return {
     async write(chunk) {
       if (failure) throw failure;
+      // A destroyed or ended stream would take the write without a word.
+      if (isClosed(stream)) throw new Error("the output stream was closed before the archive was written");
       if (!stream.write(chunk)) await drained(stream, signal);
       if (failure) throw failure;
     },
@@ -139,6 +140,11 @@ function drained(stream: NodeJS.WritableStream, signal: AbortSignal): Promise<vo
     stream.on("close", onClose);
     signal.addEventListener("abort", onAbort);
   });
+}
+
+function isClosed(stream: NodeJS.WritableStream): boolean {
+  const state = stream as { destroyed?: boolean; writableEnded?: boolean };
+  return state.destroyed === true || state.writableEnded === true;
 }
 
 function destroyWith(stream: NodeJS.WritableStream, reason: Error): void {
