@@ -64,6 +64,13 @@ export function planOutputs(outputs: Output[], daemon: DaemonKind): ExportPlan {
             type: "image",
             attrs: { name: names.join(","), push: String(Boolean(output.push)), ...(output.insecure ? { "registry.insecure": "true" } : {}) },
           });
+          // BuildKit pushed them itself; report what it says it pushed.
+          if (output.push) {
+            after.push(async ({ exporterResponse }) => {
+              const digest = exporterResponse["containerimage.digest"];
+              return names.map((name) => (digest ? { name, digest } : { name }));
+            });
+          }
         }
         break;
       }

@@ -22,3 +22,22 @@ export const STANDALONE_BUILDKIT = process.env.BUILDKIT_HOST;
 export function announceSkip(what: string, why: string): void {
   process.stderr.write(`\n*** SKIPPED: ${what}: ${why} ***\n\n`);
 }
+
+export interface BuildDaemon {
+  /** For test names. */
+  name: string;
+  address: string;
+  /** dockerd's BuildKit: moby/tar/local exporters only, pushes through the Engine. */
+  embeddedInDocker: boolean;
+}
+
+/**
+ * The daemons the end-to-end build tests run against: dockerd's BuildKit
+ * always, a standalone buildkitd too when BUILDKIT_HOST names one.
+ */
+export const BUILD_DAEMONS: BuildDaemon[] = [
+  { name: "dockerd", address: DOCKER_BUILDKIT, embeddedInDocker: true },
+  ...(STANDALONE_BUILDKIT ? [{ name: "buildkitd", address: STANDALONE_BUILDKIT, embeddedInDocker: false }] : []),
+];
+
+if (!STANDALONE_BUILDKIT) announceSkip("build tests against a standalone buildkitd", "BUILDKIT_HOST is not set; only dockerd's BuildKit is used");
