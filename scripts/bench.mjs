@@ -19,6 +19,7 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 const FILE_SIZE = 4096;
@@ -219,22 +220,18 @@ async function runParent(opts) {
       console.log(`FAILED\n${err.message}`);
     }
   }
-  console.log();
-  printTable(results);
-  printTargets(results);
-  console.log(
-    "\nNotes: MiB/s and files/s are the context's size and file count over the build's wall time (connect excluded). " +
-      "'upload s' is the daemon's `[internal] load build context` step until its transfer bar completes (without the COPY); 'client CPU s' is this client's user+system time during the build. " +
-      "'sent' is the largest `current` of the daemon's `transferring context` progress: fsutil's receiver counts every packet it gets, " +
-      "the STAT listing included. Each scenario uploads under a fresh path (a link to the tree) so the daemon has no earlier copy to diff against; " +
-      "those copies stay in the daemon's build cache (`docker builder prune` removes them).",
-  );
+  if (results.length > 0) {
+    console.log();
+    printTable(results);
+    printTargets(results);
+    printNotes();
+  }
   if (failed) process.exitCode = 1;
 }
 
 /** Runs one scenario in a child process; resolves with the JSON line it printed. */
 function spawnScenario(scenario, opts) {
-  const args = [new URL(import.meta.url).pathname, "--child", "--scenario", scenario, "--files", String(opts.files), "--size-mib", String(opts.sizeMiB)];
+  const args = [fileURLToPath(import.meta.url), "--child", "--scenario", scenario, "--files", String(opts.files), "--size-mib", String(opts.sizeMiB)];
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
     let stdout = "";
@@ -265,9 +262,8 @@ function printTable(results) {
         secondsTaken.toFixed(2),
         (row.bytes / MiB / secondsTaken).toFixed(1),
         rate(row.files / secondsTaken),
-        (row.uploadMs / 1000).toFixed(2),
+        Number.isFinite(row.uploadMs) ? (row.uploadMs / 1000).toFixed(2) : "n/a",
         (row.cpuMs / 1000).toFixed(2),
-        // The whole child process: for (c) the same peak covers its three builds.
         mib(memory.maxRssKiB * 1024),
         mib(memory.rssAtStart),
         mib(memory.peak.heapUsed),
@@ -304,6 +300,19 @@ function printTargets(results) {
   if (!b && !c) console.log("- none for the scenarios run");
 }
 
+function printNotes() {
+  console.log(`
+Notes:
+- MiB/s and files/s: the context's size and file count over the build's wall time (connect excluded).
+- upload s: from the daemon's "${CONTEXT_VERTEX}" step starting to its transfer bar completing (the COPY not included).
+- client CPU s: user + system time of this client during the build (the machine has ${os.availableParallelism()} CPUs, shared with the daemon).
+- sent: the largest \`current\` of the daemon's "transferring context" progress; fsutil's receiver counts every packet
+  it gets, so the listing (one STAT per file and directory) is in it, not just file data.
+- peak RSS and heap/external: per child process; for (c) one peak covers its three builds.
+- Each scenario uploads under a fresh path (a link to the tree) so that the daemon has no earlier copy to diff against;
+  those copies stay in the daemon's build cache (\`docker builder prune\` removes them).`);
+}
+
 // Function declarations, not consts: they are hoisted above the top-level await that runs everything.
 function verdict(ok) {
   return ok ? "MET" : "NOT MET";
@@ -333,12 +342,11 @@ async function runChild(opts) {
   // A fresh path for this run: the session's shared key follows the context's
   // path, and the daemon diffs an upload against the last one under that key.
   // A new path makes it a cold upload; (c) reuses it for its rebuilds.
+  const bk = await connect(process.env.BUILDKIT_HOST ? undefined : "docker://");
   const runsDir = path.join(opts.benchDir, "runs");
   await fs.mkdir(runsDir, { recursive: true });
   const alias = path.join(runsDir, `${scenario}-${process.pid}-${Date.now()}`);
   await fs.symlink(tree.dir, alias);
-
-  const bk = await connect(process.env.BUILDKIT_HOST ? undefined : "docker://");
   memory.markStart();
   try {
     const result = { scenario, rows: [] };

@@ -34,7 +34,8 @@ const SESSION_CLOSE_GRACE_MS = 5_000;
 export interface BuildTarget {
   address: string;
   control: Client<typeof Control>;
-  daemon: DaemonKind;
+  /** What kind of BuildKit this is (asked once, when a build needs it). */
+  daemon(): Promise<DaemonKind>;
   /** Exporters the daemon accepts in one solve (1 before BuildKit v0.13). */
   maxExporters(): Promise<number>;
   /** Maps a failed call to the error a caller should see (transport vs. daemon). */
@@ -98,7 +99,7 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
       throw new BuildKitNodeError("INVALID_ARGUMENT", `${target.address} takes one output per build (BuildKit before v0.13); ${outputs.length} were given`);
     }
     if (options.secrets) validateSecrets(options.secrets);
-    const plan = planOutputs(outputs, target.daemon);
+    const plan = planOutputs(outputs, await target.daemon());
     cleanups.push(() => plan.abandon());
 
     const locals = await openLocals(options, cleanups);

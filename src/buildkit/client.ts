@@ -7,6 +7,7 @@ import type { Channel } from "../transport/channel.js";
 import { DEFAULT_DOCKER_SOCKET } from "../transport/address.js";
 import type { BuildOptions } from "./build-options.js";
 import { BuildRun, startBuild } from "./build.js";
+import type { DaemonKind } from "./outputs.js";
 
 /** Options every daemon call takes. */
 export interface CallOptions {
@@ -159,21 +160,11 @@ export class BuildKitClient implements AsyncDisposable {
    */
   build(options: BuildOptions): BuildRun {
     if (this.#closed) throw new BuildKitNodeError("FAILED_PRECONDITION", `build: the client for ${this.address} is closed`);
-    const endpoint = this.#channel.endpoint;
-    const dockerHost = process.env.DOCKER_HOST;
     return startBuild(
       {
         address: this.address,
         control: this.#control,
-        daemon: {
-          embeddedInDocker: endpoint.kind === "docker",
-          dockerSocket:
-            endpoint.kind === "docker"
-              ? endpoint.socketPath
-              : dockerHost?.startsWith("unix://")
-                ? dockerHost.slice("unix://".length)
-                : DEFAULT_DOCKER_SOCKET,
-        },
+        daemon: () => this.#daemonKind(),
         maxExporters: () => this.#maxExporters(),
         callError: (err, context, signal) => this.#callError(err, context, signal),
       },
@@ -182,6 +173,26 @@ export class BuildKitClient implements AsyncDisposable {
   }
 
   #exporterLimit: Promise<number> | undefined;
+  #daemon: Promise<DaemonKind> | undefined;
+
+  /**
+   * Whether this BuildKit is the one embedded in dockerd, which exports only
+   * to dockerd's image store (moby), tar and local. Obvious for docker://;
+   * behind a socket or TCP front, dockerd's single worker gives it away (its
+   * id is "moby"). Engine API steps (push, save) then use the local Docker
+   * Engine (DOCKER_HOST or /var/run/docker.sock), which must be that daemon.
+   */
+  #daemonKind(): Promise<DaemonKind> {
+    const endpoint = this.#channel.endpoint;
+    if (endpoint.kind === "docker") return Promise.resolve({ embeddedInDocker: true, dockerSocket: endpoint.socketPath });
+    const dockerHost = process.env.DOCKER_HOST;
+    const dockerSocket = dockerHost?.startsWith("unix://") ? dockerHost.slice("unix://".length) : DEFAULT_DOCKER_SOCKET;
+    this.#daemon ??= this.listWorkers().then(
+      (workers) => ({ embeddedInDocker: workers.length > 0 && workers.every((w) => w.id === "moby"), dockerSocket }),
+      () => ({ embeddedInDocker: false, dockerSocket }),
+    );
+    return this.#daemon;
+  }
 
   /** BuildKit takes several exporters per solve from v0.13 on. */
   #maxExporters(): Promise<number> {
