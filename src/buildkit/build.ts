@@ -46,33 +46,33 @@ export interface BuildTarget {
  * A running build: `await` it for the result, iterate `events` for progress.
  * The build runs whether or not anyone listens; events are kept until taken.
  */
-export class BuildRun implements PromiseLike<BuildResult> {
+export class BuildRun<R extends BuildResult = BuildResult> implements PromiseLike<R> {
   /** The job reference the daemon knows this build by. */
   readonly ref: string;
   /** Typed progress; ends when the build ends (success or failure). */
   readonly events: AsyncIterable<BuildEvent>;
-  readonly #result: Promise<BuildResult>;
+  readonly #result: Promise<R>;
 
   /** @internal */
-  constructor(ref: string, events: AsyncIterable<BuildEvent>, result: Promise<BuildResult>) {
+  constructor(ref: string, events: AsyncIterable<BuildEvent>, result: Promise<R>) {
     this.ref = ref;
     this.events = events;
     this.#result = result;
     result.catch(() => {}); // reported to whoever awaits the run, never as an unhandled rejection
   }
 
-  then<T = BuildResult, E = never>(
-    onFulfilled?: ((value: BuildResult) => T | PromiseLike<T>) | null,
+  then<T = R, E = never>(
+    onFulfilled?: ((value: R) => T | PromiseLike<T>) | null,
     onRejected?: ((reason: unknown) => E | PromiseLike<E>) | null,
   ): Promise<T | E> {
     return this.#result.then(onFulfilled, onRejected);
   }
 
-  catch<E = never>(onRejected?: ((reason: unknown) => E | PromiseLike<E>) | null): Promise<BuildResult | E> {
+  catch<E = never>(onRejected?: ((reason: unknown) => E | PromiseLike<E>) | null): Promise<R | E> {
     return this.#result.catch(onRejected);
   }
 
-  finally(onFinally?: (() => void) | null): Promise<BuildResult> {
+  finally(onFinally?: (() => void) | null): Promise<R> {
     return this.#result.finally(onFinally);
   }
 }

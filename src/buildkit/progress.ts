@@ -43,7 +43,16 @@ export class ProgressTracker {
     const tag = this.#platform ? { platform: this.#platform } : {};
     for (const v of status.vertexes) {
       const state = this.#vertex(v.digest, v.name);
-      state.cached ||= v.cached;
+      // Each update carries the vertex's whole state. A vertex can run again
+      // (BuildKit reports "load build context" done at once, then restarts
+      // it for the real transfer): a start without a completion after an
+      // announced end is a new run.
+      if (v.started && !v.completed && state.announcedEnd) {
+        state.announcedStart = false;
+        state.announcedEnd = false;
+        state.completed = undefined;
+      }
+      state.cached = v.cached;
       if (v.started) state.started = date(v.started);
       if (v.completed) state.completed = date(v.completed);
       if (v.error) state.error = v.error;

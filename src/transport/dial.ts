@@ -4,7 +4,6 @@ import type { Duplex } from "node:stream";
 import * as tls from "node:tls";
 import { type ErrorCode, TransportError } from "../errors.js";
 import type { Endpoint } from "./address.js";
-import { StreamRelay } from "./relay.js";
 import type { TlsOptions } from "./tls-options.js";
 
 /**
@@ -167,8 +166,11 @@ export function upgradeDockerSocket(
         reject(new TransportError("UNAVAILABLE", address, `${address}: dockerd answered ${response.statusCode} to the ${path} upgrade`));
         return;
       }
-      // The relay replays `head`, the first HTTP/2 bytes that came with the 101.
-      resolve(new StreamRelay(socket, head));
+      // `head` holds the first HTTP/2 bytes, sent along with the 101. Put
+      // back, HTTP/2 reads them before the rest; the socket itself goes to
+      // HTTP/2 (native writes, no JS stream in between).
+      if (head.length > 0) socket.unshift(head);
+      resolve(socket);
     });
     request.on("response", (response) => {
       settle();

@@ -1,23 +1,19 @@
 import { Duplex } from "node:stream";
 
 /**
- * A Duplex standing in for a byte stream that is not usable yet, or that
- * must be read from a given prefix first.
+ * A Duplex standing in for a byte stream that is not there yet.
  *
- * HTTP/2 wants a Duplex synchronously (`createConnection`), but dockerd's
- * `/grpc` socket exists only after an asynchronous HTTP/1.1 upgrade, and the
- * bytes that arrived with the `101` response (`head`) belong to the HTTP/2
- * stream. The relay accepts writes at once, holds them until the target is
- * there, and replays the prefix before the target's own bytes.
+ * HTTP/2 wants its connection synchronously (`createConnection`), but a
+ * re-dial is asynchronous (a TLS handshake, dockerd's HTTP/1.1 upgrade). The
+ * relay accepts writes at once and holds them until the target is there.
  */
 export class StreamRelay extends Duplex {
   #target: Duplex | undefined;
   readonly #ready: Promise<Duplex>;
 
-  constructor(target: Duplex | Promise<Duplex>, prefix?: Uint8Array) {
+  constructor(target: Promise<Duplex>) {
     super({ allowHalfOpen: true });
-    if (prefix && prefix.length > 0) this.push(prefix);
-    this.#ready = Promise.resolve(target).then(
+    this.#ready = target.then(
       (stream) => this.#attach(stream),
       (err: unknown) => {
         this.destroy(err instanceof Error ? err : new Error(String(err)));
@@ -56,6 +52,11 @@ export class StreamRelay extends Duplex {
     }
     if (target.write(chunk)) callback();
     else target.once("drain", () => callback());
+  }
+
+  /** HTTP/2 writes each frame in pieces: pass a batch on as one write. */
+  override _writev(chunks: { chunk: Buffer }[], callback: (err?: Error | null) => void): void {
+    this._write(Buffer.concat(chunks.map((c) => c.chunk)), "binary", callback);
   }
 
   override _final(callback: (err?: Error | null) => void): void {

@@ -46,7 +46,6 @@ class DiffCopySender {
   private inFlight = 0;
   private idleWaiters: Array<() => void> = [];
   private readonly controller = new AbortController();
-  private readonly aborted: Promise<never>;
   private failure: ((err: unknown) => void) | undefined;
 
   constructor(
@@ -54,10 +53,6 @@ class DiffCopySender {
     private readonly filter: TreeFilter,
     private readonly call: ServerCall,
   ) {
-    this.aborted = new Promise<never>((_, reject) => {
-      this.controller.signal.addEventListener("abort", () => reject(this.controller.signal.reason), { once: true });
-    });
-    this.aborted.catch(() => {});
   }
 
   async run(): Promise<void> {
@@ -113,7 +108,7 @@ class DiffCopySender {
   private async receive(): Promise<void> {
     const packets = decodeMessages(this.call, PacketSchema)[Symbol.asyncIterator]();
     for (;;) {
-      const next = await Promise.race([packets.next(), this.aborted]);
+      const next = await this.unlessAborted(packets.next());
       if (next.done) throw new PeerError(`${this.call.method}: the daemon closed the stream before FIN`);
       const packet = next.value;
       switch (packet.type) {
@@ -182,7 +177,31 @@ class DiffCopySender {
   /** Sends one packet, waiting for the stream to take more; gives up when the transfer is aborted. */
   private async send(packet: Packet): Promise<void> {
     this.controller.signal.throwIfAborted();
-    await Promise.race([this.call.send(toBinary(PacketSchema, packet)), this.aborted]);
+    await this.unlessAborted(this.call.send(toBinary(PacketSchema, packet)));
+  }
+
+  /**
+   * Waits for `promise`, or rejects when the transfer aborts first. The abort
+   * listener lives only as long as this one wait: racing every packet against
+   * one long-lived promise would pile up a reaction per packet until the end.
+   */
+  private unlessAborted<T>(promise: Promise<T>): Promise<T> {
+    const { signal } = this.controller;
+    if (signal.aborted) return Promise.reject(signal.reason);
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = () => reject(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+      promise.then(
+        (value) => {
+          signal.removeEventListener("abort", onAbort);
+          resolve(value);
+        },
+        (err: unknown) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(err);
+        },
+      );
+    });
   }
 
   /**

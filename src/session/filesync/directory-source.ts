@@ -10,7 +10,8 @@ import { goModeFromUnix, GoMode } from "../fsutil/file-mode.js";
 import type { TreeEntry, TreeSource } from "./tree-source.js";
 import { assertTreePath, joinPath, sortByUtf8 } from "./tree-path.js";
 
-const READ_CHUNK = 32 * 1024;
+// Read in large pieces (fewer reads); the sender cuts 32 KiB packets.
+const READ_CHUNK = 256 * 1024;
 /** lstat calls in flight while listing one directory. */
 const LSTAT_CONCURRENCY = 32;
 

@@ -37,7 +37,8 @@ interface SpoolExtent {
   size: number;
 }
 
-const READ_CHUNK = 32 * 1024;
+// Read in large pieces (fewer reads); the sender cuts 32 KiB packets.
+const READ_CHUNK = 256 * 1024;
 /** Symlink hops followed when checking where a symlink leads. */
 const MAX_SYMLINK_HOPS = 40;
 /** Directories that no tar entry describes get this mode and mtime 0 (deterministic). */
