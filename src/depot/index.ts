@@ -1,5 +1,8 @@
 // buildkit-node/depot: Depot's API (projects, build lifecycle, machines).
-// The clients land with the Depot orchestration work; until then this entry
-// point exports only the shared error types, so that the package's export
-// map is stable from the first release.
-export { BuildKitNodeError, TransportError, type ErrorCode } from "../errors.js";
+export { DepotClient, type DepotClientOptions } from "./depot-client.js";
+export type { CachePolicy, CreateProjectInput, DepotProjects, Hardware, Project, ProjectChanges, RequestOptions } from "./projects.js";
+export type { CreateBuildInput, DepotBuild, DepotBuilds } from "./builds.js";
+export type { AcquireOptions, DepotMachine, MachineConnectOptions } from "./machine.js";
+export type { MachinePlatform } from "./platform.js";
+export { DepotError } from "./errors.js";
+export { AbortError, BuildKitNodeError, TransportError, type ErrorCode } from "../errors.js";

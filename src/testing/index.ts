@@ -11,3 +11,17 @@ export {
   type CertificateAuthority,
   type IssueOptions,
 } from "./certificates.js";
+export {
+  startLocalDepot,
+  type LocalBuildRecord,
+  type LocalBuildResult,
+  type LocalDepot,
+  type LocalDepotFaults,
+  type LocalDepotOptions,
+  type LocalFaultCode,
+  type LocalHardware,
+  type LocalMachineRecord,
+  type LocalMachineStopReason,
+  type LocalPlatform,
+  type LocalProject,
+} from "./local-depot.js";

@@ -1,0 +1,54 @@
+import { BuildKitNodeError } from "../errors.js";
+import { createBuildsApi, type DepotBuilds } from "./builds.js";
+import { HEALTH_INTERVAL_MS } from "./health.js";
+import { createProjectsApi, type DepotProjects } from "./projects.js";
+import { createDepotApi, DEFAULT_DEPOT_API_URL } from "./transport.js";
+
+export interface DepotClientOptions {
+  /** An organization API token. Default: `DEPOT_TOKEN`. */
+  token?: string;
+  /** Default: `DEPOT_API_URL`, else https://api.depot.dev. */
+  apiUrl?: string;
+  /** Default "2" (h2c with prior knowledge on an http:// URL). */
+  httpVersion?: "1.1" | "2";
+}
+
+/**
+ * Not public API: settings tests may change.
+ * @internal
+ */
+export interface DepotClientInternalOptions extends DepotClientOptions {
+  /** How often a held machine reports health. Default 5 s. */
+  healthIntervalMs?: number;
+}
+
+/**
+ * Depot's API: projects, and builds with their machines. Speaks Connect
+ * (binary protobuf) with the organization token for projects and
+ * CreateBuild, and each build's own token for everything about that build.
+ */
+export class DepotClient {
+  readonly projects: DepotProjects;
+  readonly builds: DepotBuilds;
+
+  constructor(options: DepotClientOptions = {}) {
+    const internal = options as DepotClientInternalOptions;
+    const token = options.token ?? process.env.DEPOT_TOKEN;
+    const apiUrl = options.apiUrl ?? (process.env.DEPOT_API_URL || DEFAULT_DEPOT_API_URL);
+    const httpVersion = options.httpVersion ?? "2";
+    if (httpVersion !== "1.1" && httpVersion !== "2") {
+      throw new BuildKitNodeError("INVALID_ARGUMENT", `httpVersion must be "1.1" or "2", not ${JSON.stringify(httpVersion)}`);
+    }
+    if (!/^https?:\/\/[^/]/i.test(apiUrl) || !URL.canParse(apiUrl)) {
+      throw new BuildKitNodeError("INVALID_ARGUMENT", `the Depot API URL must be an http:// or https:// URL, not ${JSON.stringify(apiUrl)}`);
+    }
+    // Checked at the first call, not here: a client may be built before the token is known.
+    const orgToken = (): string => {
+      if (!token) throw new BuildKitNodeError("INVALID_ARGUMENT", "no Depot token: set DEPOT_TOKEN or pass { token } to new DepotClient()");
+      return token;
+    };
+    const api = createDepotApi(apiUrl, httpVersion);
+    this.projects = createProjectsApi(api, orgToken);
+    this.builds = createBuildsApi(api, orgToken, { healthIntervalMs: internal.healthIntervalMs ?? HEALTH_INTERVAL_MS });
+  }
+}

@@ -1,0 +1,71 @@
+import { type CallOptions, type Client, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { BuildService } from "../gen/depot/cli/v1/build_pb.js";
+import { ProjectService } from "../gen/depot/core/v1/project_pb.js";
+import { depotCallError } from "./errors.js";
+import { withRetry } from "./retry.js";
+
+export const DEFAULT_DEPOT_API_URL = "https://api.depot.dev";
+
+/** Bounds one API call (one attempt) unless a method says otherwise. */
+export const API_CALL_TIMEOUT_MS = 30_000;
+
+/** The Depot services this library calls, over one Connect transport. */
+export interface DepotApi {
+  readonly apiUrl: string;
+  readonly builds: Client<typeof BuildService>;
+  readonly projects: Client<typeof ProjectService>;
+}
+
+/**
+ * Connect protocol with binary protobuf, as Depot's SDKs speak it. HTTP/2 by
+ * default (h2c with prior knowledge on an `http://` URL); "1.1" for proxies
+ * that only speak that. One transport serves every token: the token goes in
+ * each call's headers (see `callOptions`), so the organization token and a
+ * build's token never mix.
+ */
+export function createDepotApi(apiUrl: string, httpVersion: "1.1" | "2"): DepotApi {
+  const transport = createConnectTransport({ baseUrl: apiUrl, httpVersion, useBinaryFormat: true });
+  return { apiUrl, builds: createClient(BuildService, transport), projects: createClient(ProjectService, transport) };
+}
+
+/** One call's options: `Authorization: Bearer <token>`, its signal and timeout. */
+export function callOptions(token: string, options: { signal?: AbortSignal | undefined; timeoutMs?: number }): CallOptions {
+  return {
+    headers: { authorization: `Bearer ${token}` },
+    timeoutMs: options.timeoutMs ?? API_CALL_TIMEOUT_MS,
+    ...(options.signal ? { signal: options.signal } : {}),
+  };
+}
+
+export interface DepotCallOptions {
+  signal?: AbortSignal | undefined;
+  /** Per attempt. Default 30 s. */
+  timeoutMs?: number;
+  /** Retries transient failures (see retry.ts), up to this many attempts in all. Default 1: no retry. */
+  maxAttempts?: number;
+  /** Every attempt ends by this time (epoch ms), and no retry starts past it. */
+  deadline?: number;
+}
+
+/**
+ * Runs one Depot RPC with `token`, retrying transient failures when asked;
+ * any failure comes out as a DepotError naming `method` (or an AbortError
+ * when `signal` ended it), with the token masked.
+ */
+export async function callDepot<T>(method: string, token: string, run: (options: CallOptions) => Promise<T>, options: DepotCallOptions = {}): Promise<T> {
+  const timeoutMs = options.timeoutMs ?? API_CALL_TIMEOUT_MS;
+  const once = () => {
+    const left = options.deadline === undefined ? timeoutMs : Math.max(1, Math.min(timeoutMs, options.deadline - Date.now()));
+    return run(callOptions(token, { signal: options.signal, timeoutMs: left }));
+  };
+  try {
+    return await withRetry(method, once, {
+      maxAttempts: options.maxAttempts ?? 1,
+      signal: options.signal,
+      ...(options.deadline !== undefined ? { deadline: options.deadline } : {}),
+    });
+  } catch (err) {
+    throw depotCallError(method, err, [token], options.signal);
+  }
+}

@@ -1,0 +1,49 @@
+// What every service of the local Depot shares, and the build steps two
+// services have in common (depot.cli.v1 and depot.build.v1 share one store).
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Logger } from "../../log.js";
+import type { Authenticator } from "./auth.js";
+import type { FaultInjector } from "./faults.js";
+import type { MachinePool } from "./machines.js";
+import type { DepotStore } from "./store.js";
+import type { LocalBuildRecord, LocalBuildResult } from "./types.js";
+
+/** What FinishBuild reports. */
+export type BuildResult = { result: LocalBuildResult; error?: string };
+
+export interface DepotContext {
+  store: DepotStore;
+  auth: Authenticator;
+  machines: MachinePool;
+  faults: FaultInjector;
+  /** The server's own URL, for the build links CreateBuild returns. */
+  apiUrl: () => string;
+  log: Logger;
+}
+
+/** Registers a build of an existing project. */
+export function createBuild(depot: DepotContext, projectId: string, options: LocalBuildRecord["options"]): LocalBuildRecord {
+  if (!depot.store.projects.has(projectId)) throw new ConnectError(`project ${JSON.stringify(projectId)} not found`, Code.NotFound);
+  const build = depot.store.addBuild(projectId, options);
+  depot.log(`build ${build.id} created in ${projectId}`);
+  return build;
+}
+
+/** Records a build's result once and stops its machines; a second result is refused. */
+export async function finishBuild(
+  depot: DepotContext,
+  build: LocalBuildRecord,
+  result: BuildResult | undefined,
+): Promise<void> {
+  build.finishCalls++;
+  if (build.finish) throw new ConnectError(`build ${build.id} is already finished (${build.finish.result})`, Code.FailedPrecondition);
+  if (!result) throw new ConnectError("a result (success, error or canceled) is required", Code.InvalidArgument);
+  build.finish = { ...result, at: new Date() };
+  build.status = result.result;
+  depot.log(`build ${build.id} finished: ${result.result}`);
+  await depot.machines.stopBuild(build.id, "finished");
+}
+
+export function buildUrl(depot: DepotContext, build: LocalBuildRecord): string {
+  return `${depot.apiUrl()}/orgs/${depot.store.organizationId}/projects/${build.projectId}/builds/${build.id}`;
+}

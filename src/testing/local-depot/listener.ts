@@ -1,0 +1,102 @@
+// One port on 127.0.0.1 for HTTP/1.1 and h2c alike. Connect clients over
+// `http://` use either (connect-go's default client HTTP/1.1, Depot's Node SDK
+// h2c with prior knowledge), gRPC needs h2c, and Node's
+// `http2.createServer({ allowHTTP1: true })` serves HTTP/1.1 only over TLS.
+// So each connection is sorted by its first bytes.
+import * as http from "node:http";
+import * as http2 from "node:http2";
+import * as net from "node:net";
+import { Duplex } from "node:stream";
+import type { Logger } from "../../log.js";
+
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+export interface Listener {
+  readonly port: number;
+  /** Stops accepting and destroys every open connection. Idempotent. */
+  close(): Promise<void>;
+}
+
+export type RequestHandler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
+
+export async function listen(handler: RequestHandler, port: number, log: Logger): Promise<Listener> {
+  // Neither server listens itself: connections are handed to them.
+  const http1 = http.createServer(handler);
+  const h2c = http2.createServer(handler);
+  h2c.on("sessionError", (err) => log(`h2c session: ${err.message}`));
+  const sockets = new Set<net.Socket>();
+
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", (err) => log(`connection: ${err.message}`));
+    sniff(socket, (isH2, head) => {
+      if (isH2) {
+        h2c.emit("connection", replaying(socket, head));
+      } else {
+        // http's parser reads a net.Socket's JS buffer first, so the bytes can go back in.
+        socket.unshift(head);
+        http1.emit("connection", socket);
+        socket.resume();
+      }
+    });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, "127.0.0.1", () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const address = server.address() as net.AddressInfo;
+
+  let closing: Promise<void> | undefined;
+  return {
+    port: address.port,
+    close: () =>
+      (closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const socket of sockets) socket.destroy();
+      })),
+  };
+}
+
+/** Reads until the bytes either are the HTTP/2 preface or cannot be, then pauses the socket. */
+function sniff(socket: net.Socket, decide: (isH2: boolean, head: Buffer) => void): void {
+  let head = Buffer.alloc(0);
+  const onData = (chunk: Buffer) => {
+    head = Buffer.concat([head, chunk]);
+    const n = Math.min(head.length, H2_PREFACE.length);
+    const matches = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+    if (matches && head.length < H2_PREFACE.length) return;
+    socket.off("data", onData);
+    socket.pause();
+    decide(matches, head);
+  };
+  socket.on("data", onData);
+}
+
+/**
+ * The socket as a Duplex that yields `head` first. The HTTP/2 server reads a
+ * net.Socket's handle directly and would never see bytes put back with
+ * `unshift`; any other Duplex it reads as a stream.
+ */
+function replaying(socket: net.Socket, head: Buffer): Duplex {
+  const duplex = new Duplex({
+    read: () => void socket.resume(),
+    write: (chunk: Buffer, _encoding, callback) => void socket.write(chunk, callback),
+    final: (callback) => void socket.end(callback),
+    destroy: (err, callback) => {
+      socket.destroy();
+      callback(err);
+    },
+  });
+  duplex.push(head);
+  socket.on("data", (chunk: Buffer) => {
+    if (!duplex.push(chunk)) socket.pause();
+  });
+  socket.on("end", () => duplex.push(null));
+  socket.on("close", () => duplex.destroy());
+  return duplex;
+}

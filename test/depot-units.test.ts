@@ -1,0 +1,166 @@
+// The Depot client's pure parts: platform names, which failures are retried
+// and how long between tries, what FinishBuild reports for an error, and the
+// checks made before any call. No server is involved; everything that talks
+// to Depot is tested against the local Depot in depot-client.test.ts.
+import { Code, ConnectError } from "@connectrpc/connect";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { AbortError, BuildKitNodeError, DepotClient, DepotError } from "../src/depot/index.js";
+import { finishResult } from "../src/depot/builds.js";
+import { depotCallError } from "../src/depot/errors.js";
+import { normalizePlatform } from "../src/depot/platform.js";
+import { backoffMs, isTransient, sleep, withRetry } from "../src/depot/retry.js";
+
+afterEach(() => {
+  vi.unstubAllEnvs();
+});
+
+describe("normalizePlatform", () => {
+  it.each([
+    ["amd64", "amd64"],
+    ["linux/amd64", "amd64"],
+    ["x86_64", "amd64"],
+    ["arm64", "arm64"],
+    ["linux/arm64", "arm64"],
+    ["aarch64", "arm64"],
+  ])("%s → %s", (input, expected) => {
+    expect(normalizePlatform(input)).toBe(expected);
+  });
+
+  it.each(["", "arm", "linux/arm/v7", "windows/amd64", "s390x", "armv7l"])("refuses %j", (input) => {
+    expect(() => normalizePlatform(input)).toThrow(expect.objectContaining({ code: "INVALID_ARGUMENT" }));
+  });
+});
+
+describe("retry policy", () => {
+  it("retries unavailable, resource_exhausted, deadline_exceeded and aborted", () => {
+    for (const code of [Code.Unavailable, Code.ResourceExhausted, Code.DeadlineExceeded, Code.Aborted]) {
+      expect(isTransient(new ConnectError("x", code))).toBe(true);
+    }
+  });
+
+  it("never retries what another try cannot fix", () => {
+    for (const code of [Code.Unauthenticated, Code.PermissionDenied, Code.NotFound, Code.InvalidArgument, Code.FailedPrecondition, Code.Canceled]) {
+      expect(isTransient(new ConnectError("x", code))).toBe(false);
+    }
+    expect(isTransient(new Error("not a call"))).toBe(false);
+  });
+
+  it("retries internal only when it is a broken connection", () => {
+    expect(isTransient(new ConnectError("server bug", Code.Internal))).toBe(false);
+    const reset = Object.assign(new Error("write EPIPE"), { code: "EPIPE" });
+    expect(isTransient(new ConnectError("write EPIPE", Code.Internal, undefined, undefined, reset))).toBe(true);
+  });
+
+  it("sees through a DepotError to its ConnectError", () => {
+    expect(isTransient(depotCallError("CreateBuild", new ConnectError("x", Code.Unavailable), []))).toBe(true);
+  });
+
+  it("backs off from 200 ms, doubling up to 5 s, with jitter in the upper half", () => {
+    expect(backoffMs(0, () => 0)).toBe(100);
+    expect(backoffMs(0, () => 1)).toBe(200);
+    expect(backoffMs(3, () => 1)).toBe(1600);
+    expect(backoffMs(10, () => 0)).toBe(2500);
+    expect(backoffMs(30, () => 1)).toBe(5000);
+  });
+
+  it("gives up after maxAttempts and stops at once on a permanent error", async () => {
+    let calls = 0;
+    const unavailable = () => {
+      calls++;
+      return Promise.reject(new ConnectError("down", Code.Unavailable));
+    };
+    await expect(withRetry("Test", unavailable, { maxAttempts: 3 })).rejects.toThrow("down");
+    expect(calls).toBe(3);
+
+    calls = 0;
+    const denied = () => {
+      calls++;
+      return Promise.reject(new ConnectError("no", Code.PermissionDenied));
+    };
+    await expect(withRetry("Test", denied, { maxAttempts: 5 })).rejects.toThrow("no");
+    expect(calls).toBe(1);
+  });
+
+  it("sleep leaves no timer behind when aborted", async () => {
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+    const before = timers();
+    const controller = new AbortController();
+    const slept = sleep(60_000, controller.signal);
+    expect(timers()).toBe(before + 1);
+    controller.abort(new Error("stop"));
+    await expect(slept).rejects.toThrow("stop");
+    expect(timers()).toBe(before);
+  });
+});
+
+describe("depotCallError", () => {
+  it("names the method, keeps the code and the ConnectError, and masks tokens", () => {
+    const cause = new ConnectError("token sekret-123 is not valid", Code.Unauthenticated);
+    const err = depotCallError("CreateBuild", cause, ["sekret-123"]);
+    expect(err).toBeInstanceOf(DepotError);
+    expect(err).toBeInstanceOf(BuildKitNodeError);
+    expect((err as DepotError).method).toBe("CreateBuild");
+    expect(err.code).toBe("UNAUTHENTICATED");
+    expect(err.message).toContain("CreateBuild");
+    expect(err.message).not.toContain("sekret-123");
+    expect(err.cause).toBe(cause);
+  });
+
+  it("is an AbortError when the caller's signal ended the call", () => {
+    const controller = new AbortController();
+    controller.abort();
+    const err = depotCallError("ListProjects", new ConnectError("canceled", Code.Canceled), [], controller.signal);
+    expect(err).toBeInstanceOf(AbortError);
+  });
+});
+
+describe("finishResult", () => {
+  it("reports success for no error", () => {
+    expect(finishResult(undefined).case).toBe("success");
+  });
+
+  it.each([
+    ["our AbortError", new AbortError("aborted")],
+    ["a CANCELED error", new BuildKitNodeError("CANCELED", "Depot canceled the build")],
+    ["a canceled ConnectError", new ConnectError("canceled", Code.Canceled)],
+    ["a DOM AbortError", new DOMException("aborted", "AbortError")],
+  ])("reports canceled for %s", (_name, error) => {
+    expect(finishResult(error).case).toBe("canceled");
+  });
+
+  it("reports anything else as an error with its message, tokens masked", () => {
+    expect(finishResult(new Error("boom"))).toEqual({ case: "error", value: { error: "boom" } });
+    expect(finishResult("plain text")).toEqual({ case: "error", value: { error: "plain text" } });
+    expect(finishResult(new Error("push with tok-1 failed"), ["tok-1"])).toEqual({ case: "error", value: { error: "push with *** failed" } });
+    expect(finishResult(new BuildKitNodeError("TIMEOUT", "slow")).case).toBe("error");
+  });
+});
+
+describe("DepotClient before any call", () => {
+  it("without a token fails at the first call, saying to set DEPOT_TOKEN", async () => {
+    vi.stubEnv("DEPOT_TOKEN", "");
+    const depot = new DepotClient({ apiUrl: "http://127.0.0.1:9" });
+    for (const call of [() => depot.projects.list(), () => depot.builds.create({ projectId: "p" })]) {
+      const err = await call().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(BuildKitNodeError);
+      expect((err as BuildKitNodeError).code).toBe("INVALID_ARGUMENT");
+      expect((err as Error).message).toContain("DEPOT_TOKEN");
+    }
+  });
+
+  it("refuses an API URL that is not http(s) and an unknown HTTP version", () => {
+    expect(() => new DepotClient({ token: "t", apiUrl: "api.depot.dev" })).toThrow(expect.objectContaining({ code: "INVALID_ARGUMENT" }));
+    expect(() => new DepotClient({ token: "t", httpVersion: "3" as "2" })).toThrow(expect.objectContaining({ code: "INVALID_ARGUMENT" }));
+  });
+
+  it("checks its input before calling", async () => {
+    const depot = new DepotClient({ token: "t", apiUrl: "http://127.0.0.1:9" });
+    await expect(depot.projects.get("")).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    await expect(depot.projects.create({ name: "x", regionId: "us-east-1", hardware: "HARDWARE_1X1" as "HARDWARE_4X4" })).rejects.toMatchObject({
+      code: "INVALID_ARGUMENT",
+    });
+    await expect(depot.projects.create({ name: "x", regionId: "us-east-1", cachePolicy: { keepGb: -1, keepDays: 7 } })).rejects.toMatchObject({
+      code: "INVALID_ARGUMENT",
+    });
+  });
+});
