@@ -94,17 +94,18 @@ export function parseCommandLine(command: string, argv: string[], specs: FlagSpe
   return new ParsedArgs(command, parsed.values as Record<string, string | boolean | (string | boolean)[] | undefined>, parsed.positionals);
 }
 
-/** parseArgs' messages, shortened to the flag and what is wrong with it. */
+/** parseArgs' messages, shortened to the flag (`-t/--tag`) and what is wrong with it. */
 function parseArgsMessage(err: unknown, specs: FlagSpecs): string {
   const message = err instanceof Error ? err.message : String(err);
   const code = (err as { code?: string }).code;
-  const flag = /'(-[^',]+)/.exec(message)?.[1];
-  if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" && flag) return `unknown flag: ${flag}`;
-  if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE" && flag) {
-    const name = flag.startsWith("--") ? flag.slice(2) : Object.entries(specs).find(([, s]) => s.short === flag.slice(1))?.[0];
+  const given = /'(-[^',]+)/.exec(message)?.[1];
+  if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" && given) return `unknown flag: ${given}`;
+  if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE" && given) {
+    const name = given.startsWith("--") ? given.slice(2) : Object.entries(specs).find(([, s]) => s.short === given.slice(1))?.[0];
     const spec = name ? specs[name] : undefined;
+    const flag = spec?.short && name ? `-${spec.short}/--${name}` : given;
     if (spec?.type === "boolean") return `${flag} takes no value`;
-    if (/ambiguous/.test(message)) return `${flag} needs a value; to pass one that starts with "-", write ${name ? `--${name}=VALUE` : `${flag}VALUE`}`;
+    if (/ambiguous/.test(message)) return `${flag} needs a value; to pass one that starts with "-", write --${name ?? "FLAG"}=VALUE`;
     return `${flag} needs a value${spec?.value ? ` (${spec.value})` : ""}`;
   }
   return message.split("\n")[0] ?? message;
@@ -117,10 +118,28 @@ export function helpText(usage: string, description: string, specs: FlagSpecs, f
     return [names, `${spec.description}${spec.multiple ? " (repeatable)" : ""}`] as const;
   });
   const width = Math.min(34, Math.max(...rows.map(([names]) => names.length)) + 2);
-  const lines = [`Usage: ${usage}`, "", description, "", "Flags:"];
+  const lines = [`Usage: ${usage}`, "", ...wrap(description, HELP_WIDTH), "", "Flags:"];
+  const indent = " ".repeat(width + 2);
   for (const [names, text] of rows) {
-    lines.push(names.length + 2 > width ? `  ${names}\n  ${" ".repeat(width)}${text}` : `  ${names.padEnd(width)}${text}`);
+    const wrapped = wrap(text, Math.max(30, HELP_WIDTH - width - 2)).join(`\n${indent}`);
+    lines.push(names.length + 2 > width ? `  ${names}\n${indent}${wrapped}` : `  ${names.padEnd(width)}${wrapped}`);
   }
   if (footer) lines.push("", footer);
   return `${lines.join("\n")}\n`;
+}
+
+const HELP_WIDTH = 100;
+
+/** Splits `text` into lines of at most `width` characters, at spaces. */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(/\s+/)) {
+    if (line && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) lines.push(line);
+  return lines;
 }

@@ -20,6 +20,8 @@ const PENDING_WAIT_MAX_MS = 5_000;
 const READINESS_RETRY_MS = 1_000;
 /** Bounds one connection attempt to a machine (its dial, TLS and first ListWorkers). */
 const CONNECT_ATTEMPT_TIMEOUT_MS = 30_000;
+/** setTimeout's longest delay (about 24.8 days): longer timeouts, Infinity included, mean "no timeout". */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export interface AcquireOptions {
   /** Gives up with a TIMEOUT error after this long. Default 10 minutes. */
@@ -81,7 +83,7 @@ export async function acquireMachine(build: BuildContext, platformName: string, 
   const health = new HealthReporter({ ...build, platform, intervalMs: build.healthIntervalMs });
   health.start();
   const timeout = new AbortController();
-  const timer = setTimeout(() => timeout.abort(), timeoutMs);
+  const timer = setTimeout(() => timeout.abort(), Math.min(timeoutMs, MAX_TIMER_MS));
   const stop = AbortSignal.any([timeout.signal, health.canceled, build.ended, ...(options.signal ? [options.signal] : [])]);
   let lastError: unknown;
 
@@ -93,7 +95,7 @@ export async function acquireMachine(build: BuildContext, platformName: string, 
     return new BuildKitNodeError("TIMEOUT", `timed out after ${timeoutMs} ms acquiring ${what}${last}`, { cause: lastError });
   };
 
-  log(`build ${build.buildId}: acquiring a ${platform} machine`);
+  log(`build ${build.buildId}: acquiring the ${platform} machine`);
   try {
     for (let retry = 0; ; ) {
       let reply;

@@ -79,8 +79,10 @@ export class PlainRenderer implements ProgressRenderer {
     }
   }
 
-  done(): void {
-    // Every event was printed as it came; nothing is pending.
+  done(outcome: { error?: unknown } = {}): void {
+    // Every event was printed as it came; steps cut short by a failure or an abort end here.
+    if (outcome.error === undefined) return;
+    for (const step of this.#steps.cancelRunning(this.#now())) this.#write([...this.#header(step), `#${step.number} CANCELED`]);
   }
 
   /** The vertex's name line, when the output switches to it (or it starts again). */

@@ -1,7 +1,7 @@
 import type { BuildEvent, Warning } from "../../buildkit/events.js";
 import { sanitizeLine } from "./format.js";
 
-export type StepStatus = "waiting" | "running" | "done" | "cached" | "error";
+export type StepStatus = "waiting" | "running" | "done" | "cached" | "error" | "canceled";
 
 /** One bar inside a step: a layer pulled or pushed, a context sent. */
 export interface StepProgress {
@@ -97,6 +97,16 @@ export class StepTable {
         break;
     }
     return step;
+  }
+
+  /** Marks the steps still running as canceled (the build ended without them); returns them. */
+  cancelRunning(now: number): Step[] {
+    const running = [...this.#steps.values()].filter((s) => s.status === "running");
+    for (const step of running) {
+      step.status = "canceled";
+      if (step.startedLocal !== undefined) step.durationMs = now - step.startedLocal;
+    }
+    return running;
   }
 
   get steps(): Step[] {

@@ -72,6 +72,7 @@ export class TtyRenderer implements ProgressRenderer {
     clearInterval(this.#timer);
     this.#timer = undefined;
     const error = outcome.error;
+    if (error !== undefined) this.#steps.cancelRunning(this.#now());
     this.#draw(error === undefined ? "finished" : isCanceled(error) ? "canceled" : "error");
   }
 
@@ -143,11 +144,13 @@ export class TtyRenderer implements ProgressRenderer {
 function stepPrefix(step: Step): string {
   if (step.status === "cached") return "CACHED ";
   if (step.status === "error") return "ERROR ";
+  if (step.status === "canceled") return "CANCELED ";
   return "";
 }
 
 function stepStyle(step: Step): Style | undefined {
   if (step.status === "error") return "red";
+  if (step.status === "canceled") return "yellow";
   if (step.status === "done" || step.status === "cached") return "blue";
   return undefined;
 }

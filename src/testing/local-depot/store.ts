@@ -29,7 +29,8 @@ export class DepotStore {
   readonly projects = new Map<string, LocalProject>();
   readonly builds = new Map<string, LocalBuildRecord>();
   /** Creation order, which listings and their cursors follow even across deletions. */
-  private readonly sequence = new Map<string, number>();
+  private readonly projectSequence = new Map<string, number>();
+  private readonly buildSequence = new Map<string, number>();
   private nextSequence = 1;
   private readonly buildsByToken = new Map<string, LocalBuildRecord>();
 
@@ -50,12 +51,13 @@ export class DepotStore {
       hardware: input.hardware ?? "HARDWARE_16X32",
     };
     this.projects.set(projectId, project);
-    this.sequence.set(projectId, this.nextSequence++);
+    this.projectSequence.set(projectId, this.nextSequence++);
     return project;
   }
 
   deleteProject(projectId: string): void {
     this.projects.delete(projectId);
+    this.projectSequence.delete(projectId);
   }
 
   addBuild(projectId: string, options: LocalBuildRecord["options"]): LocalBuildRecord {
@@ -75,7 +77,7 @@ export class DepotStore {
     };
     this.builds.set(id, build);
     this.buildsByToken.set(build.token, build);
-    this.sequence.set(id, this.nextSequence++);
+    this.buildSequence.set(id, this.nextSequence++);
     return build;
   }
 
@@ -86,39 +88,13 @@ export class DepotStore {
   /** Projects in creation order, a page at a time; undefined for a token not ours. */
   pageOfProjects(filter: (p: LocalProject) => boolean, request: PageRequest): Page<LocalProject> | undefined {
     const all = [...this.projects.values()].filter(filter);
-    return this.page(all, (p) => p.projectId, request, "oldest first");
+    return page(all, (p) => this.projectSequence.get(p.projectId) ?? 0, request, "oldest first");
   }
 
   /** A project's builds, newest first, a page at a time; undefined for a token not ours. */
   pageOfBuilds(projectId: string, request: PageRequest): Page<LocalBuildRecord> | undefined {
     const all = [...this.builds.values()].filter((b) => b.projectId === projectId);
-    return this.page(all, (b) => b.id, request, "newest first");
-  }
-
-  /**
-   * A page token names the last item handed out by its creation number, so
-   * paging never repeats or skips an item when others are added or deleted.
-   */
-  private page<T>(
-    items: T[],
-    idOf: (item: T) => string,
-    { size, token }: PageRequest,
-    order: "oldest first" | "newest first",
-  ): Page<T> | undefined {
-    const seq = (item: T) => this.sequence.get(idOf(item)) ?? 0;
-    const ascending = order === "oldest first";
-    const sorted = items.sort((a, b) => (ascending ? seq(a) - seq(b) : seq(b) - seq(a)));
-    let start = 0;
-    if (token) {
-      const after = decodeCursor(token);
-      if (after === undefined) return undefined;
-      start = sorted.findIndex((item) => (ascending ? seq(item) > after : seq(item) < after));
-      if (start === -1) start = sorted.length;
-    }
-    const pageItems = sorted.slice(start, start + size);
-    const last = pageItems.at(-1);
-    const more = start + size < sorted.length;
-    return { items: pageItems, ...(more && last !== undefined ? { nextToken: encodeCursor(seq(last)) } : {}) };
+    return page(all, (b) => this.buildSequence.get(b.id) ?? 0, request, "newest first");
   }
 }
 
@@ -131,6 +107,31 @@ export interface Page<T> {
   items: T[];
   /** Set when more items follow. */
   nextToken?: string;
+}
+
+/**
+ * A page token names the last item handed out by its creation number, so
+ * paging never repeats or skips an item when others are added or deleted.
+ */
+function page<T>(
+  items: T[],
+  seq: (item: T) => number,
+  { size, token }: PageRequest,
+  order: "oldest first" | "newest first",
+): Page<T> | undefined {
+  const ascending = order === "oldest first";
+  const sorted = items.sort((a, b) => (ascending ? seq(a) - seq(b) : seq(b) - seq(a)));
+  let start = 0;
+  if (token) {
+    const after = decodeCursor(token);
+    if (after === undefined) return undefined;
+    start = sorted.findIndex((item) => (ascending ? seq(item) > after : seq(item) < after));
+    if (start === -1) start = sorted.length;
+  }
+  const pageItems = sorted.slice(start, start + size);
+  const last = pageItems.at(-1);
+  const more = start + size < sorted.length;
+  return { items: pageItems, ...(more && last !== undefined ? { nextToken: encodeCursor(seq(last)) } : {}) };
 }
 
 function encodeCursor(sequence: number): string {
