@@ -1,0 +1,204 @@
+// The `buildkit-node` command as users run it (a child process): help,
+// version, usage errors, workers, du, the Depot commands that are not wired
+// yet, unreachable builders, and Ctrl-C in the middle of a build. Against
+// dockerd's BuildKit (BuildKit v0.8).
+import { execFileSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { assertDockerd } from "./support/daemons.js";
+import { BASE_IMAGE } from "./support/registry.js";
+import { BUILDER, cliBinary, cliEnv, ROOT, runCli, scratchDir, startCli } from "./cli-harness.js";
+
+beforeAll(async () => {
+  assertDockerd();
+  await cliBinary();
+}, 120_000);
+
+describe("help and version", () => {
+  const commands = ["build", "workers", "du", "projects list", "projects get", "projects create", "projects delete"];
+
+  it.each(commands)("%s --help and -h print the command's usage and flags", async (name) => {
+    const command = name.split(" ");
+    for (const flag of ["--help", "-h"]) {
+      const result = await runCli([...command, flag]);
+      expect(result.code).toBe(0);
+      const help = result.stdout.toString();
+      expect(help).toContain(`Usage: buildkit-node ${command.join(" ")}`);
+      expect(help).toMatch(/-h, --help/);
+    }
+  });
+
+  it("lists the commands with no arguments, and prints the package version", async () => {
+    const help = await runCli([]);
+    expect(help.code).toBe(0);
+    for (const name of ["build", "workers", "du", "projects"]) expect(help.stdout.toString()).toMatch(new RegExp(`^  ${name} `, "m"));
+    const version = await runCli(["--version"]);
+    const { version: expected } = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string };
+    expect(version.stdout.toString()).toBe(`buildkit-node ${expected}\n`);
+  });
+
+  it("documents the build flags buildx users expect", async () => {
+    const help = (await runCli(["build", "--help"])).stdout.toString();
+    for (const flag of ["-f, --file", "--target", "--build-arg", "--label", "--platform", "--no-cache", "--pull", "-t, --tag", "--push", "--load", "-o, --output", "--cache-from", "--cache-to", "--secret", "--ssh", "--progress", "--metadata-file", "--builder", "--tlscacert", "--tlscert", "--tlskey", "--tlsservername", "--depot"]) {
+      expect(help).toContain(flag);
+    }
+  });
+});
+
+describe("bad usage", () => {
+  const cases: [string, string[], RegExp][] = [
+    ["an unknown flag", ["build", "--bogus", "."], /unknown flag: --bogus/],
+    ["a flag without its value", ["build", "-t"], /-t\/--tag needs a value/],
+    ["an unknown progress mode", ["build", "--progress=fancy", "fixtures/hello"], /--progress "fancy"/],
+    ["an unknown output type", ["build", "-o", "type=nope,dest=x", "fixtures/hello"], /-o\/--output "type=nope,dest=x": unknown type "nope"/],
+    ["an output key the type does not take", ["build", "-o", "type=local,dest=x,compression=zstd", "fixtures/hello"], /type=local takes dest, not "compression"/],
+    ["--push without a tag", ["build", "--push", "fixtures/hello"], /--push needs at least one -t\/--tag/],
+    ["a secret file that does not exist", ["build", "--secret", "id=npmrc,src=/nonexistent/npmrc", "fixtures/hello"], /--secret id=npmrc: cannot read \/nonexistent\/npmrc \(ENOENT\)/],
+    ["a malformed platform", ["build", "--platform", "linux", "fixtures/hello"], /--platform "linux"/],
+    ["a context that is not a directory", ["build", "no/such/dir"], /CONTEXT "no\/such\/dir" is not a directory/],
+    ["a missing Dockerfile", ["build", "-f", "nope/Dockerfile", "fixtures/hello"], /-f\/--file: no file at nope\/Dockerfile/],
+    ["a boolean flag given a value", ["build", "--no-cache=maybe", "fixtures/hello"], /--no-cache takes no value, or true\/false/],
+    ["an unknown command", ["bild"], /unknown command "bild" \(did you mean "build"\?\)/],
+    ["an extra argument", ["workers", "extra"], /"workers" takes no arguments/],
+    ["a TLS file that cannot be read", ["workers", "--builder", "tcp://127.0.0.1:1", "--tlscacert", "/nonexistent/ca.pem"], /--tlscacert: cannot read \/nonexistent\/ca.pem/],
+  ];
+
+  it.each(cases)("%s exits 2, names the flag and points to --help", async (_what, args, message) => {
+    const result = await runCli(args);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(message);
+    expect(result.stderr).toMatch(/Run 'buildkit-node( [a-z]+)* --help' for usage\./);
+    expect(result.stdout.length).toBe(0);
+  });
+});
+
+describe("workers and du", () => {
+  it("workers --json prints the daemon's workers as JSON", async () => {
+    const result = await runCli(["workers", "--json", "--builder", BUILDER]);
+    expect(result.code).toBe(0);
+    const workers = JSON.parse(result.stdout.toString()) as { id: string; platforms: string[]; labels: Record<string, string> }[];
+    expect(workers.length).toBeGreaterThan(0);
+    expect(workers[0]!.platforms).toContain("linux/amd64");
+    expect(typeof workers[0]!.labels).toBe("object");
+  });
+
+  it("workers prints a table, on the builder BUILDKIT_HOST names", async () => {
+    const result = await runCli(["workers"], { env: cliEnv({ BUILDKIT_HOST: BUILDER }) });
+    expect(result.code).toBe(0);
+    expect(result.stdout.toString()).toMatch(/^ID\s+PLATFORMS/m);
+    expect(result.stdout.toString()).toMatch(/linux\/amd64/);
+  });
+
+  it("du prints the cache records with sizes and totals, and --json for scripts", async () => {
+    const table = await runCli(["du", "--builder", BUILDER]);
+    expect(table.code).toBe(0);
+    const text = table.stdout.toString();
+    expect(text).toMatch(/^Total:\s+\d+(\.\d+)?[kMGT]?B$/m);
+    expect(text).toMatch(/^Reclaimable:\s+\d/m);
+    const json = await runCli(["du", "--json", "--builder", BUILDER]);
+    expect(json.code).toBe(0);
+    const records = JSON.parse(json.stdout.toString()) as { id: string; size: number }[];
+    expect(Array.isArray(records)).toBe(true);
+    if (records.length > 0) {
+      expect(text).toMatch(/^ID\s+RECLAIMABLE\s+SIZE\s+LAST ACCESSED\s+DESCRIPTION/m);
+      expect(text).toContain(records[0]!.id);
+      expect(typeof records[0]!.size).toBe("number");
+    }
+  });
+});
+
+describe("errors a person can act on", () => {
+  it("an unreachable builder names the address and exits 1", async () => {
+    const port = await closedPort();
+    const result = await runCli(["workers", "--builder", `tcp://127.0.0.1:${port}`]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(new RegExp(`^ERROR: .*tcp://127\\.0\\.0\\.1:${port}.*connection refused`, "m"));
+  });
+
+  it("a builder found by discovery says what was tried", async () => {
+    const result = await runCli(["build", "fixtures/hello"], { env: cliEnv({ BUILDKIT_HOST: "unix:///nonexistent/buildkitd.sock" }) });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("unix:///nonexistent/buildkitd.sock");
+  });
+
+  it("never prints a token or key material", async () => {
+    const dir = scratchDir("tls");
+    try {
+      const keyMarker = "PRIVATE-KEY-MATERIAL-MARKER";
+      writeFileSync(join(dir.path, "key.pem"), `-----BEGIN PRIVATE KEY-----\n${keyMarker}\n-----END PRIVATE KEY-----\n`);
+      writeFileSync(join(dir.path, "cert.pem"), "-----BEGIN CERTIFICATE-----\nCERT-MARKER\n-----END CERTIFICATE-----\n");
+      const tls = await runCli(["workers", "--builder", `tcp://127.0.0.1:${await closedPort()}`, "--tlscert", join(dir.path, "cert.pem"), "--tlskey", join(dir.path, "key.pem")]);
+      expect(tls.code).not.toBe(0);
+      expect(tls.stderr).not.toContain(keyMarker);
+      const token = "depot-token-that-must-not-leak";
+      const depot = await runCli(["projects", "list", "--token", token]);
+      expect(`${depot.stdout}${depot.stderr}`).not.toContain(token);
+    } finally {
+      dir.remove();
+    }
+  });
+});
+
+describe("Depot, not wired yet", () => {
+  it.each([
+    [["build", "--depot", "proj123", "fixtures/hello"], /--depot proj123\) is not available/],
+    [["projects", "list"], /Depot projects are not available/],
+    [["projects", "create", "my-project", "--region", "us-east-1"], /Depot projects are not available/],
+    [["projects", "get", "proj123"], /Depot projects are not available/],
+    [["projects", "delete", "proj123"], /Depot projects are not available/],
+  ])("%j exits 2 with a clear message", async (args, message) => {
+    const result = await runCli(args);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(message);
+  });
+});
+
+describe("Ctrl-C", () => {
+  it("SIGINT aborts a running build, waits for it to settle and exits 130 within seconds", async () => {
+    const marker = `bkn-sigint-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+    // The `&& echo` keeps the shell alive with the marker in its command line.
+    const ctx = scratchDir("sigint", { Dockerfile: `FROM ${BASE_IMAGE}\nRUN echo started-${marker} && sleep 60 && echo ${marker}-done\n` });
+    try {
+      const cli = await startCli(["build", "--no-cache", "--progress=plain", "--builder", BUILDER, ctx.path]);
+      await cli.waitForStderr(new RegExp(`^#\\d+ \\d+\\.\\d{3} started-${marker}$`, "m"));
+      expect(buildProcesses(marker).length).toBeGreaterThan(0);
+      const sent = Date.now();
+      cli.child.kill("SIGINT");
+      const result = await cli.exited;
+      expect(result.signal).toBeNull();
+      expect(result.code).toBe(130);
+      expect(Date.now() - sent).toBeLessThan(5_000);
+      expect(result.stderr).toMatch(/^#\d+ CANCELED$/m);
+      expect(result.stderr).toMatch(/^ERROR: build canceled \(SIGINT\)$/m);
+      // Nothing of ours lives on: no child of the command, and BuildKit stopped the step.
+      expect(childrenOf(cli.child.pid!)).toEqual([]);
+      await expect.poll(() => buildProcesses(marker), { timeout: 10_000, interval: 250 }).toEqual([]);
+    } finally {
+      ctx.remove();
+    }
+  });
+});
+
+/** Processes whose command line carries `marker` (the build step's shell). */
+function buildProcesses(marker: string): string[] {
+  return execFileSync("ps", ["-eo", "pid=,args="], { encoding: "utf8" })
+    .split("\n")
+    .filter((line) => line.includes(`started-${marker}`) && !line.includes("buildkit-node"));
+}
+
+function childrenOf(pid: number): string[] {
+  return execFileSync("ps", ["-eo", "pid=,ppid=,args="], { encoding: "utf8" })
+    .split("\n")
+    .filter((line) => line.trim().split(/\s+/)[1] === String(pid));
+}
+
+/** A local port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
