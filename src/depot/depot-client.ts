@@ -1,5 +1,7 @@
+import type { BuildRun } from "../buildkit/build.js";
 import { BuildKitNodeError } from "../errors.js";
 import { createBuildsApi, type DepotBuilds } from "./builds.js";
+import { type DepotBuildOptions, type DepotBuildResult, startDepotBuild } from "./depot-build.js";
 import { HEALTH_INTERVAL_MS } from "./health.js";
 import { createProjectsApi, type DepotProjects } from "./projects.js";
 import { createDepotApi, DEFAULT_DEPOT_API_URL } from "./transport.js";
@@ -50,5 +52,15 @@ export class DepotClient {
     const api = createDepotApi(apiUrl, httpVersion);
     this.projects = createProjectsApi(api, orgToken);
     this.builds = createBuildsApi(api, orgToken, { healthIntervalMs: internal.healthIntervalMs ?? HEALTH_INTERVAL_MS });
+  }
+
+  /**
+   * All of it in one call: registers the build, acquires one machine per
+   * platform in parallel, builds each natively (events carry their
+   * platform), pushes one image index for several platforms, reports the
+   * result to Depot and releases every machine, whatever happens.
+   */
+  build(options: DepotBuildOptions): BuildRun<DepotBuildResult> {
+    return startDepotBuild(this, options);
   }
 }

@@ -4,5 +4,6 @@ export type { CachePolicy, CreateProjectInput, DepotProjects, Hardware, Project,
 export type { CreateBuildInput, DepotBuild, DepotBuilds } from "./builds.js";
 export type { AcquireOptions, DepotMachine, MachineConnectOptions } from "./machine.js";
 export type { MachinePlatform } from "./platform.js";
+export type { DepotBuildOptions, DepotBuildResult } from "./depot-build.js";
 export { DepotError } from "./errors.js";
 export { AbortError, BuildKitNodeError, TransportError, type ErrorCode } from "../errors.js";

@@ -3,10 +3,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BuildEvent } from "../../src/buildkit/events.js";
-import type { BuildRun } from "../../src/index.js";
+import type { BuildResult, BuildRun } from "../../src/index.js";
 
 /** Runs a build to its end, collecting every event; rethrows the build's error. */
-export async function runCollecting(run: BuildRun): Promise<{ result: Awaited<BuildRun>; events: BuildEvent[] }> {
+export async function runCollecting<R extends BuildResult>(run: BuildRun<R>): Promise<{ result: R; events: BuildEvent[] }> {
   const events: BuildEvent[] = [];
   const consumed = (async () => {
     for await (const event of run.events) events.push(event);
@@ -20,7 +20,7 @@ export async function runCollecting(run: BuildRun): Promise<{ result: Awaited<Bu
 }
 
 /** Collects the events of a build that is expected to fail; returns its error. */
-export async function failureOf(run: BuildRun): Promise<{ error: unknown; events: BuildEvent[] }> {
+export async function failureOf<R extends BuildResult>(run: BuildRun<R>): Promise<{ error: unknown; events: BuildEvent[] }> {
   const events: BuildEvent[] = [];
   const consumed = (async () => {
     for await (const event of run.events) events.push(event);

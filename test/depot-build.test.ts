@@ -1,0 +1,176 @@
+// depot.build() end to end: the local Depot-compatible server (a stand-in
+// for Depot's cloud API, the one part no real component here provides) hands
+// out mTLS machines fronting the real BuildKit inside dockerd; images go to
+// the real local registry.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AbortError, BuildError } from "../src/index.js";
+import { DepotClient } from "../src/depot/index.js";
+import type { DepotClientInternalOptions } from "../src/depot/depot-client.js";
+import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
+import { failureOf, logLines, runCollecting } from "./support/build-helpers.js";
+import { assertDockerd, DOCKER_BUILDKIT } from "./support/daemons.js";
+import { BASE_IMAGE, getBlobJson, getImageConfig, getManifest, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
+
+let local: LocalDepot;
+let depot: DepotClient;
+let projectId: string;
+
+beforeAll(async () => {
+  assertDockerd();
+  local = await startLocalDepot({ buildkit: DOCKER_BUILDKIT, pendingWaitMs: 50 });
+  const options: DepotClientInternalOptions = { token: local.token, apiUrl: local.apiUrl, healthIntervalMs: 250 };
+  depot = new DepotClient(options);
+  projectId = (await depot.projects.create({ name: "depot-build-tests", regionId: "us-east-1" })).projectId;
+});
+afterAll(async () => {
+  await local?.stop();
+});
+
+function onlyBuild(before: Set<string>) {
+  const created = [...local.builds.values()].filter((b) => !before.has(b.id));
+  expect(created).toHaveLength(1);
+  return created[0]!;
+}
+
+describe("depot.build()", () => {
+  it("registers the build, builds on a machine, pushes, and finishes with success", async () => {
+    const before = new Set(local.builds.keys());
+    const repository = uniqueRepository("bkn-depot");
+    const name = `${PLAIN_REGISTRY}/${repository}:v1`;
+    const { result, events } = await runCollecting(
+      depot.build({
+        projectId,
+        context: "fixtures/hello",
+        buildArgs: { GREETING: "hi from depot" },
+        noCache: true,
+        outputs: [{ type: "image", name, push: true }],
+      }),
+    );
+    const record = onlyBuild(before);
+    expect(result.buildId).toBe(record.id);
+    expect(record.finish?.result).toBe("success");
+    expect(record.finishCalls).toBe(1);
+    expect(record.machines.map((m) => m.platform)).toEqual(["amd64"]);
+    expect(record.machines.every((m) => m.stoppedAt)).toBe(true);
+    expect(record.healthReports.length).toBeGreaterThan(0);
+    expect(record.options[0]?.tags).toEqual([name]);
+    expect(result.digest).toBe((await getManifest(PLAIN_REGISTRY, repository, "v1")).digest);
+    expect(logLines(events)).toContain("building with greeting: hi from depot");
+    expect(events.every((e) => e.platform === "linux/amd64")).toBe(true);
+  });
+
+  it("reports a failing Dockerfile as an error with its message", async () => {
+    const before = new Set(local.builds.keys());
+    const { error } = await failureOf(
+      depot.build({ projectId, context: { files: {} }, dockerfileContent: `FROM ${BASE_IMAGE}\nRUN exit 7\n`, noCache: true }),
+    );
+    expect(error).toBeInstanceOf(BuildError);
+    const record = onlyBuild(before);
+    expect(record.finish?.result).toBe("error");
+    expect(record.finish?.error).toMatch(/exit code: 7/);
+    expect(record.machines.every((m) => m.stoppedAt)).toBe(true);
+  });
+
+  it("reports an abort as canceled and releases the machine", async () => {
+    const before = new Set(local.builds.keys());
+    const controller = new AbortController();
+    const run = depot.build({
+      projectId,
+      context: { files: {} },
+      dockerfileContent: `FROM ${BASE_IMAGE}\nRUN echo started && sleep 120\n`,
+      noCache: true,
+      signal: controller.signal,
+    });
+    for await (const event of run.events) {
+      if (event.type === "log" && event.line === "started") controller.abort(new Error("stop"));
+    }
+    await expect(run).rejects.toBeInstanceOf(AbortError);
+    const record = onlyBuild(before);
+    expect(record.finish?.result).toBe("canceled");
+    const reports = record.healthReports.length;
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    expect(record.healthReports.length).toBe(reports); // released: no more health reports
+  });
+
+  it("ends the build when Depot's cancels_at passes", async () => {
+    const before = new Set(local.builds.keys());
+    const run = depot.build({
+      projectId,
+      context: { files: {} },
+      dockerfileContent: `FROM ${BASE_IMAGE}\nRUN echo started && sleep 120\n`,
+      noCache: true,
+    });
+    try {
+      for await (const event of run.events) {
+        if (event.type === "log" && event.line === "started") local.faults.cancelsAt = new Date(Date.now() - 1000);
+      }
+      const error = await run.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error).toMatchObject({ code: "CANCELED" });
+      expect((error as Error).message).toMatch(/ended by Depot/);
+      const record = onlyBuild(before);
+      expect(record.finish?.result).toBe("canceled");
+    } finally {
+      local.faults.cancelsAt = undefined;
+    }
+  });
+
+  it("builds two platforms on two machines and pushes one index with both", async () => {
+    const before = new Set(local.builds.keys());
+    const repository = uniqueRepository("bkn-multi-platform");
+    const { result, events } = await runCollecting(
+      depot.build({
+        projectId,
+        platforms: ["linux/amd64", "linux/arm64"],
+        context: { files: { "hello.txt": "no RUN: nothing to emulate\n" } },
+        dockerfileContent: "FROM scratch\nCOPY hello.txt /\n",
+        outputs: [{ type: "image", name: `${PLAIN_REGISTRY}/${repository}:v1`, push: true }],
+      }),
+    );
+    const record = onlyBuild(before);
+    expect(record.machines.map((m) => m.platform).sort()).toEqual(["amd64", "arm64"]);
+    expect(record.finish?.result).toBe("success");
+    expect(new Set(events.map((e) => e.platform))).toEqual(new Set(["linux/amd64", "linux/arm64"]));
+
+    const index = (await getManifest(PLAIN_REGISTRY, repository, "v1")) as unknown as {
+      digest: string;
+      mediaType: string;
+      manifests: { digest: string; platform: { os: string; architecture: string } }[];
+    };
+    expect(index.mediaType).toMatch(/manifest\.list|image\.index/);
+    expect(index.digest).toBe(result.digest);
+    expect(index.manifests.map((m) => `${m.platform.os}/${m.platform.architecture}`).sort()).toEqual(["linux/amd64", "linux/arm64"]);
+    for (const child of index.manifests) {
+      const manifest = await getManifest(PLAIN_REGISTRY, repository, child.digest);
+      const config = await getBlobJson<{ architecture: string }>(PLAIN_REGISTRY, repository, manifest.config.digest);
+      expect(config.architecture).toBe(child.platform.architecture);
+    }
+  });
+
+  it("refuses several platforms into a single archive before registering anything", async () => {
+    const before = local.builds.size;
+    const { error } = await failureOf(
+      depot.build({ projectId, platforms: ["linux/amd64", "linux/arm64"], context: { files: {} }, dockerfileContent: "FROM scratch\n", outputs: [{ type: "tar", dest: "/tmp/x.tar" }] }),
+    );
+    expect(error).toMatchObject({ code: "INVALID_ARGUMENT" });
+    expect(local.builds.size).toBe(before);
+  });
+
+  it("labels and build args reach the image built on a Depot machine", async () => {
+    const repository = uniqueRepository("bkn-depot-labels");
+    await runCollecting(
+      depot.build({
+        projectId,
+        context: { files: {} },
+        dockerfileContent: `FROM ${BASE_IMAGE}\nARG V\nLABEL v=$V\n`,
+        buildArgs: { V: "42" },
+        labels: { team: "builds" },
+        outputs: [{ type: "image", name: `${PLAIN_REGISTRY}/${repository}:v1`, push: true }],
+      }),
+    );
+    const config = await getImageConfig(PLAIN_REGISTRY, repository, "v1");
+    expect(config.config.Labels).toMatchObject({ v: "42", team: "builds" });
+  });
+});
