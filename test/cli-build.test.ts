@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { assertDockerd } from "./support/daemons.js";
+import { assertDockerd, STANDALONE_BUILDKIT } from "./support/daemons.js";
 import { BASE_IMAGE, getImageConfig, getManifest, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 import { BUILDER, cliBinary, cliEnv, runCli, scratchDir } from "./cli-harness.js";
 
@@ -88,6 +88,27 @@ describe("build and push", () => {
       expect(result.stderr).not.toMatch(/RUN date[^\n]*\n#\d+ CACHED/);
     } finally {
       dir.remove();
+    }
+  });
+});
+
+describe.runIf(STANDALONE_BUILDKIT)("on the standalone buildkitd BUILDKIT_HOST names", () => {
+  it("pushes with -o type=image,push=true and the metadata file holds the pushed digest and the decoded descriptor", async () => {
+    const repo = uniqueRepository("bkn-cli-standalone");
+    const out = scratchDir("standalone");
+    try {
+      const metadataFile = join(out.path, "metadata.json");
+      const result = await runCli(
+        ["build", "--progress=plain", "-t", `${PLAIN_REGISTRY}/${repo}:v1`, "-o", "type=image,push=true,registry.insecure=true", "--metadata-file", metadataFile, "fixtures/hello"],
+        { env: cliEnv({ BUILDKIT_HOST: STANDALONE_BUILDKIT }) }, // BUILDKIT_TLS_* pass through as they are
+      );
+      expect(result.code, result.stderr).toBe(0);
+      const manifest = await getManifest(PLAIN_REGISTRY, repo, "v1");
+      const metadata = JSON.parse(readFileSync(metadataFile, "utf8")) as Record<string, unknown>;
+      expect(metadata["containerimage.digest"]).toBe(manifest.digest);
+      expect(metadata["containerimage.descriptor"]).toMatchObject({ digest: manifest.digest, mediaType: manifest.mediaType });
+    } finally {
+      out.remove();
     }
   });
 });

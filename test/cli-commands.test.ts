@@ -7,6 +7,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
+import { startBuildKitFront } from "../src/testing/index.js";
 import { assertDockerd } from "./support/daemons.js";
 import { BASE_IMAGE } from "./support/registry.js";
 import { BUILDER, cliBinary, cliEnv, ROOT, runCli, scratchDir, startCli } from "./cli-harness.js";
@@ -105,6 +106,27 @@ describe("workers and du", () => {
       expect(text).toMatch(/^ID\s+RECLAIMABLE\s+SIZE\s+LAST ACCESSED\s+DESCRIPTION/m);
       expect(text).toContain(records[0]!.id);
       expect(typeof records[0]!.size).toBe("number");
+    }
+  });
+});
+
+describe("a builder behind mutual TLS", () => {
+  it("reads --tlscacert, --tlscert, --tlskey from files and checks --tlsservername", async () => {
+    await using front = await startBuildKitFront({ buildkit: BUILDER, mtls: { serverName: "builder.cli.test" } });
+    const dir = scratchDir("mtls", { "ca.pem": String(front.tls!.ca), "cert.pem": String(front.tls!.cert), "key.pem": String(front.tls!.key) });
+    try {
+      const tlsFlags = ["--tlscacert", join(dir.path, "ca.pem"), "--tlscert", join(dir.path, "cert.pem"), "--tlskey", join(dir.path, "key.pem")];
+      const ok = await runCli(["workers", "--json", "--builder", front.address, ...tlsFlags, "--tlsservername", "builder.cli.test"]);
+      expect(ok.code, ok.stderr).toBe(0);
+      expect((JSON.parse(ok.stdout.toString()) as unknown[]).length).toBeGreaterThan(0);
+
+      const wrongName = await runCli(["workers", "--builder", front.address, ...tlsFlags, "--tlsservername", "someone-else.test"]);
+      expect(wrongName.code).toBe(1);
+      expect(wrongName.stderr).toMatch(/^ERROR: TLS .*failed: .*someone-else\.test/m);
+      expect(wrongName.stderr).toContain(front.address);
+      expect(wrongName.stderr).not.toContain(String(front.tls!.key).split("\n")[1]);
+    } finally {
+      dir.remove();
     }
   });
 });

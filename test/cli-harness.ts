@@ -227,6 +227,7 @@ function shellQuote(word: string): string {
 /**
  * What a terminal shows after receiving `output`: enough of a VT100 for the
  * tty renderer (CR, LF, cursor up, erase line, erase below; colors ignored).
+ * LF also returns the carriage, as a terminal's default `onlcr` makes it.
  */
 export function finalScreen(output: string): string[] {
   const lines: string[][] = [[]];
@@ -257,6 +258,7 @@ export function finalScreen(output: string): string[] {
     if (c === "\r") col = 0;
     else if (c === "\n") {
       row++;
+      col = 0;
       line();
     } else {
       const current = line();
@@ -269,8 +271,7 @@ export function finalScreen(output: string): string[] {
 
 /** Text without ANSI escape sequences. */
 export function stripAnsi(text: string): string {
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, "");
+    return text.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, "");
 }
 
 /** A scratch directory with these files; removed by `remove()`. */

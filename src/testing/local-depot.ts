@@ -12,6 +12,7 @@ import { BuildService as BuildV1Service } from "../gen/depot/build/v1/build_pb.j
 import { BuildService as CliBuildService } from "../gen/depot/cli/v1/build_pb.js";
 import { ProjectService } from "../gen/depot/core/v1/project_pb.js";
 import { BuildKitNodeError } from "../errors.js";
+import { parseAddress } from "../transport/address.js";
 import { createLogger } from "../log.js";
 import type { TlsOptions } from "../transport/tls-options.js";
 import { Authenticator } from "./local-depot/auth.js";
@@ -74,6 +75,7 @@ export interface LocalDepot extends AsyncDisposable {
 const SERVICES = [CliBuildService, BuildV1Service, ProjectService];
 
 export async function startLocalDepot(options: LocalDepotOptions): Promise<LocalDepot> {
+  parseAddress(options.buildkit); // a bad address fails here, not at the first machine
   const token = options.token ?? newOrganizationToken();
   const organizationId = options.organizationId ?? "org-local";
   const log = createLogger("local-depot");

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, relative, resolve } from "node:path";
 import { text } from "node:stream/consumers";
-import { BuildError, type BuildOptions, type BuildResult, type ContextInput } from "../../index.js";
+import { type BuildEvent, BuildError, type BuildOptions, type BuildResult, type ContextInput } from "../../index.js";
 import { helpFlag, type ParsedArgs } from "../args.js";
 import { type Builder, connectionFlags, openBuildKitBuilder } from "../builder.js";
 import { parseAddHosts, parseCacheEntries, parseKeyValues, parseOutputs, parsePlatforms, parseSecrets, parseSsh, type Stdout } from "../build-flags.js";
@@ -117,7 +117,7 @@ async function openBuilder(args: ParsedArgs, ctx: CliContext): Promise<Builder> 
   return openDepotBuilder(projectId, args, ctx);
 }
 
-async function showEvents(events: AsyncIterable<Parameters<ProgressRenderer["event"]>[0]>, renderer: ProgressRenderer): Promise<void> {
+async function showEvents(events: AsyncIterable<BuildEvent>, renderer: ProgressRenderer): Promise<void> {
   for await (const event of events) {
     try {
       renderer.event(event);

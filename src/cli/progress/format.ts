@@ -37,7 +37,6 @@ export function visibleLength(text: string): number {
 }
 
 /** Control characters a step's output may carry; they would break a line-based display. */
-// eslint-disable-next-line no-control-regex
 const controlCharacters = /[\u0000-\u0008\u000b-\u001f\u007f]|\u001b\[[0-9;?]*[ -/]*[@-~]/g;
 
 /** A log line made safe to print on one line: ANSI sequences and control characters removed, tabs expanded. */

@@ -69,6 +69,7 @@ export class PlainRenderer implements ProgressRenderer {
         const key = `${step.key}\u0000${event.id}`;
         const printed = this.#printedProgress.get(key);
         if (printed?.completed) break;
+        if (!event.completed && event.current === 0 && event.total === 0) break; // nothing to tell yet
         if (!event.completed && printed && now - printed.at < PROGRESS_LINE_INTERVAL_MS) break;
         this.#printedProgress.set(key, { at: now, completed: event.completed });
         const amount = event.total > 0 ? `${formatBytes(event.current)} / ${formatBytes(event.total)}` : event.current > 0 ? formatBytes(event.current) : "";
