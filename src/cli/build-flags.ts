@@ -22,7 +22,8 @@ export function parseKeyValues(flag: string, values: string[], fromEnv: NodeJS.P
   for (const value of values) {
     const eq = value.indexOf("=");
     const key = eq < 0 ? value : value.slice(0, eq);
-    if (key.trim() === "") throw usage(`--${flag} "${value}": the key is empty; write KEY=VALUE`);
+    // The value may be sensitive: the message does not repeat it.
+    if (key.trim() === "") throw usage(`--${flag}: an entry has an empty key; write KEY=VALUE`);
     if (eq >= 0) result[key] = value.slice(eq + 1);
     else if (!fromEnv) result[key] = "";
     else if (fromEnv[key] !== undefined) result[key] = fromEnv[key];
@@ -65,12 +66,16 @@ export function splitCsv(text: string): string[] {
   return fields.map((f) => f.trim()).filter((f) => f !== "");
 }
 
-/** `key=value` fields of a CSV record; keys are lower-cased. */
-export function csvFields(flag: string, text: string): Map<string, string> {
+/**
+ * `key=value` fields of a CSV record; keys are lower-cased. With `redact`
+ * (cache specs may carry credentials, e.g. `secret_access_key=`), messages
+ * name keys and positions, never values.
+ */
+export function csvFields(flag: string, text: string, redact = false): Map<string, string> {
   const fields = new Map<string, string>();
-  for (const field of splitCsv(text)) {
+  for (const [i, field] of splitCsv(text).entries()) {
     const eq = field.indexOf("=");
-    if (eq <= 0) throw usage(`${flag} "${text}": "${field}" is not key=value`);
+    if (eq <= 0) throw usage(redact ? `${flag}: field ${i + 1} is not key=value` : `${flag} "${text}": "${field}" is not key=value`);
     fields.set(field.slice(0, eq).trim().toLowerCase(), field.slice(eq + 1).trim());
   }
   return fields;
@@ -187,7 +192,7 @@ function claimStdout(stdout: Stdout, flag: string): Writable {
 export function parseCacheEntries(flag: string, values: string[]): CacheEntry[] {
   return values.map((value) => {
     if (!value.includes("=")) return `type=registry,ref=${value}`;
-    if (!csvFields(`--${flag}`, value).get("type")) throw usage(`--${flag} "${value}": type= is required, e.g. type=registry,ref=IMAGE`);
+    if (!csvFields(`--${flag}`, value, true).get("type")) throw usage(`--${flag}: type= is required, e.g. type=registry,ref=IMAGE`);
     return value;
   });
 }

@@ -37,11 +37,14 @@ export function visibleLength(text: string): number {
 }
 
 /** Control characters a step's output may carry; they would break a line-based display. */
-const controlCharacters = /[\u0000-\u0008\u000b-\u001f\u007f]|\u001b\[[0-9;?]*[ -/]*[@-~]/g;
+const controlCharacters = /\u001b\[[0-9;?]*[ -\/]*[@-~]|\u001b\][^\u0007\u001b]*(?:\u0007|\u001b\\)|[\u0000-\u0008\u000b-\u001f\u007f]/g;
 
-/** A log line made safe to print on one line: ANSI sequences and control characters removed, tabs expanded. */
+/**
+ * Text made safe to print on one line: ANSI sequences and control characters
+ * removed, tabs expanded, line breaks (a heredoc step's name) made spaces.
+ */
 export function sanitizeLine(line: string): string {
-  return line.replace(/\t/g, "    ").replace(controlCharacters, "");
+  return line.replace(/\r?\n/g, " ").replace(/\t/g, "    ").replace(controlCharacters, "");
 }
 
 const sgr = { bold: "1", dim: "2", red: "31", yellow: "33", blue: "34", cyan: "36" } as const;

@@ -1,5 +1,5 @@
 import type { BuildEvent } from "../../buildkit/events.js";
-import { formatBytes, formatSeconds, paint, platformPrefix, type Style, truncate, visibleLength } from "./format.js";
+import { formatBytes, formatSeconds, paint, platformPrefix, sanitizeLine, type Style, truncate, visibleLength } from "./format.js";
 import { isCanceled, type ProgressRenderer } from "./renderer.js";
 import { type Step, type StepCounts, type StepProgress, StepTable, warningLocation } from "./steps.js";
 
@@ -101,11 +101,11 @@ export class TtyRenderer implements ProgressRenderer {
     const body: string[] = [];
     for (const step of this.#steps.steps) {
       const time = stepTime(step, now);
-      const left = ` => ${stepPrefix(step)}${platformPrefix(step.platform)}${step.name}`;
+      const left = ` => ${stepPrefix(step)}${platformPrefix(step.platform)}${sanitizeLine(step.name)}`;
       body.push(paint(alignRight(left, time, width), stepStyle(step), color));
       const showLive = !final && step.status === "running";
       if (showLive) {
-        for (const bar of liveBars(step)) body.push(alignRight(` => => ${bar.id}`, barText(bar), width));
+        for (const bar of liveBars(step)) body.push(alignRight(` => => ${sanitizeLine(bar.id)}`, barText(bar), width));
       }
       if (showLive || (final && step.status === "error")) {
         for (const log of step.logs.slice(-this.#options.logLines)) body.push(paint(truncate(` => => # ${log}`, width), "dim", color));
@@ -125,7 +125,7 @@ export class TtyRenderer implements ProgressRenderer {
       tail.push(paint(`${warnings.length} warning${warnings.length === 1 ? "" : "s"} found:`, "yellow", color));
       for (const w of warnings) {
         const where = warningLocation(w);
-        tail.push(paint(truncate(` - ${platformPrefix(w.platform)}${w.message}${where ? ` (${where})` : ""}`, width), "yellow", color));
+        tail.push(paint(truncate(` - ${platformPrefix(w.platform)}${sanitizeLine(w.message)}${where ? ` (${where})` : ""}`, width), "yellow", color));
       }
     }
     tail.push(paint(summary(final, now - this.#startedAt, counts), final === "finished" ? undefined : final === "error" ? "red" : "yellow", color));
