@@ -28,3 +28,11 @@ export type { SecretSource } from "./session/secrets.js";
 export type { SshSource } from "./session/ssh.js";
 export type { TlsOptions } from "./transport/tls-options.js";
 export { AbortError, BuildError, BuildKitNodeError, TransportError, type ErrorCode } from "./errors.js";
+export {
+  createRenderer,
+  resolveProgressMode,
+  PROGRESS_MODES,
+  type ProgressMode,
+  type ProgressRenderer,
+  type RendererOptions,
+} from "./progress/index.js";

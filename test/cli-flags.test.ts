@@ -9,7 +9,7 @@ import { parseCommandLine } from "../src/cli/args.js";
 import { parseAddHosts, parseCacheEntries, parseKeyValues, parseOutputs, parsePlatforms, parseSecrets, parseSsh, splitCsv } from "../src/cli/build-flags.js";
 import { metadataOf } from "../src/cli/commands/build.js";
 import { UsageError } from "../src/cli/errors.js";
-import { formatBytes, sanitizeLine } from "../src/cli/progress/format.js";
+import { formatBytes, sanitizeLine } from "../src/progress/format.js";
 
 const cwd = "/work/dir";
 const pipe = () => ({ stream: Object.assign(new PassThrough(), { isTTY: false }) });

@@ -6,7 +6,7 @@
 import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BuildEvent } from "../src/index.js";
-import { createRenderer, resolveProgressMode } from "../src/cli/progress/index.js";
+import { createRenderer, resolveProgressMode } from "../src/progress/index.js";
 import { assertDockerd } from "./support/daemons.js";
 import { BASE_IMAGE } from "./support/registry.js";
 import { BUILDER, cliBinary, cliEnv, finalScreen, hasScript, runCli, runCliOnTerminal, scratchDir, stripAnsi } from "./cli-harness.js";

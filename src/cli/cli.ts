@@ -6,7 +6,7 @@ import { duCommand } from "./commands/du.js";
 import { projectsCommands } from "./commands/projects.js";
 import { workersCommand } from "./commands/workers.js";
 import type { CliContext } from "./context.js";
-import { EXIT, Interrupted, NotAvailableError, UsageError } from "./errors.js";
+import { EXIT, Interrupted, UsageError } from "./errors.js";
 import { packageVersion } from "./version.js";
 
 /** Every command, by the words that name it. */
@@ -75,10 +75,6 @@ function report(err: unknown, ctx: CliContext, command: Command | undefined): nu
   if (err instanceof UsageError) {
     const about = err.command ?? command?.name;
     write(`ERROR: ${err.message}\nRun 'buildkit-node ${about ? `${about} ` : ""}--help' for usage.`);
-    return EXIT.usage;
-  }
-  if (err instanceof NotAvailableError) {
-    write(`ERROR: ${err.message}`);
     return EXIT.usage;
   }
   if (err instanceof TransportError) {

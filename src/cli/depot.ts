@@ -1,10 +1,8 @@
-// The Depot side of the command. Both functions below are the plug points:
-// the Depot orchestration replaces their bodies, and nothing else in the
-// command needs to change.
+// The Depot side of the command: builds on Depot machines, and projects.
+import { DepotClient } from "../depot/index.js";
 import type { FlagSpecs, ParsedArgs } from "./args.js";
 import type { Builder } from "./builder.js";
 import type { CliContext } from "./context.js";
-import { NotAvailableError } from "./errors.js";
 
 /** Flags every Depot call takes. The token itself is never printed. */
 export const depotFlags: FlagSpecs = {
@@ -17,11 +15,20 @@ export const depotFlags: FlagSpecs = {
  * release). `run(options)` gets the same BuildOptions a BuildKit builder
  * does, platforms included.
  */
-export async function openDepotBuilder(projectId: string, _args: ParsedArgs, _ctx: CliContext): Promise<Builder> {
-  throw new NotAvailableError(
-    `building on Depot (--depot ${projectId}) is not available in this version of buildkit-node yet; ` +
-      "build on a BuildKit daemon instead (--builder ADDRESS, or BUILDKIT_HOST)",
-  );
+export async function openDepotBuilder(projectId: string, args: ParsedArgs, ctx: CliContext): Promise<Builder> {
+  const depot = depotClient(args, ctx);
+  return {
+    name: `depot project ${projectId}`,
+    run: (options) => depot.build({ ...options, projectId }),
+    close: async () => {},
+  };
+}
+
+/** Depot's API with the token from `--token` or DEPOT_TOKEN, and DEPOT_API_URL. */
+function depotClient(args: ParsedArgs, ctx: CliContext): DepotClient {
+  const token = args.string("token") || ctx.env.DEPOT_TOKEN;
+  const apiUrl = ctx.env.DEPOT_API_URL;
+  return new DepotClient({ ...(token ? { token } : {}), ...(apiUrl ? { apiUrl } : {}) });
 }
 
 /** A Depot project, with Depot's field names. */
@@ -50,6 +57,17 @@ export interface DepotProjects {
 }
 
 /** Depot's projects API for `projects …`, with the token from `--token` or DEPOT_TOKEN. */
-export async function openDepotProjects(_args: ParsedArgs, _ctx: CliContext): Promise<DepotProjects> {
-  throw new NotAvailableError("Depot projects are not available in this version of buildkit-node yet");
+export async function openDepotProjects(args: ParsedArgs, ctx: CliContext): Promise<DepotProjects> {
+  const { projects } = depotClient(args, ctx);
+  const options = { signal: ctx.signal };
+  return {
+    list: () => projects.list(options),
+    get: (projectId) => projects.get(projectId, options),
+    create: (input) =>
+      projects.create(
+        { name: input.name, regionId: input.regionId ?? "us-east-1", ...(input.cachePolicy ? { cachePolicy: input.cachePolicy } : {}) },
+        options,
+      ),
+    delete: (projectId) => projects.delete(projectId, options),
+  };
 }

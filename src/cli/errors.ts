@@ -23,11 +23,6 @@ export class UsageError extends Error {
   }
 }
 
-/** A feature the command names but cannot serve yet (Depot, for now): exit 2. */
-export class NotAvailableError extends Error {
-  override name = "NotAvailableError";
-}
-
 /** The reason the command's AbortSignal carries after SIGINT or SIGTERM. */
 export class Interrupted extends Error {
   override name = "Interrupted";

@@ -26,7 +26,8 @@ export function depotCallError(method: string, err: unknown, secrets: readonly s
   if (signal?.aborted) return new AbortError(`Depot ${method} was aborted`, { cause: signal.reason });
   if (err instanceof DepotError || err instanceof AbortError) return err;
   if (err instanceof ConnectError) {
-    return new DepotError(method, codeFromConnect(err.code), `Depot ${method} failed: ${redact(err.rawMessage, secrets)}`, { cause: err });
+    const code = codeFromConnect(err.code);
+    return new DepotError(method, code, `Depot ${method} failed (${code.toLowerCase()}): ${redact(err.rawMessage, secrets)}`, { cause: err });
   }
   const text = err instanceof Error ? err.message : String(err);
   return new DepotError(method, "UNKNOWN", `Depot ${method} failed: ${redact(text, secrets)}`, { cause: err });

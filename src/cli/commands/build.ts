@@ -9,7 +9,7 @@ import { parseAddHosts, parseCacheEntries, parseKeyValues, parseOutputs, parsePl
 import type { CliContext } from "../context.js";
 import { openDepotBuilder } from "../depot.js";
 import { EXIT, UsageError } from "../errors.js";
-import { createRenderer, PROGRESS_MODES, type ProgressMode, type ProgressRenderer } from "../progress/index.js";
+import { createRenderer, PROGRESS_MODES, type ProgressMode, type ProgressRenderer } from "../../progress/index.js";
 import type { Command } from "./command.js";
 
 export const buildCommand: Command = {

@@ -3,7 +3,7 @@ import { helpFlag, type ParsedArgs } from "../args.js";
 import { connectFromFlags, connectionFlags } from "../builder.js";
 import type { CliContext } from "../context.js";
 import { EXIT } from "../errors.js";
-import { formatBytes } from "../progress/format.js";
+import { formatBytes } from "../../progress/format.js";
 import type { Command } from "./command.js";
 import { formatTable, timeAgo } from "./table.js";
 

@@ -1,4 +1,4 @@
-import type { BuildEvent } from "../../buildkit/events.js";
+import type { BuildEvent } from "../buildkit/events.js";
 
 /**
  * Shows a build's progress. Feed it every event of `run.events`, then call

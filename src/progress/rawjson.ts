@@ -1,4 +1,4 @@
-import type { BuildEvent } from "../../buildkit/events.js";
+import type { BuildEvent } from "../buildkit/events.js";
 import type { ProgressRenderer } from "./renderer.js";
 
 /**

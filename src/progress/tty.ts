@@ -1,4 +1,4 @@
-import type { BuildEvent } from "../../buildkit/events.js";
+import type { BuildEvent } from "../buildkit/events.js";
 import { formatBytes, formatSeconds, paint, platformPrefix, sanitizeLine, type Style, truncate, visibleLength } from "./format.js";
 import { isCanceled, type ProgressRenderer } from "./renderer.js";
 import { type Step, type StepCounts, type StepProgress, StepTable, warningLocation } from "./steps.js";

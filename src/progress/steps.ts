@@ -1,4 +1,4 @@
-import type { BuildEvent, Warning } from "../../buildkit/events.js";
+import type { BuildEvent, Warning } from "../buildkit/events.js";
 import { sanitizeLine } from "./format.js";
 
 export type StepStatus = "waiting" | "running" | "done" | "cached" | "error" | "canceled";

@@ -1,4 +1,4 @@
-import type { BuildEvent } from "../../buildkit/events.js";
+import type { BuildEvent } from "../buildkit/events.js";
 import { formatBytes, formatSeconds, platformPrefix, sanitizeLine } from "./format.js";
 import type { ProgressRenderer } from "./renderer.js";
 import { type Step, StepTable, warningLocation } from "./steps.js";

@@ -1,0 +1,101 @@
+// `buildkit-node` with Depot: the command, run as a child process, talks to
+// the local Depot-compatible server started here (a stand-in for Depot's
+// cloud API), whose machines front the real BuildKit inside dockerd.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
+import { cliEnv, runCli, scratchDir, startCli } from "./cli-harness.js";
+import { assertDockerd, DOCKER_BUILDKIT } from "./support/daemons.js";
+import { BASE_IMAGE, getManifest, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
+
+let local: LocalDepot;
+let env: NodeJS.ProcessEnv;
+
+beforeAll(async () => {
+  assertDockerd();
+  local = await startLocalDepot({ buildkit: DOCKER_BUILDKIT, pendingWaitMs: 50 });
+  env = cliEnv({ DEPOT_TOKEN: local.token, DEPOT_API_URL: local.apiUrl });
+});
+afterAll(async () => {
+  await local?.stop();
+});
+
+describe("projects", () => {
+  it("create, get, list and delete, as JSON for scripts", async () => {
+    const created = await runCli(["projects", "create", "cli-project", "--region", "eu-central-1", "--json"], { env });
+    expect(created.stderr).toBe("");
+    expect(created.code).toBe(0);
+    const project = JSON.parse(created.stdout.toString()) as { projectId: string; name: string; regionId: string };
+    expect(project).toMatchObject({ name: "cli-project", regionId: "eu-central-1" });
+    expect(local.projects.has(project.projectId)).toBe(true);
+
+    const got = await runCli(["projects", "get", project.projectId, "--json"], { env });
+    expect(JSON.parse(got.stdout.toString())).toMatchObject({ projectId: project.projectId });
+    const listed = await runCli(["projects", "list", "--json"], { env });
+    expect((JSON.parse(listed.stdout.toString()) as { projectId: string }[]).map((p) => p.projectId)).toContain(project.projectId);
+    const table = await runCli(["projects", "list"], { env });
+    expect(table.stdout.toString()).toContain(project.projectId);
+
+    const deleted = await runCli(["projects", "delete", project.projectId], { env });
+    expect(deleted.code).toBe(0);
+    expect(local.projects.has(project.projectId)).toBe(false);
+  });
+
+  it("a wrong token fails with the API's answer and never prints the token", async () => {
+    const token = "wrong-token-that-must-not-be-printed";
+    const result = await runCli(["projects", "list"], { env: cliEnv({ DEPOT_TOKEN: token, DEPOT_API_URL: local.apiUrl }) });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/unauthenticated|UNAUTHENTICATED/i);
+    expect(`${result.stdout}${result.stderr}`).not.toContain(token);
+  });
+
+  it("no token at all is a clear error", async () => {
+    const result = await runCli(["projects", "list"], { env: cliEnv({ DEPOT_TOKEN: undefined, DEPOT_API_URL: local.apiUrl }) });
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toMatch(/DEPOT_TOKEN/);
+  });
+});
+
+describe("build --depot", () => {
+  it("builds on a Depot machine, pushes, writes the metadata file, and the build finishes as a success", async () => {
+    const projectId = local.addProject({ name: "cli-build" }).projectId;
+    const repository = uniqueRepository("bkn-cli-depot");
+    const out = scratchDir("cli-depot");
+    try {
+      const metadataFile = join(out.path, "metadata.json");
+      const result = await runCli(
+        ["build", "--depot", projectId, "--progress", "plain", "-t", `${PLAIN_REGISTRY}/${repository}:v1`, "--push", "--metadata-file", metadataFile, "fixtures/hello"],
+        { env },
+      );
+      expect(result.code, result.stderr).toBe(0);
+      const manifest = await getManifest(PLAIN_REGISTRY, repository, "v1");
+      const metadata = JSON.parse(readFileSync(metadataFile, "utf8")) as Record<string, unknown>;
+      expect(metadata["containerimage.digest"]).toBe(manifest.digest);
+      const builds = [...local.builds.values()].filter((b) => b.projectId === projectId);
+      expect(builds).toHaveLength(1);
+      expect(builds[0]!.finish?.result).toBe("success");
+      expect(result.stderr).toMatch(/\[linux\/amd64\]|#\d+ /);
+    } finally {
+      out.remove();
+    }
+  });
+
+  it("Ctrl-C cancels the build, which Depot records as canceled, and exits 130", async () => {
+    const projectId = local.addProject({ name: "cli-cancel" }).projectId;
+    const marker = `depot-sigint-${Date.now().toString(36)}`;
+    const ctx = scratchDir("cli-depot-sigint", { Dockerfile: `FROM ${BASE_IMAGE}\nRUN echo started-${marker} && sleep 60\n` });
+    try {
+      const cli = await startCli(["build", "--depot", projectId, "--progress", "plain", "--no-cache", ctx.path], { env });
+      await cli.waitForStderr(new RegExp(`started-${marker}`));
+      cli.child.kill("SIGINT");
+      const result = await cli.exited;
+      expect(result.code).toBe(130);
+      const builds = [...local.builds.values()].filter((b) => b.projectId === projectId);
+      expect(builds[0]?.finish?.result).toBe("canceled");
+      expect(builds[0]?.machines.every((m) => m.stoppedAt)).toBe(true);
+    } finally {
+      ctx.remove();
+    }
+  });
+});
