@@ -175,17 +175,35 @@ function serveStream(stream: http2.ServerHttp2Stream, method: string, metadata: 
 
 /** Splits the request body into gRPC messages (5-byte prefix: flag, length). */
 async function* readMessages(stream: http2.ServerHttp2Stream, gzipped: boolean): AsyncGenerator<Uint8Array> {
-  let buffer: Buffer = Buffer.alloc(0);
+  // Chunks are kept apart until a whole message is there: joining each
+  // 16 KiB frame onto the rest would copy a 3 MiB message hundreds of times.
+  const pending: Buffer[] = [];
+  let pendingBytes = 0;
+  let needed = 5; // bytes the next step waits for: a prefix, then a body
+  let body: { length: number; compressed: boolean } | undefined;
+  const take = (n: number): Buffer => {
+    const all = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+    pending.length = 0;
+    if (all.length > n) pending.push(all.subarray(n));
+    pendingBytes = all.length - n;
+    return all.subarray(0, n);
+  };
   for await (const chunk of stream as AsyncIterable<Buffer>) {
-    buffer = buffer.length === 0 ? chunk : Buffer.concat([buffer, chunk]);
-    while (buffer.length >= 5) {
-      const length = buffer.readUInt32BE(1);
-      if (buffer.length < 5 + length) break;
-      const compressed = buffer[0] === 1;
-      const body = buffer.subarray(5, 5 + length);
-      buffer = buffer.subarray(5 + length);
-      if (compressed && !gzipped) throw new GrpcStatusError(GrpcCode.INTERNAL, "compressed message without grpc-encoding");
-      yield compressed ? gunzipSync(body) : body;
+    pending.push(chunk);
+    pendingBytes += chunk.length;
+    while (pendingBytes >= needed) {
+      if (!body) {
+        const prefix = take(5);
+        body = { length: prefix.readUInt32BE(1), compressed: prefix[0] === 1 };
+        needed = body.length;
+        if (body.compressed && !gzipped) throw new GrpcStatusError(GrpcCode.INTERNAL, "compressed message without grpc-encoding");
+        continue;
+      }
+      const message = take(body.length);
+      const compressed = body.compressed;
+      body = undefined;
+      needed = 5;
+      yield compressed ? gunzipSync(message) : message;
     }
   }
   // A reset (the daemon cancelled) also ends the iteration; it must not pass
@@ -194,7 +212,7 @@ async function* readMessages(stream: http2.ServerHttp2Stream, gzipped: boolean):
   if (stream.rstCode !== undefined && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
     throw new GrpcStatusError(GrpcCode.CANCELLED, "the daemon cancelled the call");
   }
-  if (buffer.length > 0) throw new GrpcStatusError(GrpcCode.INTERNAL, "truncated gRPC message");
+  if (pendingBytes > 0 || body) throw new GrpcStatusError(GrpcCode.INTERNAL, "truncated gRPC message");
 }
 
 function writeMessage(stream: http2.ServerHttp2Stream, message: Uint8Array): Promise<void> {
