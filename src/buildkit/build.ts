@@ -93,6 +93,7 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
   userSignal?.addEventListener("abort", onUserAbort, { once: true });
 
   const cleanups: (() => Promise<void> | void)[] = [];
+  let succeeded = false;
   try {
     const outputs = options.outputs ?? [];
     if (outputs.length > 1 && outputs.length > (await target.maxExporters())) {
@@ -100,7 +101,9 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
     }
     if (options.secrets) validateSecrets(options.secrets);
     const plan = planOutputs(outputs, await target.daemon());
-    cleanups.push(() => plan.abandon());
+    cleanups.push(() => {
+      if (!succeeded) plan.abandon();
+    });
 
     const locals = await openLocals(options, cleanups);
     const attrs = { ...frontendAttrs(options, locals.dockerfileName), ...locals.contextAttrs };
@@ -170,6 +173,7 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
       signal,
     });
     const digest = pushed[0]?.digest ?? exporterResponse["containerimage.digest"];
+    succeeded = true;
     return { ref, ...(digest ? { digest } : {}), exporterResponse, pushed };
   } catch (err) {
     if (signal.aborted) throw abortError(userSignal, err);
