@@ -171,6 +171,26 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
       }
     });
 
+    it.skipIf(daemon.embeddedInDocker)("fails at once, not hanging, when the Docker Engine to load into is not there", async () => {
+      const saved = process.env.DOCKER_HOST;
+      process.env.DOCKER_HOST = "unix:///run/buildkit-node-test/no-docker.sock";
+      try {
+        await using fresh = await connect(daemon.address);
+        const { error } = await failureOf(
+          fresh.build({
+            context: { files: {} },
+            dockerfileContent: `FROM ${BASE_IMAGE}\nRUN echo big > /f\n`,
+            outputs: [{ type: "docker", load: true, name: "never-loaded:latest" }],
+          }),
+        );
+        expect(error).toBeInstanceOf(Error);
+        expect((error as Error).message).toMatch(/no-docker\.sock|Docker Engine/);
+      } finally {
+        if (saved === undefined) delete process.env.DOCKER_HOST;
+        else process.env.DOCKER_HOST = saved;
+      }
+    });
+
     it("refuses two outputs on BuildKit before v0.13, and takes them after", async () => {
       const info = await bk.info();
       const [major = 0, minor = 0] = info.status === "ok" ? info.buildkitVersion.version.replace(/^v/, "").split(".").map(Number) : [];

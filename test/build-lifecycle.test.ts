@@ -4,6 +4,7 @@ import { execFileSync } from "node:child_process";
 import { createHash, generateKeyPairSync } from "node:crypto";
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { AbortError, connect } from "../src/index.js";
 import { failureOf, logLines, runCollecting, tempDir } from "./support/build-helpers.js";
@@ -126,6 +127,21 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
       expect(seen).toContain("started");
       await bk.close();
       await expectNoLeaks(before);
+    });
+
+    it("abort while an upload stalls ends the read and destroys the upload stream", async () => {
+      await using bk = await connect(daemon.address);
+      const stalled = new Readable({ read() {} }); // one chunk, then nothing: a client gone quiet
+      stalled.push(Buffer.alloc(1024));
+      const controller = new AbortController();
+      const run = bk.build({ context: { tar: stalled }, signal: controller.signal });
+      setTimeout(() => controller.abort(new Error("user gave up")), 200);
+      const error = await run.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(AbortError);
+      expect(stalled.destroyed).toBe(true);
     });
 
     it("an already aborted signal rejects at once", async () => {

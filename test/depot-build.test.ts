@@ -2,6 +2,8 @@
 // for Depot's cloud API, the one part no real component here provides) hands
 // out mTLS machines fronting the real BuildKit inside dockerd; images go to
 // the real local registry.
+import { Readable } from "node:stream";
+import * as tarStream from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AbortError, BuildError } from "../src/index.js";
 import { DepotClient } from "../src/depot/index.js";
@@ -147,6 +149,25 @@ describe("depot.build()", () => {
       const config = await getBlobJson<{ architecture: string }>(PLAIN_REGISTRY, repository, manifest.config.digest);
       expect(config.architecture).toBe(child.platform.architecture);
     }
+  });
+
+  it("gives every platform the whole of an uploaded tar context", async () => {
+    const repository = uniqueRepository("bkn-multi-tar");
+    const pack = tarStream.pack();
+    pack.entry({ name: "Dockerfile" }, "FROM scratch\nCOPY hello.txt /\n");
+    pack.entry({ name: "hello.txt" }, "uploaded once, built twice\n");
+    pack.finalize();
+    const { result } = await runCollecting(
+      depot.build({
+        projectId,
+        platforms: ["linux/amd64", "linux/arm64"],
+        context: { tar: Readable.from(pack as AsyncIterable<Buffer>, { objectMode: false }) },
+        outputs: [{ type: "image", name: `${PLAIN_REGISTRY}/${repository}:v1`, push: true }],
+      }),
+    );
+    expect(result.platforms.map((p) => p.platform)).toEqual(["linux/amd64", "linux/arm64"]);
+    const index = (await getManifest(PLAIN_REGISTRY, repository, "v1")) as unknown as { manifests: unknown[] };
+    expect(index.manifests).toHaveLength(2);
   });
 
   it("refuses several platforms into a single archive before registering anything", async () => {

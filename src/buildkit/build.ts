@@ -1,5 +1,5 @@
 import { type Client, Code, ConnectError } from "@connectrpc/connect";
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, type Hash, randomBytes } from "node:crypto";
 import { existsSync, statSync } from "node:fs";
 import { hostname } from "node:os";
 import { basename, dirname, posix, resolve } from "node:path";
@@ -47,7 +47,7 @@ export interface BuildTarget {
  * The build runs whether or not anyone listens; events are kept until taken.
  */
 export class BuildRun<R extends BuildResult = BuildResult> implements PromiseLike<R> {
-  /** The job reference the daemon knows this build by. */
+  /** The job reference the daemon knows this build by ("" for a Depot build of several machines: see the result's buildId). */
   readonly ref: string;
   /** Typed progress; ends when the build ends (success or failure). */
   readonly events: AsyncIterable<BuildEvent>;
@@ -100,12 +100,12 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
       throw new BuildKitNodeError("INVALID_ARGUMENT", `${target.address} takes one output per build (BuildKit before v0.13); ${outputs.length} were given`);
     }
     if (options.secrets) validateSecrets(options.secrets);
-    const plan = planOutputs(outputs, await target.daemon());
+    const plan = planOutputs(outputs, await target.daemon(), signal);
     cleanups.push(() => {
       if (!succeeded) plan.abandon();
     });
 
-    const locals = await openLocals(options, cleanups);
+    const locals = await openLocals(options, cleanups, signal);
     const attrs = { ...frontendAttrs(options, locals.dockerfileName), ...locals.contextAttrs };
     const registryAuth = options.registryAuth ?? "docker-config";
     const attachables: Attachable[] = [fileSyncAttachable(locals.dirs), authAttachable(registryAuth)];
@@ -164,7 +164,12 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
     for (const event of tracker.flush()) emit(event);
 
     if (signal.aborted) throw abortError(userSignal);
-    if (solveError !== undefined) throw solveFailure(solveError, tracker, target, signal);
+    if (solveError !== undefined) {
+      // A refused Docker load makes the export fail; say why, not just that.
+      const cause = plan.clientFailure();
+      if (cause instanceof BuildKitNodeError) throw cause;
+      throw solveFailure(solveError, tracker, target, signal);
+    }
 
     const { pushed } = await plan.finish({
       exporterResponse,
@@ -211,11 +216,11 @@ interface Locals {
 }
 
 /** The local directories the frontend will ask for, as tree sources. */
-async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> | void)[]): Promise<Locals> {
+async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> | void)[], signal: AbortSignal): Promise<Locals> {
   // What each local holds, for the session's shared key.
   const identities: string[] = [];
   const open = async (input: ContextInput, name: string): Promise<TreeSource> => {
-    const { source, identity } = await openSource(input);
+    const { source, identity } = await openSource(input, signal);
     cleanups.push(() => source.close());
     if (name !== "dockerfile") identities.push(`${name}=${identity}`);
     return source;
@@ -258,23 +263,14 @@ async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> 
 }
 
 /** Opens a context input, with what identifies its contents. */
-async function openSource(input: ContextInput): Promise<{ source: TreeSource; identity: string }> {
+async function openSource(input: ContextInput, signal: AbortSignal): Promise<{ source: TreeSource; identity: string }> {
   if (typeof input === "string") {
     const path = resolve(input);
     return { source: await directorySource(path), identity: `dir:${path}` };
   }
   if ("tar" in input) {
     const hash = createHash("sha256");
-    const tar = input.tar;
-    const hashed = Readable.from(
-      (async function* () {
-        for await (const chunk of tar) {
-          hash.update(chunk);
-          yield chunk;
-        }
-      })(),
-      { objectMode: false },
-    );
+    const hashed = Readable.from(hashedChunks(input.tar, hash, signal), { objectMode: false });
     const source = await tarSource(hashed);
     return { source, identity: `tar:${hash.digest("hex")}` };
   }
@@ -287,6 +283,31 @@ async function openSource(input: ContextInput): Promise<{ source: TreeSource; id
     return { source: memorySource(input.files), identity: `files:${hash.digest("hex")}` };
   }
   throw new BuildKitNodeError("INVALID_ARGUMENT", "context must be a directory path, { tar: Readable } or { files: {...} }");
+}
+
+/**
+ * An upload's chunks, hashed on the way. An abort ends the read at once,
+ * even while the upload stalls, and destroys the upload stream.
+ */
+async function* hashedChunks(tar: AsyncIterable<Uint8Array>, hash: Hash, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+  const chunks = tar[Symbol.asyncIterator]();
+  const aborted = () => new AbortError("the build was aborted while its context was read", { cause: signal.reason });
+  try {
+    for (;;) {
+      if (signal.aborted) throw aborted();
+      let onAbort!: () => void;
+      const stop = new Promise<never>((_, reject) => (onAbort = () => reject(aborted())));
+      signal.addEventListener("abort", onAbort, { once: true });
+      const next = await Promise.race([chunks.next(), stop]).finally(() => signal.removeEventListener("abort", onAbort));
+      if (next.done) return;
+      hash.update(next.value);
+      yield next.value;
+    }
+  } finally {
+    if (signal.aborted && "destroy" in tar && typeof tar.destroy === "function") (tar as Readable).destroy(aborted());
+    // Not awaited: a stalled source would hold the abort up.
+    chunks.return?.()?.catch(() => {});
+  }
 }
 
 /**

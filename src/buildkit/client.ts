@@ -189,7 +189,10 @@ export class BuildKitClient implements AsyncDisposable {
     const dockerSocket = dockerHost?.startsWith("unix://") ? dockerHost.slice("unix://".length) : DEFAULT_DOCKER_SOCKET;
     this.#daemon ??= this.listWorkers().then(
       (workers) => ({ embeddedInDocker: workers.length > 0 && workers.every((w) => w.id === "moby"), dockerSocket }),
-      () => ({ embeddedInDocker: false, dockerSocket }),
+      (err: unknown) => {
+        this.#daemon = undefined; // ask again next time
+        throw err;
+      },
     );
     return this.#daemon;
   }
@@ -198,10 +201,16 @@ export class BuildKitClient implements AsyncDisposable {
   #maxExporters(): Promise<number> {
     this.#exporterLimit ??= this.info().then(
       (info) => {
-        const [major = 0, minor = 0] = info.status === "ok" ? info.buildkitVersion.version.replace(/^v/, "").split(".").map(Number) : [];
-        return major > 0 || minor >= 13 ? Number.POSITIVE_INFINITY : 1;
+        if (info.status !== "ok") return 1; // no Info: before v0.11
+        const [major = 0, minor = 0, patch = 0] = info.buildkitVersion.version.replace(/^v/, "").split(/[.+-]/).map(Number);
+        // v0.0.0 (or no number at all) is a development build of today's BuildKit.
+        const development = !(major || minor || patch);
+        return development || major > 0 || minor >= 13 ? Number.POSITIVE_INFINITY : 1;
       },
-      () => 1,
+      (err: unknown) => {
+        this.#exporterLimit = undefined; // ask again next time
+        throw err;
+      },
     );
     return this.#exporterLimit;
   }
@@ -214,11 +223,6 @@ export class BuildKitClient implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
-  }
-
-  /** @internal The channel, for the build layer. */
-  get channel(): Channel {
-    return this.#channel;
   }
 
   async #call<T>(method: string, run: () => Promise<T>, signal?: AbortSignal): Promise<T> {

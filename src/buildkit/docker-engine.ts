@@ -80,17 +80,23 @@ export class DockerEngine {
   }): Promise<http.IncomingMessage> {
     return new Promise((resolve, reject) => {
       const req = http.request({ socketPath: this.socketPath, method: request.method, path: request.path, headers: request.headers ?? {} });
+      // A failed request must release its body: whoever writes into it would
+      // otherwise wait for room forever.
+      const fail = (err: Error) => {
+        request.body?.destroy(err);
+        reject(err);
+      };
       const onAbort = () => {
         req.destroy();
-        reject(new AbortError(`${request.what} was aborted`, { cause: request.signal?.reason }));
+        fail(new AbortError(`${request.what} was aborted`, { cause: request.signal?.reason }));
       };
       if (request.signal?.aborted) return onAbort();
       request.signal?.addEventListener("abort", onAbort, { once: true });
-      req.on("error", (err) => reject(new BuildKitNodeError("UNAVAILABLE", `${request.what}: Docker Engine at ${this.socketPath}: ${err.message}`, { cause: err })));
+      req.on("error", (err) => fail(new BuildKitNodeError("UNAVAILABLE", `${request.what}: Docker Engine at ${this.socketPath}: ${err.message}`, { cause: err })));
       req.on("response", (response) => {
         response.on("close", () => request.signal?.removeEventListener("abort", onAbort));
         if (response.statusCode !== 200) {
-          readBody(response).then((body) => reject(engineError(response.statusCode ?? 0, body, request.what)), reject);
+          readBody(response).then((body) => fail(engineError(response.statusCode ?? 0, body, request.what)), fail);
           return;
         }
         resolve(response);

@@ -41,13 +41,16 @@ export interface ExportPlan {
   finish(context: FinishContext): Promise<{ pushed: { name: string; digest?: string }[] }>;
   /** Releases what the plan started (a pending Docker load) after a failure. */
   abandon(): void;
+  /** Why a client-side step (a Docker load) failed during the solve, if one did: the real cause of the solve's failure. */
+  clientFailure(): unknown;
 }
 
-export function planOutputs(outputs: Output[], daemon: DaemonKind): ExportPlan {
+export function planOutputs(outputs: Output[], daemon: DaemonKind, signal?: AbortSignal): ExportPlan {
   const exporters: Exporter[] = [];
   const targets = new Map<number, OutputTarget>();
   const after: ((context: FinishContext) => Promise<{ name: string; digest?: string }[]>)[] = [];
   const abandons: (() => void)[] = [];
+  let clientFailure: unknown;
   const engine = new DockerEngine(daemon.dockerSocket);
 
   for (const output of outputs) {
@@ -84,11 +87,19 @@ export function planOutputs(outputs: Output[], daemon: DaemonKind): ExportPlan {
           } else {
             // Stream the docker-format archive straight into the Engine's load.
             const archive = new PassThrough();
-            const loading = engine.load(archive);
-            loading.catch(() => {});
+            const loading = engine.load(archive, signal ? { signal } : {});
+            // A refused load stops the export at once (its writes fail).
+            loading.catch((err: Error) => {
+              clientFailure ??= err;
+              archive.destroy(err);
+            });
             exporters.push({ type: "docker", attrs: name });
             targets.set(index, { kind: "archive", dest: archive });
-            after.push(async () => (await loading, []));
+            after.push(async () => {
+              if (!archive.writableEnded) archive.destroy(new BuildKitNodeError("INTERNAL", "the daemon sent no image to load"));
+              await loading;
+              return [];
+            });
             abandons.push(() => archive.destroy(new Error("build failed")));
           }
           break;
@@ -131,6 +142,7 @@ export function planOutputs(outputs: Output[], daemon: DaemonKind): ExportPlan {
     abandon() {
       for (const abandon of abandons) abandon();
     },
+    clientFailure: () => clientFailure,
   };
 }
 

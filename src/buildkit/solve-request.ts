@@ -54,13 +54,42 @@ export function cacheEntries(entries: CacheEntry[] | undefined, option: string):
   });
 }
 
-function parseCsv(text: string, option: string): Record<string, string> {
+/**
+ * buildx's CSV form: `key=value` fields split on commas, a field in double
+ * quotes may hold commas (`"secret=a,b"`). Errors name the field's position,
+ * never its text: cache specs can carry credentials.
+ */
+export function parseCsv(text: string, option: string): Record<string, string> {
   const fields: Record<string, string> = {};
-  for (const part of text.split(",")) {
-    const eq = part.indexOf("=");
-    if (eq <= 0) invalid(`${option}: "${part}" is not key=value (in "${text}")`);
-    fields[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
+  splitCsv(text).forEach((field, index) => {
+    const eq = field.indexOf("=");
+    if (eq <= 0) invalid(`${option}: field ${index + 1} is not key=value`);
+    fields[field.slice(0, eq).trim()] = field.slice(eq + 1).trim();
+  });
+  return fields;
+}
+
+function splitCsv(text: string): string[] {
+  const fields: string[] = [];
+  let field = "";
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (c === '"') {
+      if (quoted && text[i + 1] === '"') {
+        field += '"'; // "" inside quotes is a quote
+        i++;
+      } else {
+        quoted = !quoted;
+      }
+    } else if (c === "," && !quoted) {
+      fields.push(field);
+      field = "";
+    } else {
+      field += c;
+    }
   }
+  fields.push(field);
   return fields;
 }
 

@@ -13,7 +13,7 @@ import { packageVersion } from "./version.js";
 export const COMMANDS: Command[] = [buildCommand, workersCommand, duCommand, ...projectsCommands];
 
 /** Commands made of two words share their first, e.g. `projects`. */
-const GROUPS: Record<string, string> = { projects: "Manage Depot projects (not yet available)" };
+const GROUPS: Record<string, string> = { projects: "Manage Depot projects (DEPOT_TOKEN)" };
 
 /**
  * Runs `buildkit-node ARGV…` and resolves to its exit code: 0 success,

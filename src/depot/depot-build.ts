@@ -1,3 +1,9 @@
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { AbortError, BuildKitNodeError } from "../errors.js";
 import type { BuildOptions, BuildResult, Output } from "../buildkit/build-options.js";
 import { BuildRun } from "../buildkit/build.js";
@@ -61,10 +67,19 @@ async function runDepotBuild(depot: DepotBuildHost, options: DepotBuildOptions, 
   if (multi) checkMultiPlatformOutputs(outputs);
   const imageNames = outputs.flatMap((o) => (o.type === "image" ? o.name.split(",").map((n) => n.trim()) : []));
 
-  const build = await depot.builds.create(
-    { projectId, tags: imageNames, push: outputs.some((o) => o.type === "image" && o.push), load: outputs.some((o) => "load" in o) },
-    signal ? { signal } : {},
-  );
+  // Every platform reads the context: an upload stream is kept once on disk
+  // and each machine's build reads its own copy of it.
+  const uploads = multi ? await keepUploads(buildOptions, signal) : undefined;
+
+  const build = await depot.builds
+    .create(
+      { projectId, tags: imageNames, push: outputs.some((o) => o.type === "image" && o.push), load: outputs.some((o) => "load" in o) },
+      signal ? { signal } : {},
+    )
+    .catch(async (err: unknown) => {
+      await uploads?.remove();
+      throw err;
+    });
   log(`build ${build.id}: ${platforms.join(", ")}`);
   const controller = new AbortController();
   const onAbort = () => controller.abort(signal?.reason);
@@ -73,7 +88,14 @@ async function runDepotBuild(depot: DepotBuildHost, options: DepotBuildOptions, 
   try {
     const perPlatform = await Promise.all(
       platforms.map((platform) =>
-        buildOnMachine(build, platform, { ...buildOptions, outputs: multi ? platformOutputs(outputs, platform) : outputs }, acquireTimeoutMs, controller, emit).catch((err: unknown) => {
+        buildOnMachine(
+          build,
+          platform,
+          { ...buildOptions, ...uploads?.replay(), outputs: multi ? platformOutputs(outputs, platform) : outputs },
+          acquireTimeoutMs,
+          controller,
+          emit,
+        ).catch((err: unknown) => {
           controller.abort(err); // one platform failed: stop the others
           throw err;
         }),
@@ -97,6 +119,42 @@ async function runDepotBuild(depot: DepotBuildHost, options: DepotBuildOptions, 
     signal?.removeEventListener("abort", onAbort);
     // Exactly once, whatever happened; its own timeout, not the build's signal.
     await build.finish(failure).catch((err: unknown) => log(`finishing build ${build.id}: ${(err as Error).message}`));
+    await uploads?.remove();
+  }
+}
+
+/**
+ * Writes the `{ tar }` contexts (main and named) to a temp dir once, so
+ * that each platform's build can read them from the start.
+ */
+async function keepUploads(
+  options: BuildOptions,
+  signal: AbortSignal | undefined,
+): Promise<{ replay(): Partial<Pick<BuildOptions, "context" | "extraContexts">>; remove(): Promise<void> }> {
+  const inputs = { context: options.context, ...Object.fromEntries(Object.entries(options.extraContexts ?? {}).map(([k, v]) => [`extra:${k}`, v])) };
+  const uploads = Object.entries(inputs).filter((entry): entry is [string, { tar: Readable | AsyncIterable<Uint8Array> }] => typeof entry[1] === "object" && "tar" in entry[1]);
+  if (uploads.length === 0) return { replay: () => ({}), remove: async () => {} };
+  const dir = await mkdtemp(join(tmpdir(), "buildkit-node-upload-"));
+  try {
+    const files = new Map<string, string>();
+    for (const [key, { tar }] of uploads) {
+      const file = join(dir, `${files.size}.tar`);
+      await pipeline(tar, createWriteStream(file), ...(signal ? [{ signal }] : []));
+      files.set(key, file);
+    }
+    const reopen = (key: string, input: unknown) => (files.has(key) ? { tar: createReadStream(files.get(key)!) } : input);
+    return {
+      replay: () => ({
+        context: reopen("context", options.context) as BuildOptions["context"],
+        ...(options.extraContexts
+          ? { extraContexts: Object.fromEntries(Object.entries(options.extraContexts).map(([k, v]) => [k, reopen(`extra:${k}`, v) as typeof v])) }
+          : {}),
+      }),
+      remove: () => rm(dir, { recursive: true, force: true }),
+    };
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw signal?.aborted ? new AbortError("the build was aborted while its context was read", { cause: signal.reason }) : err;
   }
 }
 

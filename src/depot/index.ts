@@ -5,5 +5,8 @@ export type { CreateBuildInput, DepotBuild, DepotBuilds } from "./builds.js";
 export type { AcquireOptions, DepotMachine, MachineConnectOptions } from "./machine.js";
 export type { MachinePlatform } from "./platform.js";
 export type { DepotBuildOptions, DepotBuildResult } from "./depot-build.js";
+export type { BuildRun } from "../buildkit/build.js";
+export type { BuildEvent } from "../buildkit/events.js";
+export type { BuildKitClient } from "../buildkit/client.js";
 export { DepotError } from "./errors.js";
 export { AbortError, BuildKitNodeError, TransportError, type ErrorCode } from "../errors.js";

@@ -164,10 +164,14 @@ function serveStream(stream: http2.ServerHttp2Stream, method: string, metadata: 
     },
   };
   handler(call).then(
-    () => finish(GrpcCode.OK, ""),
+    () => {
+      if (!consumed) stream.resume(); // the daemon's half of the call must end too
+      finish(GrpcCode.OK, "");
+    },
     (err: unknown) => {
       const status = err instanceof GrpcStatusError ? err : new GrpcStatusError(GrpcCode.UNKNOWN, err instanceof Error ? err.message : String(err));
       if (!controller.signal.aborted) log(`${method} failed: ${status.message}`);
+      if (!consumed) stream.resume();
       finish(status.code, status.message);
     },
   );

@@ -49,7 +49,7 @@ export const buildCommand: Command = {
     quiet: { type: "boolean", short: "q", description: "No progress; print the image digest on stdout" },
     "metadata-file": { type: "string", value: "PATH", description: "Write the build's result (exporter response, image digest) as JSON" },
     ...connectionFlags,
-    depot: { type: "string", value: "PROJECT_ID", description: "Build on Depot, in this project (not yet available)" },
+    depot: { type: "string", value: "PROJECT_ID", description: "Build on Depot machines, in this project (token: $DEPOT_TOKEN or --token)" },
     help: helpFlag,
   },
   footer: [
