@@ -1,10 +1,12 @@
 /**
  * A single-consumer async queue: producers push, the consumer iterates, and
  * iteration ends after `end()` once everything pushed was taken. Items pushed
- * before anyone iterates are kept, so a late consumer misses nothing.
+ * before anyone iterates are kept, so a late consumer misses nothing (a
+ * build's events are bounded: BuildKit caps each step's log at 2 MiB).
  */
 export class EventQueue<T> implements AsyncIterable<T> {
-  readonly #items: T[] = [];
+  #items: T[] = [];
+  #head = 0;
   #wake: (() => void) | undefined;
   #ended = false;
   #taken = false;
@@ -24,8 +26,13 @@ export class EventQueue<T> implements AsyncIterable<T> {
     if (this.#taken) throw new Error("build events can be iterated once");
     this.#taken = true;
     for (;;) {
-      const item = this.#items.shift();
-      if (item !== undefined) {
+      if (this.#head < this.#items.length) {
+        const item = this.#items[this.#head++]!;
+        // Drop what was taken now and then, rather than shifting each time.
+        if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+          this.#items = this.#items.slice(this.#head);
+          this.#head = 0;
+        }
         yield item;
         continue;
       }
