@@ -6,7 +6,9 @@ import { readFileSync } from "node:fs";
 const raw = readFileSync(process.argv[2], "utf8");
 // The tty view redraws each frame after moving the cursor up: keep the last one.
 const lastFrame = raw.split(/\x1b\[\d+A\r?/).at(-1) ?? raw;
-const lines = lastFrame.split(/\r?\n/).map((l) => l.replace(/\r/g, "")).filter((l, i, all) => l.trim() !== "" || i < all.length - 1);
+const visible = (line) => line.replace(/\x1b\[[0-9;]*[A-Za-z]/g, "").trim() !== "";
+const lines = lastFrame.split(/\r?\n/).map((l) => l.replace(/\r/g, ""));
+while (lines.length > 0 && !visible(lines.at(-1))) lines.pop();
 
 const colors = { 31: "#f14c4c", 32: "#23d18b", 33: "#e5e510", 34: "#3b8eea", 36: "#29b8db", 90: "#8a8a8a" };
 const escape = (text) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
