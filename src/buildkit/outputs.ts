@@ -163,7 +163,15 @@ async function pushThroughEngine(engine: DockerEngine, names: string[], context:
       const result = await engine.push(name, await context.credentials(registryHost(name)), {
         signal: context.signal,
         onProgress: (p) =>
-          context.emit({ type: "progress", ...vertex, id: p.id ? `${p.status} ${p.id}` : p.status, current: p.current, total: p.total, completed: /^(Pushed|Layer already exists|Mounted from)/.test(p.status) }),
+          context.emit({
+            type: "progress",
+            ...vertex,
+            id: p.id ? `${p.status} ${p.id}` : p.status,
+            // The Engine counts padded blocks: a small layer can show 512B of 60B.
+            current: p.total > 0 ? Math.min(p.current, p.total) : p.current,
+            total: p.total,
+            completed: /^(Pushed|Layer already exists|Mounted from)/.test(p.status),
+          }),
       });
       const completedAt = new Date();
       context.emit({ type: "vertex.completed", ...vertex, startedAt, completedAt, durationMs: completedAt.getTime() - startedAt.getTime() });

@@ -40,6 +40,9 @@ export class ProgressTracker {
 
   update(status: StatusResponse): BuildEvent[] {
     const events: BuildEvent[] = [];
+    // A batch may start a vertex, report its progress and logs, and end it:
+    // ends go last, so nothing of a vertex follows its end.
+    const ends: BuildEvent[] = [];
     const tag = this.#platform ? { platform: this.#platform } : {};
     for (const v of status.vertexes) {
       const state = this.#vertex(v.digest, v.name);
@@ -68,11 +71,11 @@ export class ProgressTracker {
           ...(state.started ? { startedAt: state.started } : {}),
           ...(state.completed ? { completedAt: state.completed } : {}),
         };
-        if (state.error) events.push({ type: "vertex.errored", ...base, error: state.error, ...times });
-        else if (state.cached) events.push({ type: "vertex.cached", ...base });
+        if (state.error) ends.push({ type: "vertex.errored", ...base, error: state.error, ...times });
+        else if (state.cached) ends.push({ type: "vertex.cached", ...base });
         else {
           const durationMs = state.started && state.completed ? state.completed.getTime() - state.started.getTime() : undefined;
-          events.push({ type: "vertex.completed", ...base, completedAt: state.completed!, ...times, ...(durationMs !== undefined ? { durationMs } : {}) });
+          ends.push({ type: "vertex.completed", ...base, completedAt: state.completed!, ...times, ...(durationMs !== undefined ? { durationMs } : {}) });
         }
       }
     }
@@ -107,7 +110,7 @@ export class ProgressTracker {
         ...tag,
       });
     }
-    return events;
+    return events.concat(ends);
   }
 
   /** The unterminated last lines of every log, once the build is over. */
