@@ -112,19 +112,12 @@ export class DockerEngine {
 }
 
 /** `registry:5000/repo/name:tag` → repository and tag (default `latest`). */
-export function splitReference(reference: string): { repository: string; tag: string } {
+function splitReference(reference: string): { repository: string; tag: string } {
   if (reference.includes("@")) throw new BuildKitNodeError("INVALID_ARGUMENT", `cannot push a digest reference: ${reference}`);
   const slash = reference.lastIndexOf("/");
   const colon = reference.lastIndexOf(":");
   if (colon > slash) return { repository: reference.slice(0, colon), tag: reference.slice(colon + 1) };
   return { repository: reference, tag: "latest" };
-}
-
-/** The registry host of an image reference (Docker Hub for bare names). */
-export function registryHost(reference: string): string {
-  const first = reference.split("/")[0]!;
-  const isHost = reference.includes("/") && (first.includes(".") || first.includes(":") || first === "localhost");
-  return isHost ? first : "docker.io";
 }
 
 function registryAuthHeader(credentials: RegistryCredentials | undefined): string {

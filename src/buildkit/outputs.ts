@@ -6,8 +6,9 @@ import { pipeline } from "node:stream/promises";
 import { BuildKitNodeError } from "../errors.js";
 import type { OutputTarget } from "../session/filesend/targets.js";
 import type { Output } from "./build-options.js";
-import { DockerEngine, registryHost } from "./docker-engine.js";
+import { DockerEngine } from "./docker-engine.js";
 import type { BuildEvent } from "./events.js";
+import { parseImageReference } from "./registry-client.js";
 
 export interface Exporter {
   type: string;
@@ -160,7 +161,7 @@ async function pushThroughEngine(engine: DockerEngine, names: string[], context:
     const startedAt = new Date();
     context.emit({ type: "vertex.started", ...vertex, startedAt, inputs: [] });
     try {
-      const result = await engine.push(name, await context.credentials(registryHost(name)), {
+      const result = await engine.push(name, await context.credentials(parseImageReference(name).host), {
         signal: context.signal,
         onProgress: (p) =>
           context.emit({

@@ -69,7 +69,12 @@ export function parseCsv(text: string, option: string): Record<string, string> {
   return fields;
 }
 
-function splitCsv(text: string): string[] {
+/**
+ * One CSV record, as buildx reads `-o`, `--secret`, `--cache-to`: fields split
+ * on commas, a field in double quotes may hold commas (`"name=a,b"`); fields
+ * are trimmed, empty ones dropped.
+ */
+export function splitCsv(text: string): string[] {
   const fields: string[] = [];
   let field = "";
   let quoted = false;
@@ -90,7 +95,7 @@ function splitCsv(text: string): string[] {
     }
   }
   fields.push(field);
-  return fields;
+  return fields.map((f) => f.trim()).filter((f) => f !== "");
 }
 
 function checkPlatform(platform: string): string {

@@ -5,6 +5,7 @@ import { homedir } from "node:os";
 import { resolve } from "node:path";
 import type { Writable } from "node:stream";
 import type { CacheEntry, Output, SecretSource, SshSource } from "../index.js";
+import { splitCsv } from "../buildkit/solve-request.js";
 import { UsageError } from "./errors.js";
 
 const COMMAND = "build";
@@ -40,30 +41,6 @@ export function parsePlatforms(values: string[]): string[] {
     }
   }
   return [...new Set(platforms)];
-}
-
-/**
- * One CSV record, as buildx reads `-o`, `--secret`, `--cache-to`: fields split
- * on commas, a field in double quotes may hold commas (`"name=a,b"`).
- */
-export function splitCsv(text: string): string[] {
-  const fields: string[] = [];
-  let field = "";
-  let quoted = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (c === '"') {
-      if (quoted && text[i + 1] === '"') {
-        field += '"';
-        i++;
-      } else quoted = !quoted;
-    } else if (c === "," && !quoted) {
-      fields.push(field);
-      field = "";
-    } else field += c;
-  }
-  fields.push(field);
-  return fields.map((f) => f.trim()).filter((f) => f !== "");
 }
 
 /**

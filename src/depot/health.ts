@@ -11,7 +11,7 @@ export const HEALTH_INTERVAL_MS = 5_000;
 export const HEALTH_CALL_TIMEOUT_MS = 10_000;
 
 /** setTimeout's longest delay; a later cancellation is re-armed when it fires. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export interface HealthReporterOptions {
   api: DepotApi;

@@ -5,7 +5,7 @@ import type { GetBuildKitConnectionResponse_ActiveConnection } from "../gen/depo
 import { createLogger } from "../log.js";
 import type { TlsOptions } from "../transport/tls-options.js";
 import { DepotError, depotCallError } from "./errors.js";
-import { HealthReporter } from "./health.js";
+import { HealthReporter, MAX_TIMER_MS } from "./health.js";
 import { builderPlatform, type MachinePlatform, normalizePlatform } from "./platform.js";
 import { backoffMs, isTransient, sleep } from "./retry.js";
 import { API_CALL_TIMEOUT_MS, callOptions, type DepotApi } from "./transport.js";
@@ -20,8 +20,6 @@ const PENDING_WAIT_MAX_MS = 5_000;
 const READINESS_RETRY_MS = 1_000;
 /** Bounds one connection attempt to a machine (its dial, TLS and first ListWorkers). */
 const CONNECT_ATTEMPT_TIMEOUT_MS = 30_000;
-/** setTimeout's longest delay (about 24.8 days): longer timeouts, Infinity included, mean "no timeout". */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export interface AcquireOptions {
   /** Gives up with a TIMEOUT error after this long. Default 10 minutes. */

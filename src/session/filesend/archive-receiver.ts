@@ -6,7 +6,7 @@ import { BuildKitNodeError } from "../../errors.js";
 import { BytesMessageSchema } from "../../gen/moby/filesync/v1/filesync_pb.js";
 import { createLogger } from "../../log.js";
 import { decodeMessages, type ServerCall } from "../grpc-server.js";
-import { writeFully } from "./write-fully.js";
+import { writeFully } from "../write-fully.js";
 
 const log = createLogger("filesend");
 

@@ -5,7 +5,7 @@ import type { Stat } from "../../gen/fsutil/types/packet_pb.js";
 import { createLogger } from "../../log.js";
 import { GoMode, isRegularGoMode, unixModeFromGo } from "../fsutil/file-mode.js";
 import { isCleanRelativePath, refusedEntry, WalkOrder } from "./entry-path.js";
-import { writeFully } from "./write-fully.js";
+import { writeFully } from "../write-fully.js";
 
 const log = createLogger("filesend");
 

@@ -19,6 +19,7 @@ import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import * as tar from "tar-stream";
 import { BuildKitNodeError } from "../../errors.js";
+import { writeFully } from "../write-fully.js";
 import { goModeFromUnix } from "../fsutil/file-mode.js";
 import { EntryTree, type TreeNode, isDirectory, isSymlink } from "./entry-tree.js";
 import type { TreeEntry, TreeSource } from "./tree-source.js";
@@ -115,7 +116,7 @@ async function indexTar(input: Readable, spoolPath: string, maxBytes: number): P
             if (spooled + chunk.length > maxBytes) {
               throw new BuildKitNodeError("RESOURCE_EXHAUSTED", `tar upload: contents exceed ${maxBytes} bytes (at ${what})`);
             }
-            await writeFully(spool, chunk, spooled);
+            await writeFully(spool, chunk); // the spool is only appended to
             spooled += chunk.length;
           }
           extent.size = spooled - extent.offset;
@@ -218,14 +219,6 @@ async function gunzippedIfNeeded(input: Readable): Promise<{ stream: Readable; g
     }
   }
   return { stream: Readable.from(rest(), { objectMode: false }), gzipped };
-}
-
-async function writeFully(file: fs.FileHandle, chunk: Buffer, position: number): Promise<void> {
-  let written = 0;
-  while (written < chunk.length) {
-    const { bytesWritten } = await file.write(chunk, written, chunk.length - written, position + written);
-    written += bytesWritten;
-  }
 }
 
 /**
