@@ -3,6 +3,10 @@
 #   - dockerd 20.10 (Debian docker.io), whose embedded BuildKit we reach as docker://
 #   - a plain registry on 127.0.0.1:5000 and one with htpasswd auth on 127.0.0.1:5001
 #   - a busybox base image (from busybox-static) pushed to both registries
+#   - when a buildkitd binary is at hand (BUILDKITD=path, else ../shared/buildkit/bin/buildkitd
+#     beside the project): a standalone buildkitd with its own root, mutual TLS on a loopback
+#     TCP port (certificates made here with openssl; the server name is not the address, as on
+#     Depot's machines) and a plaintext unix socket
 #
 # Usage: scripts/local-buildkit.sh up|down|status|env
 # Needs root for up, down and status. Machines without systemd are the target, so the daemons
@@ -28,7 +32,18 @@ readonly AUTH_REALM=buildkit-node
 readonly HTPASSWD_FILE=$CONF_DIR/htpasswd
 readonly BASE_IMAGE_REPO=busybox:latest
 
-readonly PACKAGES=(docker.io docker-registry busybox-static apache2-utils curl ca-certificates)
+readonly PACKAGES=(docker.io docker-registry busybox-static apache2-utils curl ca-certificates openssl runc iproute2)
+
+# The standalone buildkitd (optional: only when a binary is at hand).
+readonly SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly BUILDKITD_BIN=${BUILDKITD:-$SCRIPT_DIR/../../shared/buildkit/bin/buildkitd}
+readonly BUILDKITD_PORT=${BUILDKITD_PORT:-1234}
+readonly BUILDKITD_ADDRESS=tcp://127.0.0.1:$BUILDKITD_PORT
+readonly BUILDKITD_SOCKET=$RUN_DIR/buildkitd.sock
+readonly BUILDKITD_ROOT=$STATE_DIR/buildkitd
+readonly BUILDKITD_CONFIG=$CONF_DIR/buildkitd.toml
+readonly BUILDKITD_TLS_DIR=$CONF_DIR/buildkitd-tls
+readonly BUILDKITD_SERVER_NAME=buildkitd.local-buildkit.test
 
 log() { printf 'local-buildkit: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -59,6 +74,25 @@ plain_registry_up() { local_curl -o /dev/null "http://127.0.0.1:$PLAIN_PORT/v2/"
 auth_registry_up() {
   local_curl -o /dev/null -u "$AUTH_USER:$AUTH_PASSWORD" "http://127.0.0.1:$AUTH_PORT/v2/" 2>/dev/null &&
     [ "$(curl -sS --noproxy '*' --max-time 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$AUTH_PORT/v2/" 2>/dev/null)" = 401 ]
+}
+
+have_buildkitd() { [ -x "$BUILDKITD_BIN" ]; }
+
+# Up means: answers ListWorkers over mutual TLS with our client certificate, and on its socket.
+buildkitd_up() {
+  local buildctl
+  buildctl=$(dirname "$BUILDKITD_BIN")/buildctl
+  [ -S "$BUILDKITD_SOCKET" ] || return 1
+  if [ -x "$buildctl" ]; then
+    timeout 5 "$buildctl" --addr "$BUILDKITD_ADDRESS" --tlsservername "$BUILDKITD_SERVER_NAME" \
+      --tlscacert "$BUILDKITD_TLS_DIR/ca.pem" --tlscert "$BUILDKITD_TLS_DIR/client.pem" \
+      --tlskey "$BUILDKITD_TLS_DIR/client-key.pem" debug workers >/dev/null 2>&1
+  else
+    # No buildctl beside it: a TLS handshake with our client certificate must succeed.
+    timeout 5 openssl s_client -connect "127.0.0.1:$BUILDKITD_PORT" -servername "$BUILDKITD_SERVER_NAME" \
+      -CAfile "$BUILDKITD_TLS_DIR/ca.pem" -cert "$BUILDKITD_TLS_DIR/client.pem" -key "$BUILDKITD_TLS_DIR/client-key.pem" \
+      -alpn h2 -verify_return_error -brief </dev/null >/dev/null 2>&1
+  fi
 }
 
 registry_up() { # registry_up <port>
@@ -286,14 +320,97 @@ ensure_busybox() {
   unset DOCKER_CONFIG
 }
 
+# issue_cert <name> <subject CN> <extensions>: a P-256 key and a certificate signed by our CA.
+issue_cert() {
+  local dir=$BUILDKITD_TLS_DIR name=$1 cn=$2 ext=$3
+  openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out "$dir/$name-key.pem"
+  openssl req -new -key "$dir/$name-key.pem" -subj "/CN=$cn" -out "$dir/$name.csr" 2>/dev/null
+  printf '%s\n' "$ext" >"$dir/$name.ext"
+  openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca-key.pem" -CAcreateserial \
+    -days 365 -sha256 -extfile "$dir/$name.ext" -out "$dir/$name.pem" 2>/dev/null
+  rm -f "$dir/$name.csr" "$dir/$name.ext"
+}
+
+# A CA of our own, a server certificate for a name (not the address) and a client certificate.
+# Kept while valid for another day, so the client files the tests read stay the same.
+write_buildkitd_certificates() {
+  local dir=$BUILDKITD_TLS_DIR f valid=1
+  for f in ca.pem server.pem client.pem; do
+    openssl x509 -checkend 86400 -noout -in "$dir/$f" >/dev/null 2>&1 || valid=0
+  done
+  [ "$valid" = 0 ] || return 0
+  log "making buildkitd's TLS certificates in $dir"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out "$dir/ca-key.pem"
+  openssl req -new -x509 -key "$dir/ca-key.pem" -subj "/CN=buildkit-node local CA" -days 365 -sha256 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" -out "$dir/ca.pem" 2>/dev/null
+  issue_cert server "$BUILDKITD_SERVER_NAME" "subjectAltName=DNS:$BUILDKITD_SERVER_NAME
+extendedKeyUsage=serverAuth
+keyUsage=critical,digitalSignature"
+  issue_cert client "buildkit-node tests" "extendedKeyUsage=clientAuth
+keyUsage=critical,digitalSignature"
+  rm -f "$dir/ca.srl"
+}
+
+write_buildkitd_config() {
+  mkdir -p "$CONF_DIR" "$BUILDKITD_ROOT" "$RUN_DIR"
+  cat >"$BUILDKITD_CONFIG" <<TOML
+root = "$BUILDKITD_ROOT"
+[grpc]
+  address = ["$BUILDKITD_ADDRESS", "unix://$BUILDKITD_SOCKET"]
+  [grpc.tls]
+    cert = "$BUILDKITD_TLS_DIR/server.pem"
+    key = "$BUILDKITD_TLS_DIR/server-key.pem"
+    ca = "$BUILDKITD_TLS_DIR/ca.pem"
+[worker.oci]
+  enabled = true
+  snapshotter = "overlayfs"
+  networkMode = "host"
+[worker.containerd]
+  enabled = false
+[registry."127.0.0.1:$PLAIN_PORT"]
+  http = true
+[registry."127.0.0.1:$AUTH_PORT"]
+  http = true
+[registry."localhost:$PLAIN_PORT"]
+  http = true
+TOML
+}
+
+ensure_buildkitd() {
+  if ! have_buildkitd; then
+    log "no buildkitd binary at $BUILDKITD_BIN (set BUILDKITD=path): skipping the standalone buildkitd;" \
+      "tests that need it will say they are skipped"
+    return 0
+  fi
+  write_buildkitd_certificates
+  buildkitd_up && return 0
+  local pid
+  if pid=$(pid_from_file "$RUN_DIR/buildkitd.pid" buildkitd); then
+    log "buildkitd (pid $pid) does not answer; restarting it"
+    stop_pid "$pid" 20
+  fi
+  write_buildkitd_config
+  rm -f "$BUILDKITD_SOCKET"
+  start_daemon buildkitd "$BUILDKITD_BIN" --config "$BUILDKITD_CONFIG"
+  wait_up "$STARTED_PID" 60 buildkitd_up || fail_with_log buildkitd "buildkitd did not come up"
+  log "buildkitd $("$BUILDKITD_BIN" --version | awk '{print $3}') up on $BUILDKITD_ADDRESS (mTLS, server name $BUILDKITD_SERVER_NAME) and unix://$BUILDKITD_SOCKET"
+}
+
 cmd_up() {
   install_packages
   ensure_registry "$PLAIN_PORT"
   ensure_registry "$AUTH_PORT"
   ensure_dockerd
   ensure_busybox
+  ensure_buildkitd
   echo "local BuildKit up: dockerd unix://$DOCKER_SOCK (docker://), registry 127.0.0.1:$PLAIN_PORT," \
     "auth registry 127.0.0.1:$AUTH_PORT ($AUTH_USER), base image 127.0.0.1:$PLAIN_PORT/$BASE_IMAGE_REPO"
+  if have_buildkitd; then
+    echo "standalone buildkitd: $BUILDKITD_ADDRESS (mTLS) and unix://$BUILDKITD_SOCKET; eval \"\$($0 env)\" to test against it"
+  fi
 }
 
 # --- status ------------------------------------------------------------------------------------
@@ -316,6 +433,11 @@ cmd_status() {
   report "registry 127.0.0.1:$AUTH_PORT (htpasswd)" auth_registry_up || ok=1
   report "busybox in 127.0.0.1:$PLAIN_PORT" registry_has_busybox "$PLAIN_PORT" || ok=1
   report "busybox in 127.0.0.1:$AUTH_PORT" registry_has_busybox "$AUTH_PORT" || ok=1
+  if have_buildkitd; then
+    report "buildkitd ($BUILDKITD_ADDRESS, mTLS)" buildkitd_up || ok=1
+  else
+    printf '%-40s skipped (no binary at %s)\n' "buildkitd" "$BUILDKITD_BIN"
+  fi
   return "$ok"
 }
 
@@ -347,7 +469,18 @@ stop_dockerd() {
   remove_stale_pid_files
 }
 
+stop_buildkitd() {
+  local pid
+  pid=$(pid_from_file "$RUN_DIR/buildkitd.pid" buildkitd) || pid=$(pid_listening_on "$BUILDKITD_PORT")
+  if pid_is "$pid" buildkitd; then
+    log "stopping buildkitd (pid $pid)"
+    stop_pid "$pid" 20
+  fi
+  rm -f "$RUN_DIR/buildkitd.pid" "$BUILDKITD_SOCKET"
+}
+
 cmd_down() {
+  stop_buildkitd
   stop_dockerd
   stop_registry "$AUTH_PORT"
   stop_registry "$PLAIN_PORT"
@@ -365,6 +498,18 @@ export BUILDKIT_NODE_AUTH_REGISTRY_USERNAME=$AUTH_USER
 export BUILDKIT_NODE_AUTH_REGISTRY_PASSWORD=$AUTH_PASSWORD
 export BUILDKIT_NODE_BASE_IMAGE=127.0.0.1:$PLAIN_PORT/$BASE_IMAGE_REPO
 ENV
+  if have_buildkitd && [ -f "$BUILDKITD_TLS_DIR/client.pem" ]; then
+    cat <<ENV
+export BUILDKIT_HOST=$BUILDKITD_ADDRESS
+export BUILDKIT_TLS_CA=$BUILDKITD_TLS_DIR/ca.pem
+export BUILDKIT_TLS_CERT=$BUILDKITD_TLS_DIR/client.pem
+export BUILDKIT_TLS_KEY=$BUILDKITD_TLS_DIR/client-key.pem
+export BUILDKIT_TLS_SERVER_NAME=$BUILDKITD_SERVER_NAME
+export BUILDKIT_NODE_BUILDKITD_SOCKET=unix://$BUILDKITD_SOCKET
+ENV
+  else
+    echo "# no standalone buildkitd (no binary at $BUILDKITD_BIN, or not set up yet): BUILDKIT_HOST left unset"
+  fi
 }
 
 usage() {

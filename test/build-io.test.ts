@@ -24,7 +24,7 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
   let bk: BuildKitClient;
   beforeAll(async () => {
     if (daemon.embeddedInDocker) assertDockerd();
-    bk = await connect(daemon.address);
+    bk = await connect(daemon.address, daemon.connectOptions);
   });
   afterAll(async () => {
     await bk?.close();
@@ -175,7 +175,7 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
       const saved = process.env.DOCKER_HOST;
       process.env.DOCKER_HOST = "unix:///run/buildkit-node-test/no-docker.sock";
       try {
-        await using fresh = await connect(daemon.address);
+        await using fresh = await connect(daemon.address, daemon.connectOptions);
         const { error } = await failureOf(
           fresh.build({
             context: { files: {} },

@@ -42,7 +42,7 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
     it("reaches RUN --mount=type=secret, and is absent from the image and from every event", async () => {
       const secret = `s3cr3t-${Date.now()}-value`;
       const out = tempDir("secret");
-      await using bk = await connect(daemon.address);
+      await using bk = await connect(daemon.address, daemon.connectOptions);
       try {
         const { events } = await runCollecting(
           bk.build({
@@ -70,7 +70,7 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
     });
 
     it("fails clearly when a secret's file is missing, without building", async () => {
-      await using bk = await connect(daemon.address);
+      await using bk = await connect(daemon.address, daemon.connectOptions);
       const { error } = await failureOf(
         bk.build({ context: { files: {} }, dockerfileContent: "FROM scratch\n", secrets: { npmrc: { file: "/nonexistent/.npmrc" } } }),
       );
@@ -82,7 +82,7 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
   describe("ssh", () => {
     it("forwards an agent to RUN --mount=type=ssh", async () => {
       const keys = tempDir("sshkey");
-      await using bk = await connect(daemon.address);
+      await using bk = await connect(daemon.address, daemon.connectOptions);
       try {
         const { privateKey } = generateKeyPairSync("ed25519");
         const keyFile = join(keys.path, "id_ed25519");
@@ -105,7 +105,7 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
   describe("cancellation", () => {
     it("abort mid-build rejects with an AbortError and leaves nothing running", async () => {
       const before = liveResources();
-      const bk = await connect(daemon.address);
+      const bk = await connect(daemon.address, daemon.connectOptions);
       const controller = new AbortController();
       const run = bk.build({
         context: { files: {} },
@@ -130,7 +130,7 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
     });
 
     it("abort while an upload stalls ends the read and destroys the upload stream", async () => {
-      await using bk = await connect(daemon.address);
+      await using bk = await connect(daemon.address, daemon.connectOptions);
       const stalled = new Readable({ read() {} }); // one chunk, then nothing: a client gone quiet
       stalled.push(Buffer.alloc(1024));
       const controller = new AbortController();
@@ -145,7 +145,7 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
     });
 
     it("an already aborted signal rejects at once", async () => {
-      await using bk = await connect(daemon.address);
+      await using bk = await connect(daemon.address, daemon.connectOptions);
       const { error } = await failureOf(bk.build({ context: { files: {} }, dockerfileContent: "FROM scratch\n", signal: AbortSignal.abort() }));
       expect(error).toBeInstanceOf(AbortError);
     });
@@ -153,7 +153,7 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
 
   describe("concurrency and cleanup", () => {
     it("runs 5 builds at once on one client, each with its own result", async () => {
-      await using bk = await connect(daemon.address);
+      await using bk = await connect(daemon.address, daemon.connectOptions);
       const outs = Array.from({ length: 5 }, (_, i) => tempDir(`concurrent-${i}`));
       try {
         await Promise.all(
@@ -177,7 +177,7 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
       const children = () => execFileSync("ps", ["-o", "pid=", "--ppid", String(process.pid)], { encoding: "utf8" }).trim().split("\n").filter(Boolean).length;
       const beforeResources = liveResources();
       const beforeChildren = children();
-      const bk = await connect(daemon.address);
+      const bk = await connect(daemon.address, daemon.connectOptions);
       await runCollecting(bk.build({ context: "fixtures/hello" }));
       await bk.close();
       await expectNoLeaks(beforeResources);

@@ -14,7 +14,7 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
   let bk: BuildKitClient;
   beforeAll(async () => {
     if (daemon.embeddedInDocker) assertDockerd();
-    bk = await connect(daemon.address);
+    bk = await connect(daemon.address, daemon.connectOptions);
   });
   afterAll(async () => {
     await bk?.close();

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { assertDockerd, STANDALONE_BUILDKIT } from "./support/daemons.js";
 import { BASE_IMAGE, getImageConfig, getManifest, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
-import { BUILDER, cliBinary, cliEnv, runCli, scratchDir } from "./cli-harness.js";
+import { BUILDER, cliBinary, cliEnv, runCli, scratchDir, standaloneTlsEnv } from "./cli-harness.js";
 
 beforeAll(async () => {
   assertDockerd();
@@ -100,7 +100,7 @@ describe.runIf(STANDALONE_BUILDKIT)("on the standalone buildkitd BUILDKIT_HOST n
       const metadataFile = join(out.path, "metadata.json");
       const result = await runCli(
         ["build", "--progress=plain", "-t", `${PLAIN_REGISTRY}/${repo}:v1`, "-o", "type=image,push=true,registry.insecure=true", "--metadata-file", metadataFile, "fixtures/hello"],
-        { env: cliEnv({ BUILDKIT_HOST: STANDALONE_BUILDKIT }) }, // BUILDKIT_TLS_* pass through as they are
+        { env: cliEnv({ BUILDKIT_HOST: STANDALONE_BUILDKIT, ...standaloneTlsEnv() }) },
       );
       expect(result.code, result.stderr).toBe(0);
       const manifest = await getManifest(PLAIN_REGISTRY, repo, "v1");

@@ -103,11 +103,17 @@ function* walk(dir: string): Generator<string> {
 export function cliEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const name of ["CI", "NO_COLOR", "BUILDKIT_PROGRESS", "BUILDKIT_HOST", "FORCE_COLOR", "DEBUG"]) delete env[name];
+  for (const name of Object.keys(env)) if (name.startsWith("BUILDKIT_TLS_")) delete env[name];
   for (const [name, value] of Object.entries(extra)) {
     if (value === undefined) delete env[name];
     else env[name] = value;
   }
   return env;
+}
+
+/** The BUILDKIT_TLS_* of the environment the tests run in (for the standalone buildkitd). */
+export function standaloneTlsEnv(): Record<string, string> {
+  return Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[0].startsWith("BUILDKIT_TLS_") && e[1] !== undefined));
 }
 
 export interface CliResult {

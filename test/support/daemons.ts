@@ -1,7 +1,11 @@
 // Where the real daemons of the test suite are. `scripts/local-buildkit.sh up`
-// starts dockerd (BuildKit v0.8 embedded) and the registries; CI runs it
-// before the tests, so their absence is a failure, not a skip.
-import { existsSync } from "node:fs";
+// starts dockerd (BuildKit v0.8 embedded) and the registries, and a standalone
+// buildkitd (v0.24, mutual TLS) when its binary is at hand; CI runs it before
+// the tests and exports what `local-buildkit.sh env` prints, so there the
+// absence of either is a failure, not a skip.
+import { existsSync, readFileSync } from "node:fs";
+import type { ConnectOptions } from "../../src/index.js";
+import type { TlsOptions } from "../../src/transport/tls-options.js";
 
 /** dockerd's embedded BuildKit. */
 export const DOCKER_BUILDKIT = process.env.BUILDKIT_NODE_TEST_DOCKER ?? "docker://";
@@ -14,30 +18,77 @@ export function assertDockerd(): void {
 }
 
 /**
- * A standalone buildkitd, when the environment names one. Tests that need it
- * skip loudly otherwise.
+ * A standalone buildkitd, when the environment names one (`BUILDKIT_HOST`,
+ * with `BUILDKIT_TLS_*` for mutual TLS, as `local-buildkit.sh env` prints).
+ * Tests that need it skip loudly otherwise.
  */
-export const STANDALONE_BUILDKIT = process.env.BUILDKIT_HOST;
+export const STANDALONE_BUILDKIT = process.env.BUILDKIT_HOST || undefined;
+
+/** The TLS material `BUILDKIT_TLS_*` names, read as buildctl reads it. */
+export const STANDALONE_TLS: TlsOptions | undefined = standaloneTls();
+
+function standaloneTls(): TlsOptions | undefined {
+  const env = process.env;
+  if (!STANDALONE_BUILDKIT?.startsWith("tcp://") || !env.BUILDKIT_TLS_CA) return undefined;
+  const read = (name: string) => (env[name] ? readFileSync(env[name]!, "utf8") : undefined);
+  return {
+    ca: read("BUILDKIT_TLS_CA")!,
+    ...(env.BUILDKIT_TLS_CERT ? { cert: read("BUILDKIT_TLS_CERT")!, key: read("BUILDKIT_TLS_KEY")! } : {}),
+    ...(env.BUILDKIT_TLS_SERVER_NAME ? { serverName: env.BUILDKIT_TLS_SERVER_NAME } : {}),
+  };
+}
 
 export function announceSkip(what: string, why: string): void {
   process.stderr.write(`\n*** SKIPPED: ${what}: ${why} ***\n\n`);
 }
 
 export interface BuildDaemon {
-  /** For test names. */
+  /** For test names: "dockerd" or "buildkitd". */
   name: string;
   address: string;
+  /** What `connect(address, …)` needs (TLS for the standalone daemon). */
+  connectOptions: ConnectOptions;
+  /** What `startLocalDepot`/`startBuildKitFront` take to reach it. */
+  backend: { buildkit: string; buildkitTls?: TlsOptions };
   /** dockerd's BuildKit: moby/tar/local exporters only, pushes through the Engine. */
   embeddedInDocker: boolean;
 }
 
-/**
- * The daemons the end-to-end build tests run against: dockerd's BuildKit
- * always, a standalone buildkitd too when BUILDKIT_HOST names one.
- */
-export const BUILD_DAEMONS: BuildDaemon[] = [
-  { name: "dockerd", address: DOCKER_BUILDKIT, embeddedInDocker: true },
-  ...(STANDALONE_BUILDKIT ? [{ name: "buildkitd", address: STANDALONE_BUILDKIT, embeddedInDocker: false }] : []),
-];
+const dockerd: BuildDaemon = {
+  name: "dockerd",
+  address: DOCKER_BUILDKIT,
+  connectOptions: {},
+  backend: { buildkit: DOCKER_BUILDKIT },
+  embeddedInDocker: true,
+};
 
-if (!STANDALONE_BUILDKIT) announceSkip("build tests against a standalone buildkitd", "BUILDKIT_HOST is not set; only dockerd's BuildKit is used");
+const standalone: BuildDaemon | undefined = STANDALONE_BUILDKIT
+  ? {
+      name: "buildkitd",
+      address: STANDALONE_BUILDKIT,
+      connectOptions: STANDALONE_TLS ? { tls: STANDALONE_TLS } : {},
+      backend: { buildkit: STANDALONE_BUILDKIT, ...(STANDALONE_TLS ? { buildkitTls: STANDALONE_TLS } : {}) },
+      embeddedInDocker: false,
+    }
+  : undefined;
+
+/**
+ * The daemons every test that takes a daemon runs against: dockerd's BuildKit
+ * always, the standalone buildkitd too when BUILDKIT_HOST names one.
+ */
+export const BUILD_DAEMONS: BuildDaemon[] = [dockerd, ...(standalone ? [standalone] : [])];
+
+/** The standalone daemon when there is one (current BuildKit), else dockerd's. */
+export const NEWEST_DAEMON: BuildDaemon = standalone ?? dockerd;
+
+/** Readies a daemon for a test file: dockerd must be running. */
+export function assertDaemon(daemon: BuildDaemon): void {
+  if (daemon.embeddedInDocker) assertDockerd();
+}
+
+if (!STANDALONE_BUILDKIT) {
+  announceSkip(
+    "tests against a standalone buildkitd (BuildKit v0.24)",
+    'BUILDKIT_HOST is not set; only dockerd\'s BuildKit v0.8 is used. Run eval "$(scripts/local-buildkit.sh env)" after "local-buildkit.sh up" with a buildkitd binary at hand',
+  );
+}
