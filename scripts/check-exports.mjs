@@ -4,7 +4,7 @@ import { createRequire } from "node:module";
 
 const require = createRequire(import.meta.url);
 const expected = {
-  "buildkit-node": ["connect", "BuildKitClient", "BuildKitNodeError", "TransportError"],
+  "buildkit-node": ["connect", "BuildKitNodeError", "BuildError", "TransportError", "createRenderer"],
   "buildkit-node/depot": ["BuildKitNodeError"],
   "buildkit-node/testing": ["startBuildKitFront", "createCertificateAuthority"],
 };
@@ -15,5 +15,11 @@ for (const [specifier, names] of Object.entries(expected)) {
     if (typeof imported[name] !== "function") throw new Error(`import("${specifier}") lacks ${name}`);
     if (required[name] !== imported[name]) throw new Error(`require("${specifier}") lacks ${name}`);
   }
+}
+// Made by connect() and build() only: exported as types, never as values.
+const typeOnly = { "buildkit-node": ["BuildKitClient", "BuildRun"], "buildkit-node/depot": ["BuildKitClient", "BuildRun"] };
+for (const [specifier, names] of Object.entries(typeOnly)) {
+  const imported = await import(specifier);
+  for (const name of names) if (name in imported) throw new Error(`"${specifier}" exports ${name} as a value; it must be a type only`);
 }
 console.log(`exports ok: ${Object.keys(expected).join(", ")}`);

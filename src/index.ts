@@ -1,17 +1,19 @@
 // buildkit-node: a native Node.js client for BuildKit.
 export { connect, type ConnectOptions } from "./buildkit/connect.js";
-export {
+// The client and a run come from connect() and build(); their classes are
+// exported as types only, so that nobody constructs one by hand.
+export type {
   BuildKitClient,
-  type BuildKitInfo,
-  type BuildKitVersion,
-  type CallOptions,
-  type DiskUsageOptions,
-  type PruneOptions,
-  type PruneResult,
-  type UsageRecord,
-  type Worker,
+  BuildKitInfo,
+  BuildKitVersion,
+  CallOptions,
+  DiskUsageOptions,
+  PruneOptions,
+  PruneResult,
+  UsageRecord,
+  Worker,
 } from "./buildkit/client.js";
-export { BuildRun } from "./buildkit/build.js";
+export type { BuildRun } from "./buildkit/build.js";
 export type { BuildOptions, BuildResult, CacheEntry, ContextInput, Output } from "./buildkit/build-options.js";
 export type {
   BuildEvent,

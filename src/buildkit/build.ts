@@ -19,7 +19,7 @@ import type { BuildOptions, BuildResult, ContextInput } from "./build-options.js
 import type { BuildEvent } from "./events.js";
 import { EventQueue } from "./event-queue.js";
 import { type DaemonKind, planOutputs } from "./outputs.js";
-import { ProgressTracker } from "./progress.js";
+import { StatusTracker } from "./status-tracker.js";
 import { openSessionTunnel } from "./session-tunnel.js";
 import { cacheEntries, entitlements, frontendAttrs } from "./solve-request.js";
 
@@ -128,7 +128,7 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
       tunnel.connection.destroy();
     });
 
-    const tracker = new ProgressTracker();
+    const tracker = new StatusTracker();
     const statusController = new AbortController();
     const progress = followStatus(target, ref, tracker, emit, AbortSignal.any([signal, statusController.signal]));
 
@@ -196,7 +196,7 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
   }
 }
 
-async function followStatus(target: BuildTarget, ref: string, tracker: ProgressTracker, emit: (e: BuildEvent) => void, signal: AbortSignal): Promise<void> {
+async function followStatus(target: BuildTarget, ref: string, tracker: StatusTracker, emit: (e: BuildEvent) => void, signal: AbortSignal): Promise<void> {
   try {
     for await (const status of target.control.status({ ref }, { signal })) {
       for (const event of tracker.update(status)) emit(event);
@@ -323,7 +323,7 @@ function sharedKeyFor(context: ContextInput, identities: string[]): string {
   return `${label}:${digest}`;
 }
 
-function solveFailure(err: unknown, tracker: ProgressTracker, target: BuildTarget, signal: AbortSignal): BuildKitNodeError {
+function solveFailure(err: unknown, tracker: StatusTracker, target: BuildTarget, signal: AbortSignal): BuildKitNodeError {
   const isDaemonAnswer = err instanceof ConnectError && ![Code.Unavailable, Code.Canceled, Code.DeadlineExceeded].includes(err.code);
   if (!isDaemonAnswer) return target.callError(err, `building on ${target.address}`, signal);
   const daemonMessage = err.rawMessage;

@@ -1,11 +1,11 @@
 // buildx's flag syntax, translated into BuildOptions. Every mistake is a
 // UsageError naming the flag.
 import { statSync } from "node:fs";
-import { homedir } from "node:os";
 import { resolve } from "node:path";
 import type { Writable } from "node:stream";
 import type { CacheEntry, Output, SecretSource, SshSource } from "../index.js";
 import { splitCsv } from "../buildkit/solve-request.js";
+import { expandHome } from "../session/home-path.js";
 import { UsageError } from "./errors.js";
 
 const COMMAND = "build";
@@ -245,8 +245,4 @@ export function parseAddHosts(values: string[]): Record<string, string> {
     hosts[value.slice(0, at)] = value.slice(at + 1);
   }
   return hosts;
-}
-
-function expandHome(path: string): string {
-  return path === "~" ? homedir() : path.startsWith("~/") ? `${homedir()}${path.slice(1)}` : path;
 }

@@ -1,4 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { setTimeout as wait } from "node:timers/promises";
 import { createLogger } from "../log.js";
 
 const log = createLogger("depot");
@@ -67,19 +68,12 @@ export function backoffMs(retry: number, random: () => number = Math.random): nu
 }
 
 /** Waits `ms`; rejects with the signal's reason when it aborts. Leaves no timer behind either way. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
+export async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  try {
+    await wait(ms, undefined, signal ? { signal } : {});
+  } catch (err) {
+    throw signal?.aborted ? signal.reason : err;
+  }
 }
 
 export interface RetryOptions {

@@ -3,6 +3,7 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { BuildKitNodeError } from "../errors.js";
 import type { RegistryCredentials } from "./auth.js";
+import { errnoCode } from "./errno-code.js";
 
 /**
  * Reads the credential settings of docker's `config.json` and names
@@ -141,8 +142,4 @@ export function findByHost<T>(entries: ReadonlyMap<string, T>, serverKey: string
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-function errnoCode(err: unknown): string | undefined {
-  return typeof err === "object" && err !== null && "code" in err && typeof err.code === "string" ? err.code : undefined;
 }

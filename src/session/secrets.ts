@@ -6,6 +6,7 @@ import { GetSecretRequestSchema, GetSecretResponseSchema, Secrets } from "../gen
 import { createLogger } from "../log.js";
 import type { Attachable } from "./attachable.js";
 import { GrpcCode, GrpcStatusError, unary } from "./grpc-server.js";
+import { errnoCode } from "./errno-code.js";
 import { expandHome } from "./home-path.js";
 
 const log = createLogger("secrets");
@@ -55,7 +56,7 @@ export function validateSecrets(secrets: Record<string, SecretSource>): void {
         isDirectory = statSync(source.path).isDirectory();
         accessSync(source.path, constants.R_OK);
       } catch (err) {
-        throw invalid(`file ${source.path} cannot be read (${errnoCode(err)})`);
+        throw invalid(`file ${source.path} cannot be read (${errnoCode(err) ?? "unknown error"})`);
       }
       if (isDirectory) throw invalid(`file ${source.path} is a directory`);
     } else if (source.kind === "env" && process.env[source.name] === undefined) {
@@ -77,7 +78,7 @@ async function readSecret(id: string, given: SecretSource | undefined): Promise<
       try {
         data = await readFile(source.path);
       } catch (err) {
-        throw notFound(`file ${source.path} cannot be read (${errnoCode(err)})`);
+        throw notFound(`file ${source.path} cannot be read (${errnoCode(err) ?? "unknown error"})`);
       }
       log(`secret ${id} from file ${source.path}`);
       return data;
@@ -103,8 +104,4 @@ function classify(source: unknown): ClassifiedSource | undefined {
   if ("env" in source && typeof source.env === "string") return { kind: "env", name: source.env };
   if ("value" in source && (typeof source.value === "string" || source.value instanceof Uint8Array)) return { kind: "value", value: source.value };
   return undefined;
-}
-
-function errnoCode(err: unknown): string {
-  return typeof err === "object" && err !== null && "code" in err && typeof err.code === "string" ? err.code : "unknown error";
 }

@@ -7,6 +7,7 @@ import { BytesMessageSchema, CheckAgentRequestSchema, CheckAgentResponseSchema, 
 import { createLogger } from "../log.js";
 import type { Attachable } from "./attachable.js";
 import { decodeMessages, GrpcCode, GrpcStatusError, metadataValue, type ServerCall, sendMessage, unary } from "./grpc-server.js";
+import { errnoCode } from "./errno-code.js";
 import { expandHome } from "./home-path.js";
 import { keyAgentConnection } from "./ssh-agent.js";
 import { type AgentKey, parseAgentKey, SshKeyError } from "./ssh-keys.js";
@@ -116,7 +117,7 @@ function agentSocket(id: string, socket: string | undefined): Agent {
   try {
     stats = statSync(path);
   } catch (err) {
-    throw new BuildKitNodeError("INVALID_ARGUMENT", `ssh "${id}": agent socket ${path} cannot be reached (${errnoCode(err)})`);
+    throw new BuildKitNodeError("INVALID_ARGUMENT", `ssh "${id}": agent socket ${path} cannot be reached (${errnoCode(err) ?? "unknown error"})`);
   }
   if (!stats.isSocket()) throw new BuildKitNodeError("INVALID_ARGUMENT", `ssh "${id}": ${path} is not a socket`);
   return { kind: "socket", path };
@@ -130,7 +131,7 @@ function agentKeys(id: string, paths: readonly string[]): Agent {
     try {
       text = readFileSync(path, "utf8");
     } catch (err) {
-      throw new BuildKitNodeError("INVALID_ARGUMENT", `ssh "${id}": key file ${path} cannot be read (${errnoCode(err)})`);
+      throw new BuildKitNodeError("INVALID_ARGUMENT", `ssh "${id}": key file ${path} cannot be read (${errnoCode(err) ?? "unknown error"})`);
     }
     try {
       return parseAgentKey(text, path);
@@ -218,8 +219,4 @@ function isSocket(path: string): boolean {
   } catch {
     return false; // not there: treated as a key file, whose read then reports the error
   }
-}
-
-function errnoCode(err: unknown): string {
-  return typeof err === "object" && err !== null && "code" in err && typeof err.code === "string" ? err.code : "unknown error";
 }

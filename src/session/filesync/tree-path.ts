@@ -28,10 +28,6 @@ export function parentPath(path: string): string {
   return slash < 0 ? "" : path.slice(0, slash);
 }
 
-export function baseName(path: string): string {
-  return path.slice(path.lastIndexOf("/") + 1);
-}
-
 /**
  * Go orders strings by their UTF-8 bytes, and the daemon checks that order
  * ("changes out of order"). JS string comparison uses UTF-16 code units,

@@ -29,7 +29,7 @@ export interface FailedVertex {
  * digest and each change announced once; log chunks (which may split lines
  * and UTF-8 characters anywhere) become whole lines per vertex and stream.
  */
-export class ProgressTracker {
+export class StatusTracker {
   readonly #vertexes = new Map<string, VertexState>();
   readonly #lines = new Map<string, { decoder: StringDecoder; partial: string }>();
   readonly #platform: string | undefined;
