@@ -4,10 +4,9 @@ import { BuildKitNodeError, TransportError } from "../errors.js";
 import { Control, type UsageRecord as UsageRecordMessage } from "../gen/moby/buildkit/v1/control_pb.js";
 import type { Platform } from "../gen/pb/types_pb.js";
 import type { Channel } from "../transport/channel.js";
-import { DEFAULT_DOCKER_SOCKET } from "../transport/address.js";
 import type { BuildOptions } from "./build-options.js";
 import { BuildRun, startBuild } from "./build.js";
-import type { DaemonKind } from "./outputs.js";
+import { type DaemonKind, daemonKind, exporterLimit } from "./daemon-kind.js";
 
 /** Options every daemon call takes. */
 export interface CallOptions {
@@ -87,12 +86,15 @@ export interface PruneResult {
 export class BuildKitClient implements AsyncDisposable {
   readonly #channel: Channel;
   readonly #control: Client<typeof Control>;
+  /** The Engine API socket `connect()` was given (`dockerEngine`), if any. */
+  readonly #dockerEngine: string | undefined;
   #closed = false;
 
   /** @internal Use `connect()`. */
-  constructor(channel: Channel) {
+  constructor(channel: Channel, options: { dockerEngine?: string | undefined } = {}) {
     this.#channel = channel;
     this.#control = createClient(Control, channel.transport);
+    this.#dockerEngine = options.dockerEngine;
   }
 
   /** The address this client was connected with. */
@@ -175,43 +177,21 @@ export class BuildKitClient implements AsyncDisposable {
   #exporterLimit: Promise<number> | undefined;
   #daemon: Promise<DaemonKind> | undefined;
 
-  /**
-   * Whether this BuildKit is the one embedded in dockerd, which exports only
-   * to dockerd's image store (moby), tar and local. Obvious for docker://;
-   * behind a socket or TCP front, dockerd's single worker gives it away (its
-   * id is "moby"). Engine API steps (push, save) then use the local Docker
-   * Engine (DOCKER_HOST or /var/run/docker.sock), which must be that daemon.
-   */
+  /** What kind of BuildKit this is, and the Docker Engine the caller named for it (asked once). */
   #daemonKind(): Promise<DaemonKind> {
-    const endpoint = this.#channel.endpoint;
-    if (endpoint.kind === "docker") return Promise.resolve({ embeddedInDocker: true, dockerSocket: endpoint.socketPath });
-    const dockerHost = process.env.DOCKER_HOST;
-    const dockerSocket = dockerHost?.startsWith("unix://") ? dockerHost.slice("unix://".length) : DEFAULT_DOCKER_SOCKET;
-    this.#daemon ??= this.listWorkers().then(
-      (workers) => ({ embeddedInDocker: workers.length > 0 && workers.every((w) => w.id === "moby"), dockerSocket }),
-      (err: unknown) => {
-        this.#daemon = undefined; // ask again next time
-        throw err;
-      },
-    );
+    this.#daemon ??= daemonKind(this.#channel.endpoint, this.#dockerEngine, () => this.listWorkers()).catch((err: unknown) => {
+      this.#daemon = undefined; // ask again next time
+      throw err;
+    });
     return this.#daemon;
   }
 
   /** BuildKit takes several exporters per solve from v0.13 on. */
   #maxExporters(): Promise<number> {
-    this.#exporterLimit ??= this.info().then(
-      (info) => {
-        if (info.status !== "ok") return 1; // no Info: before v0.11
-        const [major = 0, minor = 0, patch = 0] = info.buildkitVersion.version.replace(/^v/, "").split(/[.+-]/).map(Number);
-        // v0.0.0 (or no number at all) is a development build of today's BuildKit.
-        const development = !(major || minor || patch);
-        return development || major > 0 || minor >= 13 ? Number.POSITIVE_INFINITY : 1;
-      },
-      (err: unknown) => {
-        this.#exporterLimit = undefined; // ask again next time
-        throw err;
-      },
-    );
+    this.#exporterLimit ??= this.info().then(exporterLimit, (err: unknown) => {
+      this.#exporterLimit = undefined; // ask again next time
+      throw err;
+    });
     return this.#exporterLimit;
   }
 

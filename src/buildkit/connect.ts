@@ -1,11 +1,12 @@
 import { existsSync, readFileSync } from "node:fs";
 import { BuildKitNodeError, TransportError } from "../errors.js";
 import { createLogger } from "../log.js";
-import { DEFAULT_DOCKER_SOCKET } from "../transport/address.js";
+import { DEFAULT_DOCKER_SOCKET, parseAddress } from "../transport/address.js";
 import { DEFAULT_CONNECT_TIMEOUT_MS, openChannel } from "../transport/channel.js";
 import { isTlsError } from "../transport/dial.js";
 import type { TlsOptions } from "../transport/tls-options.js";
 import { BuildKitClient } from "./client.js";
+import { dockerEngineSocket, localDockerSocket } from "./daemon-kind.js";
 
 const log = createLogger("connect");
 
@@ -17,6 +18,21 @@ export interface ConnectOptions {
   /** Bounds connecting, handshakes and the first call included. Default 30 s. */
   connectTimeoutMs?: number;
   signal?: AbortSignal;
+  /**
+   * The Docker Engine API socket (`unix:///var/run/docker.sock` or a path)
+   * that goes with this BuildKit:
+   *
+   * - for a dockerd's BuildKit reached through a unix or TCP front, that
+   *   dockerd's own socket. Its BuildKit keeps images in that dockerd, so
+   *   pushing (`push: true`) and saving (`{ type: "docker", dest }`) go
+   *   through its Engine API. Without this option such builds are refused
+   *   before they start: which dockerd is behind a front is never guessed.
+   *   A `docker://` address names its Engine already.
+   * - for a standalone buildkitd, where `{ type: "docker", load: true }`
+   *   loads the image (default: `DOCKER_HOST` when it is a unix socket, else
+   *   /var/run/docker.sock).
+   */
+  dockerEngine?: string;
 }
 
 /**
@@ -65,8 +81,7 @@ export async function connect(address?: string, options: ConnectOptions = {}): P
 }
 
 function localCandidates(): { address: string; path: string }[] {
-  const dockerHost = process.env.DOCKER_HOST;
-  const dockerSocket = dockerHost?.startsWith("unix://") ? dockerHost.slice("unix://".length) : DEFAULT_DOCKER_SOCKET;
+  const dockerSocket = localDockerSocket();
   return [
     { address: `unix://${DEFAULT_BUILDKITD_SOCKET}`, path: DEFAULT_BUILDKITD_SOCKET },
     { address: dockerSocket === DEFAULT_DOCKER_SOCKET ? "docker://" : `docker://${dockerSocket}`, path: dockerSocket },
@@ -76,8 +91,9 @@ function localCandidates(): { address: string; path: string }[] {
 async function connectTo(address: string, options: ConnectOptions): Promise<BuildKitClient> {
   const started = Date.now();
   const timeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  const dockerEngine = dockerEngineOption(options.dockerEngine, address);
   const channel = await openChannel(address, { tls: options.tls, connectTimeoutMs: timeoutMs, signal: options.signal });
-  const client = new BuildKitClient(channel);
+  const client = new BuildKitClient(channel, { dockerEngine });
   try {
     // One cheap call proves the daemon accepted us and speaks BuildKit's API.
     // It matters for mutual TLS: with TLS 1.3 a server refuses a client
@@ -91,6 +107,16 @@ async function connectTo(address: string, options: ConnectOptions): Promise<Buil
     throw probeError(err, address);
   }
   return client;
+}
+
+/** Checks `dockerEngine` before dialing; its errors name the address, as every connect error does. */
+function dockerEngineOption(option: string | undefined, address: string): string | undefined {
+  try {
+    return dockerEngineSocket(option, parseAddress(address));
+  } catch (err) {
+    if (err instanceof TransportError || !(err instanceof BuildKitNodeError)) throw err;
+    throw new TransportError(err.code, address, err.message);
+  }
 }
 
 function probeError(err: unknown, address: string): BuildKitNodeError {

@@ -6,6 +6,7 @@ import { pipeline } from "node:stream/promises";
 import { BuildKitNodeError } from "../errors.js";
 import type { OutputTarget } from "../session/filesend/targets.js";
 import type { Output } from "./build-options.js";
+import { type DaemonKind, localDockerSocket } from "./daemon-kind.js";
 import { DockerEngine } from "./docker-engine.js";
 import type { BuildEvent } from "./events.js";
 import { parseImageReference } from "./registry-client.js";
@@ -13,14 +14,6 @@ import { parseImageReference } from "./registry-client.js";
 export interface Exporter {
   type: string;
   attrs: Record<string, string>;
-}
-
-/** What the daemon at hand can export by itself. */
-export interface DaemonKind {
-  /** dockerd's embedded BuildKit: only moby (its image store), tar and local. */
-  embeddedInDocker: boolean;
-  /** The Engine API socket: the daemon's own for docker://, else the local Docker's. */
-  dockerSocket: string;
 }
 
 export interface FinishContext {
@@ -46,13 +39,30 @@ export interface ExportPlan {
   clientFailure(): unknown;
 }
 
-export function planOutputs(outputs: Output[], daemon: DaemonKind, signal?: AbortSignal): ExportPlan {
+/** The daemon a plan is for. */
+export interface PlanTarget {
+  /** As the caller gave it, for messages. */
+  address: string;
+  daemon: DaemonKind;
+  signal?: AbortSignal;
+}
+
+export function planOutputs(outputs: Output[], { address, daemon, signal }: PlanTarget): ExportPlan {
   const exporters: Exporter[] = [];
   const targets = new Map<number, OutputTarget>();
   const after: ((context: FinishContext) => Promise<{ name: string; digest?: string }[]>)[] = [];
   const abandons: (() => void)[] = [];
   let clientFailure: unknown;
-  const engine = new DockerEngine(daemon.dockerSocket);
+  /** The Engine of the dockerd whose BuildKit this is: named by the caller, or the step is refused before anything runs. */
+  const ownEngine = (step: string): DockerEngine => {
+    if (daemon.dockerEngine) return new DockerEngine(daemon.dockerEngine);
+    throw new BuildKitNodeError(
+      "INVALID_ARGUMENT",
+      `${address} is a dockerd's BuildKit, which keeps images in that dockerd; ${step} goes through that dockerd's Engine API, ` +
+        `and which dockerd it is cannot be known from here: connect with docker:// (or docker:///path/to/docker.sock), ` +
+        `or pass connect("${address}", { dockerEngine: "unix:///path/to/docker.sock" }) naming its Engine socket`,
+    );
+  };
 
   for (const output of outputs) {
     const index = exporters.length;
@@ -62,7 +72,10 @@ export function planOutputs(outputs: Output[], daemon: DaemonKind, signal?: Abor
         if (daemon.embeddedInDocker) {
           // dockerd stores the image (moby exporter), then pushes it itself.
           exporters.push({ type: "moby", attrs: { name: names.join(",") } });
-          if (output.push) after.push((context) => pushThroughEngine(engine, names, context));
+          if (output.push) {
+            const engine = ownEngine(`pushing ${names.join(", ")}`);
+            after.push((context) => pushThroughEngine(engine, names, context));
+          }
         } else {
           exporters.push({
             type: "image",
@@ -86,7 +99,9 @@ export function planOutputs(outputs: Output[], daemon: DaemonKind, signal?: Abor
           if (daemon.embeddedInDocker) {
             exporters.push({ type: "moby", attrs: name });
           } else {
-            // Stream the docker-format archive straight into the Engine's load.
+            // Stream the docker-format archive straight into the Engine's load:
+            // the one named, else the local Docker (as buildx's --load does).
+            const engine = new DockerEngine(daemon.dockerEngine ?? localDockerSocket());
             const archive = new PassThrough();
             const loading = engine.load(archive, signal ? { signal } : {});
             // A refused load stops the export at once (its writes fail).
@@ -110,6 +125,7 @@ export function planOutputs(outputs: Output[], daemon: DaemonKind, signal?: Abor
             throw new BuildKitNodeError("UNIMPLEMENTED", "dockerd's embedded BuildKit cannot export an OCI archive; use type \"docker\" or a standalone buildkitd");
           }
           // Store the image with moby, then save it through the Engine.
+          const engine = ownEngine(`saving the image to ${typeof output.dest === "string" ? output.dest : "a stream"}`);
           exporters.push({ type: "moby", attrs: name });
           const dest = output.dest;
           after.push(async (context) => (await saveThroughEngine(engine, output.name, dest, context), []));

@@ -34,12 +34,30 @@ export const connectionFlags: FlagSpecs = {
   tlsservername: { type: "string", value: "NAME", description: "TLS: the name the builder's certificate must carry" },
 };
 
+/** For the commands that push, save or load images: which Docker Engine goes with the builder. */
+export const dockerEngineFlag: FlagSpecs = {
+  "docker-engine": {
+    type: "string",
+    value: "SOCKET",
+    description:
+      "Docker Engine socket (unix:///PATH) for images: that of the dockerd whose BuildKit --builder reaches through a front (pushes and saves go through it); for a standalone buildkitd, where --load loads",
+  },
+};
+
 /** Connects to the BuildKit the flags (or the environment) name. */
 export async function connectFromFlags(args: ParsedArgs, ctx: CliContext): Promise<BuildKitClient> {
   const address = args.string("builder");
   if (address === "") throw new UsageError("--builder needs an address, e.g. tcp://10.0.0.5:1234 or docker://", args.command);
   const tls = tlsFromFlags(args, ctx.cwd);
-  return connect(address, { ...(tls ? { tls } : {}), signal: ctx.signal });
+  const dockerEngine = dockerEngineFromFlags(args);
+  return connect(address, { ...(tls ? { tls } : {}), ...(dockerEngine ? { dockerEngine } : {}), signal: ctx.signal });
+}
+
+/** `--docker-engine`, when the command has it. */
+export function dockerEngineFromFlags(args: ParsedArgs): string | undefined {
+  const socket = args.string("docker-engine");
+  if (socket === "") throw new UsageError("--docker-engine needs a socket, e.g. unix:///var/run/docker.sock", args.command);
+  return socket;
 }
 
 /** A builder on the BuildKit daemon the flags name. */

@@ -1,7 +1,7 @@
 // The Depot side of the command: builds on Depot machines, and projects.
 import { DepotClient } from "../depot/index.js";
 import type { FlagSpecs, ParsedArgs } from "./args.js";
-import type { Builder } from "./builder.js";
+import { type Builder, dockerEngineFromFlags } from "./builder.js";
 import type { CliContext } from "./context.js";
 
 /** Flags every Depot call takes. The token itself is never printed. */
@@ -16,7 +16,9 @@ export const depotFlags: FlagSpecs = {
  * does, platforms included.
  */
 export async function openDepotBuilder(projectId: string, args: ParsedArgs, ctx: CliContext): Promise<Builder> {
-  const depot = depotClient(args, ctx);
+  // --docker-engine: only for a Depot whose machines are a dockerd's BuildKit (a local Depot fronting docker://).
+  const dockerEngine = dockerEngineFromFlags(args);
+  const depot = depotClient(args, ctx, dockerEngine);
   return {
     name: `depot project ${projectId}`,
     run: (options) => depot.build({ ...options, projectId }),
@@ -25,10 +27,10 @@ export async function openDepotBuilder(projectId: string, args: ParsedArgs, ctx:
 }
 
 /** Depot's API with the token from `--token` or DEPOT_TOKEN, and DEPOT_API_URL. */
-function depotClient(args: ParsedArgs, ctx: CliContext): DepotClient {
+function depotClient(args: ParsedArgs, ctx: CliContext, dockerEngine?: string): DepotClient {
   const token = args.string("token") || ctx.env.DEPOT_TOKEN;
   const apiUrl = ctx.env.DEPOT_API_URL;
-  return new DepotClient({ ...(token ? { token } : {}), ...(apiUrl ? { apiUrl } : {}) });
+  return new DepotClient({ ...(token ? { token } : {}), ...(apiUrl ? { apiUrl } : {}), ...(dockerEngine ? { dockerEngine } : {}) });
 }
 
 /** A Depot project, with Depot's field names. */

@@ -52,7 +52,13 @@ export interface DepotBuilds {
   create(input: CreateBuildInput, options?: { signal?: AbortSignal }): Promise<DepotBuild>;
 }
 
-export function createBuildsApi(api: DepotApi, orgToken: () => string, settings: { healthIntervalMs: number }): DepotBuilds {
+/** What every build's machines get from the client. */
+interface MachineSettings {
+  healthIntervalMs: number;
+  dockerEngine?: string;
+}
+
+export function createBuildsApi(api: DepotApi, orgToken: () => string, settings: MachineSettings): DepotBuilds {
   return {
     async create(input, options = {}) {
       const token = orgToken();
@@ -75,7 +81,7 @@ export function createBuildsApi(api: DepotApi, orgToken: () => string, settings:
         url: reply.buildUrl,
         projectId: reply.projectId || input.projectId,
         secrets: [token, reply.buildToken],
-        healthIntervalMs: settings.healthIntervalMs,
+        settings,
       });
     },
   };
@@ -88,19 +94,19 @@ class Build implements DepotBuild {
   readonly #token: string;
   readonly #api: DepotApi;
   readonly #secrets: string[];
-  readonly #healthIntervalMs: number;
+  readonly #settings: MachineSettings;
   readonly #ended = new AbortController();
   readonly #machines = new Set<Machine>();
   #finish: Promise<void> | undefined;
 
-  constructor(api: DepotApi, build: { id: string; token: string; url: string; projectId: string; secrets: string[]; healthIntervalMs: number }) {
+  constructor(api: DepotApi, build: { id: string; token: string; url: string; projectId: string; secrets: string[]; settings: MachineSettings }) {
     this.#api = api;
     this.id = build.id;
     this.#token = build.token;
     this.url = build.url;
     this.projectId = build.projectId;
     this.#secrets = build.secrets;
-    this.#healthIntervalMs = build.healthIntervalMs;
+    this.#settings = build.settings;
   }
 
   /** A getter, so that logging or inspecting the build does not print it. */
@@ -110,7 +116,7 @@ class Build implements DepotBuild {
 
   async acquireMachine(platform: string, options: AcquireOptions = {}): Promise<DepotMachine> {
     const machine = await acquireMachine(
-      { api: this.#api, buildId: this.id, buildToken: this.#token, healthIntervalMs: this.#healthIntervalMs, ended: this.#ended.signal },
+      { api: this.#api, buildId: this.id, buildToken: this.#token, ...this.#settings, ended: this.#ended.signal },
       platform,
       options,
     );

@@ -13,6 +13,13 @@ export interface DepotClientOptions {
   apiUrl?: string;
   /** Default "2" (h2c with prior knowledge on an http:// URL). */
   httpVersion?: "1.1" | "2";
+  /**
+   * Only for a Depot-compatible server whose machines are a dockerd's
+   * BuildKit (a local Depot fronting `docker://`, see `LocalDepot.dockerEngine`):
+   * that dockerd's Engine socket, which pushes of images built there go
+   * through. Depot's own machines never need it. See `ConnectOptions.dockerEngine`.
+   */
+  dockerEngine?: string;
 }
 
 /**
@@ -51,7 +58,10 @@ export class DepotClient {
     };
     const api = createDepotApi(apiUrl, httpVersion);
     this.projects = createProjectsApi(api, orgToken);
-    this.builds = createBuildsApi(api, orgToken, { healthIntervalMs: internal.healthIntervalMs ?? HEALTH_INTERVAL_MS });
+    this.builds = createBuildsApi(api, orgToken, {
+      healthIntervalMs: internal.healthIntervalMs ?? HEALTH_INTERVAL_MS,
+      ...(options.dockerEngine ? { dockerEngine: options.dockerEngine } : {}),
+    });
   }
 
   /**

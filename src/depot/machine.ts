@@ -62,6 +62,8 @@ export interface BuildContext {
   healthIntervalMs: number;
   /** Aborted when the build is finished: acquisitions in progress stop. */
   ended: AbortSignal;
+  /** The client's `dockerEngine`, for machines that are a dockerd's BuildKit. */
+  dockerEngine?: string;
 }
 
 /**
@@ -223,6 +225,7 @@ export class Machine implements DepotMachine {
       try {
         const client = await connect(this.endpoint, {
           tls: this.#tls,
+          ...(this.#build.dockerEngine ? { dockerEngine: this.#build.dockerEngine } : {}),
           connectTimeoutMs: Math.max(1, Math.min(CONNECT_ATTEMPT_TIMEOUT_MS, deadline - Date.now())),
           signal: stop,
         });

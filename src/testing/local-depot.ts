@@ -63,6 +63,13 @@ export interface LocalDepot extends AsyncDisposable {
   /** The organization token. */
   readonly token: string;
   readonly organizationId: string;
+  /**
+   * With `buildkit: "docker://…"`: the Engine socket of the dockerd whose
+   * BuildKit every machine is. Pushes of images built there go through it;
+   * give it to the client as `dockerEngine` (`depot.build()`,
+   * `machine.connect()`, `--docker-engine`). Undefined for any other BuildKit.
+   */
+  readonly dockerEngine: string | undefined;
   readonly projects: ReadonlyMap<string, LocalProject>;
   readonly builds: ReadonlyMap<string, LocalBuildRecord>;
   readonly faults: LocalDepotFaults;
@@ -75,7 +82,7 @@ export interface LocalDepot extends AsyncDisposable {
 const SERVICES = [CliBuildService, BuildV1Service, ProjectService];
 
 export async function startLocalDepot(options: LocalDepotOptions): Promise<LocalDepot> {
-  parseAddress(options.buildkit); // a bad address fails here, not at the first machine
+  const backend = parseAddress(options.buildkit); // a bad address fails here, not at the first machine
   const token = options.token ?? newOrganizationToken();
   const organizationId = options.organizationId ?? "org-local";
   const log = createLogger("local-depot");
@@ -114,6 +121,7 @@ export async function startLocalDepot(options: LocalDepotOptions): Promise<Local
     apiUrl,
     token,
     organizationId,
+    dockerEngine: backend.kind === "docker" ? backend.socketPath : undefined,
     projects: store.projects,
     builds: store.builds,
     faults,

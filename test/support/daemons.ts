@@ -10,10 +10,12 @@ import type { TlsOptions } from "../../src/transport/tls-options.js";
 /** dockerd's embedded BuildKit. */
 export const DOCKER_BUILDKIT = process.env.BUILDKIT_NODE_TEST_DOCKER ?? "docker://";
 
+/** The Engine API socket of that dockerd. */
+export const DOCKER_SOCKET = DOCKER_BUILDKIT === "docker://" ? "/var/run/docker.sock" : DOCKER_BUILDKIT.slice("docker://".length);
+
 export function assertDockerd(): void {
-  const socket = DOCKER_BUILDKIT === "docker://" ? "/var/run/docker.sock" : DOCKER_BUILDKIT.slice("docker://".length);
-  if (!existsSync(socket)) {
-    throw new Error(`dockerd is not running (no ${socket}): run "sudo scripts/local-buildkit.sh up" first`);
+  if (!existsSync(DOCKER_SOCKET)) {
+    throw new Error(`dockerd is not running (no ${DOCKER_SOCKET}): run "sudo scripts/local-buildkit.sh up" first`);
   }
 }
 
@@ -52,6 +54,11 @@ export interface BuildDaemon {
   backend: { buildkit: string; buildkitTls?: TlsOptions };
   /** dockerd's BuildKit: moby/tar/local exporters only, pushes through the Engine. */
   embeddedInDocker: boolean;
+  /**
+   * dockerd's Engine socket: what a client reaching its BuildKit through a
+   * front must be given as `dockerEngine` to push or save.
+   */
+  dockerEngine?: string;
 }
 
 const dockerd: BuildDaemon = {
@@ -60,6 +67,7 @@ const dockerd: BuildDaemon = {
   connectOptions: {},
   backend: { buildkit: DOCKER_BUILDKIT },
   embeddedInDocker: true,
+  dockerEngine: DOCKER_SOCKET,
 };
 
 const standalone: BuildDaemon | undefined = STANDALONE_BUILDKIT

@@ -4,10 +4,10 @@ import { dirname, relative, resolve } from "node:path";
 import { text } from "node:stream/consumers";
 import { type BuildEvent, BuildError, type BuildOptions, type BuildResult, type ContextInput } from "../../index.js";
 import { helpFlag, type ParsedArgs } from "../args.js";
-import { type Builder, connectionFlags, openBuildKitBuilder } from "../builder.js";
+import { type Builder, connectionFlags, dockerEngineFlag, openBuildKitBuilder } from "../builder.js";
 import { parseAddHosts, parseCacheEntries, parseKeyValues, parseOutputs, parsePlatforms, parseSecrets, parseSsh, type Stdout } from "../build-flags.js";
 import type { CliContext } from "../context.js";
-import { openDepotBuilder } from "../depot.js";
+import { depotFlags, openDepotBuilder } from "../depot.js";
 import { EXIT, UsageError } from "../errors.js";
 import { createRenderer, PROGRESS_MODES, type ProgressMode, type ProgressRenderer } from "../../progress/index.js";
 import type { Command } from "./command.js";
@@ -49,7 +49,9 @@ export const buildCommand: Command = {
     quiet: { type: "boolean", short: "q", description: "No progress; print the image digest on stdout" },
     "metadata-file": { type: "string", value: "PATH", description: "Write the build's result (exporter response, image digest) as JSON" },
     ...connectionFlags,
+    ...dockerEngineFlag,
     depot: { type: "string", value: "PROJECT_ID", description: "Build on Depot machines, in this project (token: $DEPOT_TOKEN or --token)" },
+    ...depotFlags,
     help: helpFlag,
   },
   footer: [
