@@ -65,7 +65,7 @@ describe("build --depot", () => {
     try {
       const metadataFile = join(out.path, "metadata.json");
       const result = await runCli(
-        ["build", "--depot", projectId, "--progress", "plain", "-t", `${PLAIN_REGISTRY}/${repository}:v1`, "--push", "--metadata-file", metadataFile, "fixtures/hello"],
+        ["build", "--depot", projectId, "--docker-engine", local.dockerEngine!, "--progress", "plain", "-t", `${PLAIN_REGISTRY}/${repository}:v1`, "--push", "--metadata-file", metadataFile, "fixtures/hello"],
         { env },
       );
       expect(result.code, result.stderr).toBe(0);
@@ -86,7 +86,7 @@ describe("build --depot", () => {
     const marker = `depot-sigint-${Date.now().toString(36)}`;
     const ctx = scratchDir("cli-depot-sigint", { Dockerfile: `FROM ${BASE_IMAGE}\nRUN echo started-${marker} && sleep 60\n` });
     try {
-      const cli = await startCli(["build", "--depot", projectId, "--progress", "plain", "--no-cache", ctx.path], { env });
+      const cli = await startCli(["build", "--depot", projectId, "--docker-engine", local.dockerEngine!, "--progress", "plain", "--no-cache", ctx.path], { env });
       await cli.waitForStderr(new RegExp(`started-${marker}`));
       cli.child.kill("SIGINT");
       const result = await cli.exited;

@@ -20,7 +20,7 @@ let projectId: string;
 beforeAll(async () => {
   assertDockerd();
   local = await startLocalDepot({ buildkit: DOCKER_BUILDKIT, pendingWaitMs: 50 });
-  const options: DepotClientInternalOptions = { token: local.token, apiUrl: local.apiUrl, healthIntervalMs: 250 };
+  const options: DepotClientInternalOptions = { token: local.token, apiUrl: local.apiUrl, healthIntervalMs: 250, dockerEngine: local.dockerEngine };
   depot = new DepotClient(options);
   projectId = (await depot.projects.create({ name: "depot-build-tests", regionId: "us-east-1" })).projectId;
 });

@@ -10,7 +10,8 @@ export async function openDepot() {
     return { depot: new DepotClient(), where: process.env.DEPOT_API_URL ?? "https://api.depot.dev", close: async () => {} };
   }
   const local = await startLocalDepot({ buildkit: process.env.BUILDKIT_HOST || "docker://" });
-  return { depot: new DepotClient({ token: local.token, apiUrl: local.apiUrl }), where: `a local Depot-compatible server at ${local.apiUrl}`, close: () => local.stop() };
+  // A local Depot fronting dockerd: images built there are pushed through that dockerd's Engine.
+  return { depot: new DepotClient({ token: local.token, apiUrl: local.apiUrl, dockerEngine: local.dockerEngine }), where: `a local Depot-compatible server at ${local.apiUrl}`, close: () => local.stop() };
 }
 
 /** DEPOT_PROJECT_ID, or (against the local server) a project made for the example. */
