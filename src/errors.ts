@@ -92,10 +92,30 @@ export function codeFromConnect(code: Code): ErrorCode {
   return connectCodes[code];
 }
 
+/** Where in the Dockerfile a build failed. */
+export interface BuildErrorSource {
+  /** The Dockerfile's name as the frontend read it, e.g. `Dockerfile` or `build.Dockerfile`. */
+  file: string;
+  /** The failing instruction's first line (1-based). */
+  line: number;
+  /** Its last line: an instruction continued with `\` spans several. */
+  endLine: number;
+  /** The text of those lines, when the Dockerfile's text is known. */
+  text: string | undefined;
+  /**
+   * The picture buildx prints: `Dockerfile:3`, a rule, the lines around with
+   * `>>>` on the failing ones, a rule. The error's message starts with it.
+   * Undefined when the Dockerfile's text is not known.
+   */
+  excerpt: string | undefined;
+}
+
 /**
  * A build that ran and failed: a step exited non-zero, the Dockerfile did
  * not parse, an export was refused. `step` names the failing vertex (e.g.
- * `[2/3] RUN make`) and `logTail` holds its last lines of output.
+ * `[2/3] RUN make`), `logTail` holds its last lines of output and `source`
+ * the Dockerfile lines it came from. The message reads as buildx prints the
+ * error: the Dockerfile excerpt, then the error, then the step's last lines.
  */
 export class BuildError extends BuildKitNodeError {
   override name = "BuildError";
@@ -104,8 +124,15 @@ export class BuildError extends BuildKitNodeError {
   readonly logTail: string[];
   /** A RUN step's exit code. */
   readonly exitCode: number | undefined;
-  /** The Dockerfile line the error points at (1-based), when known. */
+  /** The Dockerfile line the error points at (1-based), when known: `source.line`. */
   readonly line: number | undefined;
+  /**
+   * Where in the Dockerfile, as the daemon reported it (BuildKit v0.9 and
+   * later). dockerd 20.10's BuildKit v0.8 reports only a parse error's line,
+   * in its message; then the text comes from the client's own copy of the
+   * Dockerfile, when it has one (not for a tarball context).
+   */
+  readonly source: BuildErrorSource | undefined;
   /** The daemon's own error text. */
   readonly daemonMessage: string;
 
@@ -115,14 +142,15 @@ export class BuildError extends BuildKitNodeError {
     step?: { digest: string; name: string };
     logTail?: string[];
     exitCode?: number;
-    line?: number;
+    source?: BuildErrorSource;
     cause?: unknown;
   }) {
     super("BUILD_FAILED", details.message, { cause: details.cause });
     this.step = details.step;
     this.logTail = details.logTail ?? [];
     this.exitCode = details.exitCode;
-    this.line = details.line;
+    this.line = details.source?.line;
+    this.source = details.source;
     this.daemonMessage = details.daemonMessage;
   }
 }

@@ -29,7 +29,7 @@ export type { RegistryAuth, RegistryCredentials } from "./session/auth.js";
 export type { SecretSource } from "./session/secrets.js";
 export type { SshSource } from "./session/ssh.js";
 export type { TlsOptions } from "./transport/tls-options.js";
-export { AbortError, BuildError, BuildKitNodeError, TransportError, type ErrorCode } from "./errors.js";
+export { AbortError, BuildError, BuildKitNodeError, TransportError, type BuildErrorSource, type ErrorCode } from "./errors.js";
 export {
   createRenderer,
   resolveProgressMode,

@@ -4,7 +4,7 @@ import { existsSync, statSync } from "node:fs";
 import { hostname } from "node:os";
 import { basename, dirname, posix, resolve } from "node:path";
 import { Readable } from "node:stream";
-import { AbortError, BuildError, BuildKitNodeError } from "../errors.js";
+import { AbortError, BuildKitNodeError } from "../errors.js";
 import type { Control } from "../gen/moby/buildkit/v1/control_pb.js";
 import { createLogger } from "../log.js";
 import type { Attachable } from "../session/attachable.js";
@@ -22,6 +22,7 @@ import type { DaemonKind } from "./daemon-kind.js";
 import { planOutputs } from "./outputs.js";
 import { StatusTracker } from "./status-tracker.js";
 import { openSessionTunnel } from "./session-tunnel.js";
+import { localDockerfileText, solveError } from "./solve-error.js";
 import { cacheEntries, entitlements, frontendAttrs } from "./solve-request.js";
 
 const log = createLogger("build");
@@ -169,7 +170,10 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
       // A refused Docker load makes the export fail; say why, not just that.
       const cause = plan.clientFailure();
       if (cause instanceof BuildKitNodeError) throw cause;
-      throw solveFailure(solveError, tracker, target, signal);
+      throw solveFailure(solveError, tracker, target, signal, () => ({
+        name: locals.dockerfileName,
+        text: localDockerfileText(options, locals.dockerfileName),
+      }));
     }
 
     const { pushed } = await plan.finish({
@@ -218,12 +222,15 @@ interface Locals {
 
 /** The local directories the frontend will ask for, as tree sources. */
 async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> | void)[], signal: AbortSignal): Promise<Locals> {
-  // What each local holds, for the session's shared key.
+  // What each local holds, for the session's shared key; the Dockerfile's
+  // too: in-memory files have fixed times, and a daemon that diffs against
+  // the last transfer (v0.8 does) would take a new Dockerfile of the same
+  // size for the old one.
   const identities: string[] = [];
   const open = async (input: ContextInput, name: string): Promise<TreeSource> => {
     const { source, identity } = await openSource(input, signal);
     cleanups.push(() => source.close());
-    if (name !== "dockerfile") identities.push(`${name}=${identity}`);
+    identities.push(`${name}=${identity}`);
     return source;
   };
   const dirs = new Map<string, TreeSource>();
@@ -324,41 +331,16 @@ function sharedKeyFor(context: ContextInput, identities: string[]): string {
   return `${label}:${digest}`;
 }
 
-function solveFailure(err: unknown, tracker: StatusTracker, target: BuildTarget, signal: AbortSignal): BuildKitNodeError {
+function solveFailure(
+  err: unknown,
+  tracker: StatusTracker,
+  target: BuildTarget,
+  signal: AbortSignal,
+  dockerfile: () => { name: string; text: string | undefined },
+): BuildKitNodeError {
   const isDaemonAnswer = err instanceof ConnectError && ![Code.Unavailable, Code.Canceled, Code.DeadlineExceeded].includes(err.code);
   if (!isDaemonAnswer) return target.callError(err, `building on ${target.address}`, signal);
-  const daemonMessage = err.rawMessage;
-  const failed = tracker.failedVertex();
-  const exitCode = /exit code: (\d+)/.exec(daemonMessage)?.[1];
-  const line = /\bline (\d+)/.exec(daemonMessage)?.[1] ?? lineFromDetails(err);
-  const step = failed ? { digest: failed.digest, name: failed.name } : undefined;
-  const tail = failed?.logTail ?? [];
-  const summary = failed ? `build failed at "${failed.name}": ${daemonMessage}` : `build failed: ${daemonMessage}`;
-  const message = tail.length > 0 ? `${summary}\n${tail.slice(-5).map((l) => `  > ${l}`).join("\n")}` : summary;
-  return new BuildError({
-    message,
-    daemonMessage,
-    ...(step ? { step } : {}),
-    logTail: tail,
-    ...(exitCode ? { exitCode: Number(exitCode) } : {}),
-    ...(line ? { line: Number(line) } : {}),
-    cause: err,
-  });
-}
-
-/** BuildKit (v0.9+) attaches the Dockerfile ranges of an error as JSON details. */
-function lineFromDetails(err: ConnectError): string | undefined {
-  for (const detail of err.details) {
-    if (!("type" in detail) || !(detail.value instanceof Uint8Array) || !detail.type.endsWith("errdefs.Source")) continue;
-    try {
-      const source = JSON.parse(new TextDecoder().decode(detail.value)) as { ranges?: { start?: { line?: number } }[] };
-      const line = source.ranges?.[0]?.start?.line;
-      if (line) return String(line);
-    } catch {
-      // not JSON: no line from it
-    }
-  }
-  return undefined;
+  return solveError(err, { failedVertex: (digest) => tracker.failedVertex(digest), dockerfile });
 }
 
 function abortError(signal: AbortSignal | undefined, cause?: unknown): AbortError {

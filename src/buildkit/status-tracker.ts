@@ -126,8 +126,13 @@ export class StatusTracker {
     return events;
   }
 
-  /** The vertex that failed (the last one with an error), with its log tail. */
-  failedVertex(): FailedVertex | undefined {
+  /**
+   * The vertex that failed, with its log tail: the one `digest` names (the
+   * daemon's errdefs.Vertex) when it is known, else the last with an error.
+   */
+  failedVertex(digest?: string): FailedVertex | undefined {
+    const named = digest ? this.#vertexes.get(digest) : undefined;
+    if (digest && named) return { digest, name: named.name, error: named.error, logTail: [...named.tail] };
     let failed: FailedVertex | undefined;
     for (const [digest, state] of this.#vertexes) {
       if (state.error) failed = { digest, name: state.name, error: state.error, logTail: [...state.tail] };

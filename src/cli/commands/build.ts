@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, relative, resolve } from "node:path";
 import { text } from "node:stream/consumers";
@@ -71,8 +71,6 @@ interface BuildPlan {
   progress: ProgressMode;
   quiet: boolean;
   metadataFile: string | undefined;
-  /** For the error report: the Dockerfile's text, when it is at hand. */
-  dockerfile: { name: string; text: () => string | undefined } | undefined;
 }
 
 async function runBuild(args: ParsedArgs, ctx: CliContext): Promise<number> {
@@ -90,7 +88,7 @@ async function runBuild(args: ParsedArgs, ctx: CliContext): Promise<number> {
       await shown;
       renderer.done({ error });
       if (error instanceof BuildError) {
-        ctx.stderr.write(formatBuildError(error, plan.progress === "rawjson" ? undefined : plan.dockerfile, plan.progress === "rawjson"));
+        ctx.stderr.write(formatBuildError(error, plan.progress === "rawjson"));
         return EXIT.failure;
       }
       throw error;
@@ -150,12 +148,9 @@ async function planBuild(args: ParsedArgs, ctx: CliContext): Promise<BuildPlan> 
   }
 
   const options: BuildOptions = { context };
-  let dockerfile: BuildPlan["dockerfile"];
   if (fileArg === "-") {
     if (ctx.stdin.isTTY) throw usage('-f/--file "-" reads the Dockerfile from stdin, but stdin is a terminal');
-    const content = await text(ctx.stdin);
-    options.dockerfileContent = content;
-    dockerfile = { name: "Dockerfile", text: () => content };
+    options.dockerfileContent = await text(ctx.stdin);
   } else if (contextDir !== undefined) {
     // buildx reads -f relative to the current directory, the library relative to the context.
     const path = fileArg === undefined ? resolve(contextDir, "Dockerfile") : resolve(ctx.cwd, fileArg);
@@ -163,7 +158,6 @@ async function planBuild(args: ParsedArgs, ctx: CliContext): Promise<BuildPlan> 
       throw usage(fileArg === undefined ? `no Dockerfile in CONTEXT "${contextArg}"; give one with -f/--file` : `-f/--file: no file at ${fileArg}`);
     }
     options.dockerfile = relative(contextDir, path);
-    dockerfile = { name: fileArg ?? "Dockerfile", text: () => readText(path) };
   } else if (fileArg !== undefined) {
     options.dockerfile = fileArg; // a path inside the tar archive
   }
@@ -209,7 +203,7 @@ async function planBuild(args: ParsedArgs, ctx: CliContext): Promise<BuildPlan> 
   if (quiet && stdout.claimed) throw usage("-q/--quiet prints the digest on stdout, which an output already writes to");
   const metadataFile = args.string("metadata-file");
   if (metadataFile === "") throw usage("--metadata-file needs a path");
-  return { options, progress, quiet, metadataFile: metadataFile && resolve(ctx.cwd, metadataFile), dockerfile };
+  return { options, progress, quiet, metadataFile: metadataFile && resolve(ctx.cwd, metadataFile) };
 }
 
 /** `--progress`, else BUILDKIT_PROGRESS, else auto (BUILDKIT_PROGRESS also overrides an explicit auto, as in buildx). */
@@ -254,20 +248,15 @@ function decodeValue(value: string): unknown {
   }
 }
 
-function readText(path: string): string | undefined {
-  try {
-    return readFileSync(path, "utf8");
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * A failed build as buildx reports it: the failing step and its last lines,
  * the Dockerfile lines around the error when known, then the error itself.
  */
-export function formatBuildError(error: BuildError, dockerfile: BuildPlan["dockerfile"], brief: boolean): string {
-  const summary = `ERROR: ${error.message.split("\n")[0]}\n`;
+export function formatBuildError(error: BuildError, brief: boolean): string {
+  // The message starts with the Dockerfile excerpt when there is one; the error follows it.
+  const excerpt = error.source?.excerpt;
+  const rest = excerpt && error.message.startsWith(`${excerpt}\n`) ? error.message.slice(excerpt.length + 1) : error.message;
+  const summary = `ERROR: ${rest.split("\n")[0]}\n`;
   if (brief) return summary;
   const lines: string[] = [];
   if (error.step) {
@@ -275,17 +264,7 @@ export function formatBuildError(error: BuildError, dockerfile: BuildPlan["docke
     for (const line of error.logTail.slice(-10)) lines.push(`   ${line}`);
     lines.push("------");
   }
-  const source = error.line !== undefined ? dockerfile?.text() : undefined;
-  if (error.line !== undefined && dockerfile) {
-    lines.push(`${dockerfile.name}:${error.line}`);
-    if (source !== undefined) {
-      const all = source.replace(/\n$/, "").split("\n");
-      const from = Math.max(1, error.line - 2);
-      const to = Math.min(all.length, error.line + 2);
-      lines.push("--------------------");
-      for (let n = from; n <= to; n++) lines.push(`${String(n).padStart(4)} | ${n === error.line ? ">>> " : "    "}${all[n - 1] ?? ""}`);
-      lines.push("--------------------");
-    }
-  }
+  if (excerpt) lines.push(excerpt);
+  else if (error.source) lines.push(`${error.source.file}:${error.source.line}`);
   return `${lines.map((l) => `${l}\n`).join("")}${summary}`;
 }

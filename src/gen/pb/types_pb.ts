@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pb/types.proto.
  */
 export const file_pb_types: GenFile = /*@__PURE__*/
-  fileDesc("Cg5wYi90eXBlcy5wcm90bxICcGIiZgoIUGxhdGZvcm0SFAoMYXJjaGl0ZWN0dXJlGAEgASgJEgoKAm9zGAIgASgJEg8KB3ZhcmlhbnQYAyABKAkSEgoKb3NfdmVyc2lvbhgEIAEoCRITCgtvc19mZWF0dXJlcxgFIAMoCSI3Cg1Qcm9ncmVzc0dyb3VwEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEd2VhaxgDIAEoCCJSCgpTb3VyY2VJbmZvEhAKCGZpbGVuYW1lGAEgASgJEgwKBGRhdGEYAiABKAwSEgoKZGVmaW5pdGlvbhgDIAEoDBIQCghsYW5ndWFnZRgEIAEoCSI/CgVSYW5nZRIbCgVzdGFydBgBIAEoCzIMLnBiLlBvc2l0aW9uEhkKA2VuZBgCIAEoCzIMLnBiLlBvc2l0aW9uIisKCFBvc2l0aW9uEgwKBGxpbmUYASABKAUSEQoJY2hhcmFjdGVyGAIgASgFYgZwcm90bzM");
+  fileDesc("Cg5wYi90eXBlcy5wcm90bxICcGIiZgoIUGxhdGZvcm0SFAoMYXJjaGl0ZWN0dXJlGAEgASgJEgoKAm9zGAIgASgJEg8KB3ZhcmlhbnQYAyABKAkSEgoKb3NfdmVyc2lvbhgEIAEoCRITCgtvc19mZWF0dXJlcxgFIAMoCSI3Cg1Qcm9ncmVzc0dyb3VwEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEd2VhaxgDIAEoCCI+CgpTb3VyY2VJbmZvEhAKCGZpbGVuYW1lGAEgASgJEgwKBGRhdGEYAiABKAwSEAoIbGFuZ3VhZ2UYBCABKAkiPwoFUmFuZ2USGwoFc3RhcnQYASABKAsyDC5wYi5Qb3NpdGlvbhIZCgNlbmQYAiABKAsyDC5wYi5Qb3NpdGlvbiIrCghQb3NpdGlvbhIMCgRsaW5lGAEgASgFEhEKCWNoYXJhY3RlchgCIAEoBWIGcHJvdG8z");
 
 /**
  * A target platform of a worker or of a build.
@@ -86,6 +86,9 @@ export const ProgressGroupSchema: GenMessage<ProgressGroup> = /*@__PURE__*/
 
 /**
  * A source file (usually the Dockerfile) that warnings and errors point into.
+ * Field 3 is the LLB Definition the file was turned into: never needed here,
+ * so left undeclared (protobuf skips it, and the JSON form of an error
+ * detail, where it is Go's JSON of the Definition, is skipped too).
  *
  * @generated from message pb.SourceInfo
  */
@@ -99,14 +102,6 @@ export type SourceInfo = Message<"pb.SourceInfo"> & {
    * @generated from field: bytes data = 2;
    */
   data: Uint8Array;
-
-  /**
-   * An LLB Definition upstream. Kept as raw bytes: a message and a bytes
-   * field share the wire type, and we never need to look inside it.
-   *
-   * @generated from field: bytes definition = 3;
-   */
-  definition: Uint8Array;
 
   /**
    * @generated from field: string language = 4;
