@@ -7,7 +7,7 @@ import { PassThrough } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { parseCommandLine } from "../src/cli/args.js";
 import { splitCsv } from "../src/buildkit/solve-request.js";
-import { parseAddHosts, parseCacheEntries, parseKeyValues, parseOutputs, parsePlatforms, parseSecrets, parseSsh } from "../src/cli/build-flags.js";
+import { parseAddHosts, parseCacheEntries, parseKeyValues, parseOutputs, parsePlatforms, parseProvenance, parseSecrets, parseSsh } from "../src/cli/build-flags.js";
 import { metadataOf } from "../src/cli/commands/build.js";
 import { UsageError } from "../src/cli/errors.js";
 import { formatBytes, sanitizeLine } from "../src/progress/format.js";
@@ -111,6 +111,17 @@ describe("the other build flags", () => {
     expect(() => parseSsh(["bad id"], cwd)).toThrow(/--ssh "bad id"/);
     expect(parseAddHosts(["db:10.0.0.2", "v6=::1"])).toEqual({ db: "10.0.0.2", v6: "::1" });
     expect(() => parseAddHosts(["nohost"])).toThrow(/--add-host "nohost": expected HOST:IP/);
+  });
+
+  it("--provenance takes buildx's forms: a boolean, or mode=min|max", () => {
+    expect(parseProvenance(undefined)).toBeUndefined();
+    expect(parseProvenance("true")).toBe(true);
+    expect(parseProvenance("0")).toBe(false);
+    expect(parseProvenance("mode=max")).toEqual({ mode: "max" });
+    expect(parseProvenance("type=provenance,mode=min")).toEqual({ mode: "min" });
+    expect(parseProvenance("mode=max,disabled=true")).toBe(false);
+    expect(() => parseProvenance("mode=full")).toThrow(/--provenance "mode=full": mode must be min or max/);
+    expect(() => parseProvenance("builder-id=x")).toThrow(/takes mode=min\|max/);
   });
 
   it("splits CSV like buildx: quoted fields keep their commas", () => {

@@ -61,6 +61,13 @@ describe("frontend attributes", () => {
     });
   });
 
+  it("asks for a provenance attestation as buildx does", () => {
+    expect(frontendAttrs({ context: ".", provenance: true }, "Dockerfile")["attest:provenance"]).toBe("type=provenance,mode=min");
+    expect(frontendAttrs({ context: ".", provenance: { mode: "max" } }, "Dockerfile")["attest:provenance"]).toBe("type=provenance,mode=max");
+    expect(frontendAttrs({ context: ".", provenance: false }, "Dockerfile")).not.toHaveProperty("attest:provenance");
+    expect(() => frontendAttrs({ context: ".", provenance: { mode: "full" as "max" } }, "Dockerfile")).toThrow(/provenance mode must be "min" or "max"/);
+  });
+
   it("refuses a malformed platform and a bad network", () => {
     expect(() => frontendAttrs({ context: ".", platforms: ["amd64"] }, "Dockerfile")).toThrow(/not a platform/);
     expect(() => frontendAttrs({ context: ".", network: "bridge" as "none" }, "Dockerfile")).toThrow(/network/);

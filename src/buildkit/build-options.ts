@@ -58,6 +58,15 @@ export interface BuildOptions {
   extraContexts?: Record<string, string | ContextInput>;
   cacheFrom?: CacheEntry[];
   cacheTo?: CacheEntry[];
+  /**
+   * A SLSA provenance attestation, as buildx's `--provenance`: `true` or
+   * `{ mode: "min" }` records the build's sources and frontend; `{ mode:
+   * "max" }` adds its full definition (build args included: keep secrets out
+   * of them). Pushed with the image in its index, next to the image
+   * manifest. Default: none. Needs a standalone BuildKit v0.11 or later (the
+   * build is refused on older ones and on a dockerd's BuildKit).
+   */
+  provenance?: boolean | { mode: "min" | "max" };
   /** `RUN --mount=type=secret,id=…` sources. Values never appear in logs or errors. */
   secrets?: Record<string, SecretSource>;
   /** `RUN --mount=type=ssh` agents: `"default"` is `$SSH_AUTH_SOCK`. */

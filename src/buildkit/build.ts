@@ -18,7 +18,7 @@ import { sshAttachable } from "../session/ssh.js";
 import type { BuildOptions, BuildResult, ContextInput } from "./build-options.js";
 import type { BuildEvent } from "./events.js";
 import { EventQueue } from "./event-queue.js";
-import type { DaemonKind } from "./daemon-kind.js";
+import { checkDaemonSupports, type DaemonKind } from "./daemon-kind.js";
 import { planOutputs } from "./outputs.js";
 import { StatusTracker } from "./status-tracker.js";
 import { openSessionTunnel } from "./session-tunnel.js";
@@ -102,7 +102,9 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
       throw new BuildKitNodeError("INVALID_ARGUMENT", `${target.address} takes one output per build (BuildKit before v0.13); ${outputs.length} were given`);
     }
     if (options.secrets) validateSecrets(options.secrets);
-    const plan = planOutputs(outputs, { address: target.address, daemon: await target.daemon(), signal });
+    const daemon = await target.daemon();
+    checkDaemonSupports(options, daemon, target.address);
+    const plan = planOutputs(outputs, { address: target.address, daemon, signal });
     cleanups.push(() => {
       if (!succeeded) plan.abandon();
     });

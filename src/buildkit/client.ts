@@ -174,12 +174,11 @@ export class BuildKitClient implements AsyncDisposable {
     );
   }
 
-  #exporterLimit: Promise<number> | undefined;
   #daemon: Promise<DaemonKind> | undefined;
 
-  /** What kind of BuildKit this is, and the Docker Engine the caller named for it (asked once). */
+  /** What kind of BuildKit this is, its version, and the Docker Engine the caller named for it (asked once). */
   #daemonKind(): Promise<DaemonKind> {
-    this.#daemon ??= daemonKind(this.#channel.endpoint, this.#dockerEngine, () => this.listWorkers()).catch((err: unknown) => {
+    this.#daemon ??= daemonKind(this.#channel.endpoint, this.#dockerEngine, this).catch((err: unknown) => {
       this.#daemon = undefined; // ask again next time
       throw err;
     });
@@ -187,12 +186,8 @@ export class BuildKitClient implements AsyncDisposable {
   }
 
   /** BuildKit takes several exporters per solve from v0.13 on. */
-  #maxExporters(): Promise<number> {
-    this.#exporterLimit ??= this.info().then(exporterLimit, (err: unknown) => {
-      this.#exporterLimit = undefined; // ask again next time
-      throw err;
-    });
-    return this.#exporterLimit;
+  async #maxExporters(): Promise<number> {
+    return exporterLimit(await this.#daemonKind());
   }
 
   /** Closes the connection. Calls in flight fail with UNAVAILABLE/CANCELED. Idempotent. */

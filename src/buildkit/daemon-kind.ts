@@ -2,7 +2,9 @@
 // it. Asked once per client, when a build first needs to know.
 import { BuildKitNodeError } from "../errors.js";
 import { DEFAULT_DOCKER_SOCKET, type Endpoint } from "../transport/address.js";
+import type { BuildOptions } from "./build-options.js";
 import type { BuildKitInfo, Worker } from "./client.js";
+import { cacheEntries } from "./solve-request.js";
 
 export interface DaemonKind {
   /**
@@ -17,6 +19,8 @@ export interface DaemonKind {
    * reached through a TCP or unix front may be any dockerd.
    */
   dockerEngine: string | undefined;
+  /** BuildKit's version (`v0.24.0`) as Info reports it; undefined before v0.11, which has no Info call. */
+  version: string | undefined;
 }
 
 /**
@@ -24,19 +28,63 @@ export interface DaemonKind {
  * front, dockerd's single worker gives it away (its id is "moby"); that tells
  * which exporters there are, never which dockerd it is.
  */
-export async function daemonKind(endpoint: Endpoint, dockerEngine: string | undefined, listWorkers: () => Promise<Worker[]>): Promise<DaemonKind> {
-  if (endpoint.kind === "docker") return { embeddedInDocker: true, dockerEngine: endpoint.socketPath };
-  const workers = await listWorkers();
-  return { embeddedInDocker: workers.length > 0 && workers.every((w) => w.id === "moby"), dockerEngine };
+export async function daemonKind(
+  endpoint: Endpoint,
+  dockerEngine: string | undefined,
+  daemon: { listWorkers(): Promise<Worker[]>; info(): Promise<BuildKitInfo> },
+): Promise<DaemonKind> {
+  const info = await daemon.info();
+  const version = info.status === "ok" ? info.buildkitVersion.version : undefined;
+  if (endpoint.kind === "docker") return { embeddedInDocker: true, dockerEngine: endpoint.socketPath, version };
+  const workers = await daemon.listWorkers();
+  return { embeddedInDocker: workers.length > 0 && workers.every((w) => w.id === "moby"), dockerEngine, version };
 }
 
-/** Exporters one solve takes: several from BuildKit v0.13 on, one before (and without Info, before v0.11). */
-export function exporterLimit(info: BuildKitInfo): number {
-  if (info.status !== "ok") return 1;
-  const [major = 0, minor = 0, patch = 0] = info.buildkitVersion.version.replace(/^v/, "").split(/[.+-]/).map(Number);
-  // v0.0.0 (or no number at all) is a development build of today's BuildKit.
-  const development = !(major || minor || patch);
-  return development || major > 0 || minor >= 13 ? Number.POSITIVE_INFINITY : 1;
+/**
+ * Whether the daemon is BuildKit `v0.MINOR` or later. Without a version
+ * (no Info call) it is older than v0.11; v0.0.0, or no number at all, is a
+ * development build of today's BuildKit.
+ */
+export function atLeast(kind: DaemonKind, minor: number): boolean {
+  if (kind.version === undefined) return false; // before v0.11: nothing newer can be counted on
+  const [major = 0, min = 0, patch = 0] = kind.version.replace(/^v/, "").split(/[.+-]/).map(Number);
+  if (!(major || min || patch)) return true;
+  return major > 0 || min >= minor;
+}
+
+/** Exporters one solve takes: several from BuildKit v0.13 on, one before. */
+export function exporterLimit(kind: DaemonKind): number {
+  return atLeast(kind, 13) ? Number.POSITIVE_INFINITY : 1;
+}
+
+/**
+ * Refuses, before anything runs, what the daemon would ignore or fail on
+ * obscurely: an older Dockerfile frontend takes an unknown attribute in
+ * silence and builds without it.
+ */
+export function checkDaemonSupports(options: BuildOptions, kind: DaemonKind, address: string): void {
+  const age = kind.version ? `BuildKit ${kind.version}` : "older than v0.11 (it has no Info call)";
+  if (options.provenance && (kind.embeddedInDocker || !atLeast(kind, 11))) {
+    const why = kind.embeddedInDocker ? "a dockerd's BuildKit stores images in dockerd's image store, which keeps no attestations" : `it is ${age}`;
+    throw new BuildKitNodeError("UNIMPLEMENTED", `provenance attestations need a standalone BuildKit v0.11 or later; ${address} cannot: ${why}`);
+  }
+  for (const [option, entries] of [["cacheFrom", options.cacheFrom], ["cacheTo", options.cacheTo]] as const) {
+    for (const { type } of cacheEntries(entries, option)) {
+      if (type === "local") {
+        // The daemon would read or write the directory through a content store the client serves over the session.
+        throw new BuildKitNodeError("UNIMPLEMENTED", `${option}: type "local" needs a content store served by the client, which buildkit-node does not serve; use type "registry" (or "inline")`);
+      }
+      if (option === "cacheTo" && kind.embeddedInDocker && type !== "inline") {
+        throw new BuildKitNodeError("UNIMPLEMENTED", `cacheTo: ${address} is a dockerd's BuildKit, which exports cache only inline (type "inline", pushed with the image); type "${type}" needs a standalone buildkitd`);
+      }
+    }
+  }
+  if (Object.keys(options.extraContexts ?? {}).length > 0 && !atLeast(kind, 11)) {
+    throw new BuildKitNodeError(
+      "UNIMPLEMENTED",
+      `named contexts (extraContexts) need BuildKit v0.10 or later, and ${address} is ${age}: its Dockerfile frontend would read each name as an image on Docker Hub`,
+    );
+  }
 }
 
 /**

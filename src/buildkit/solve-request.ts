@@ -31,12 +31,22 @@ export function frontendAttrs(options: BuildOptions, dockerfileName: string): Re
   }
   const ulimits = Object.entries(options.ulimits ?? {});
   if (ulimits.length > 0) attrs.ulimit = ulimits.map(([name, { soft, hard }]) => `${name}=${soft}:${hard}`).join(",");
+  const provenance = provenanceAttr(options.provenance);
+  if (provenance) attrs["attest:provenance"] = provenance;
   const imports = cacheEntries(options.cacheFrom, "cacheFrom");
   if (imports.length > 0) {
     // Lets the frontend match cache while it resolves stages (as the Go client does).
     attrs["cache-imports"] = JSON.stringify(imports.map((entry) => ({ Type: entry.type, Attrs: entry.attrs })));
   }
   return attrs;
+}
+
+/** The frontend's `attest:provenance` value, as buildx sends it; undefined for none. */
+function provenanceAttr(provenance: BuildOptions["provenance"]): string | undefined {
+  if (provenance === undefined || provenance === false) return undefined;
+  const mode = provenance === true ? "min" : provenance.mode;
+  if (mode !== "min" && mode !== "max") invalid(`provenance mode must be "min" or "max", not ${JSON.stringify(mode)}`);
+  return `type=provenance,mode=${mode}`;
 }
 
 /** `entitlements` the solve must ask for. */

@@ -3,7 +3,7 @@
 import { statSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Writable } from "node:stream";
-import type { CacheEntry, Output, SecretSource, SshSource } from "../index.js";
+import type { BuildOptions, CacheEntry, Output, SecretSource, SshSource } from "../index.js";
 import { splitCsv } from "../buildkit/solve-request.js";
 import { expandHome } from "../session/home-path.js";
 import { UsageError } from "./errors.js";
@@ -56,6 +56,30 @@ export function csvFields(flag: string, text: string, redact = false): Map<strin
     fields.set(field.slice(0, eq).trim().toLowerCase(), field.slice(eq + 1).trim());
   }
   return fields;
+}
+
+/**
+ * `--provenance` as buildx reads it: `true`/`false` (or 1/0), or CSV fields
+ * such as `mode=max` (`type=provenance` may be repeated; `disabled=true`
+ * turns it off).
+ */
+export function parseProvenance(value: string | undefined): BuildOptions["provenance"] {
+  if (value === undefined) return undefined;
+  const flag = "--provenance";
+  if (/^(true|1|false|0)$/i.test(value)) return parseBool(flag, "value", value);
+  const fields = csvFields(flag, value);
+  let mode: "min" | "max" = "min";
+  for (const [key, v] of fields) {
+    if (key === "type" && v === "provenance") continue;
+    if (key === "disabled") {
+      if (parseBool(flag, key, v)) return false;
+      continue;
+    }
+    if (key !== "mode") throw usage(`${flag} "${value}": takes mode=min|max (or true/false), not "${key}"`);
+    if (v !== "min" && v !== "max") throw usage(`${flag} "${value}": mode must be min or max`);
+    mode = v;
+  }
+  return { mode };
 }
 
 function parseBool(flag: string, key: string, value: string): boolean {

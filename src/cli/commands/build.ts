@@ -5,7 +5,7 @@ import { text } from "node:stream/consumers";
 import { type BuildEvent, BuildError, type BuildOptions, type BuildResult, type ContextInput } from "../../index.js";
 import { helpFlag, type ParsedArgs } from "../args.js";
 import { type Builder, connectionFlags, dockerEngineFlag, openBuildKitBuilder } from "../builder.js";
-import { parseAddHosts, parseCacheEntries, parseKeyValues, parseOutputs, parsePlatforms, parseSecrets, parseSsh, type Stdout } from "../build-flags.js";
+import { parseAddHosts, parseCacheEntries, parseKeyValues, parseOutputs, parsePlatforms, parseProvenance, parseSecrets, parseSsh, type Stdout } from "../build-flags.js";
 import type { CliContext } from "../context.js";
 import { depotFlags, openDepotBuilder } from "../depot.js";
 import { EXIT, UsageError } from "../errors.js";
@@ -41,6 +41,7 @@ export const buildCommand: Command = {
     },
     "cache-from": { type: "string", multiple: true, value: "SPEC", description: "Cache source, e.g. type=registry,ref=IMAGE (or just IMAGE)" },
     "cache-to": { type: "string", multiple: true, value: "SPEC", description: "Cache destination, e.g. type=registry,ref=IMAGE,mode=max or type=inline" },
+    provenance: { type: "string", value: "SPEC", description: "Provenance attestation pushed with the image: true, false, mode=min or mode=max (standalone BuildKit v0.11+)" },
     secret: { type: "string", multiple: true, value: "SPEC", description: "Secret for RUN --mount=type=secret: id=ID[,src=PATH|,env=VAR]" },
     ssh: { type: "string", multiple: true, value: "SPEC", description: "SSH agent for RUN --mount=type=ssh: default or ID[=SOCKET|KEY[,KEY…]]" },
     "add-host": { type: "string", multiple: true, value: "HOST:IP", description: "Extra /etc/hosts entry for RUN steps" },
@@ -186,6 +187,8 @@ async function planBuild(args: ParsedArgs, ctx: CliContext): Promise<BuildPlan> 
   if (cacheFrom.length > 0) options.cacheFrom = cacheFrom;
   const cacheTo = parseCacheEntries("cache-to", args.strings("cache-to"));
   if (cacheTo.length > 0) options.cacheTo = cacheTo;
+  const provenance = parseProvenance(args.string("provenance"));
+  if (provenance) options.provenance = provenance;
   const secrets = parseSecrets(args.strings("secret"), ctx.env, ctx.cwd);
   if (Object.keys(secrets).length > 0) options.secrets = secrets;
   const ssh = parseSsh(args.strings("ssh"), ctx.cwd);
