@@ -1,5 +1,6 @@
-// Contexts in and archives out, and registries with and without auth,
-// against the real BuildKit inside dockerd.
+// Contexts in and archives out, and registries with and without auth, on
+// each test daemon.
+import { execFileSync } from "node:child_process";
 import { createReadStream, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
@@ -20,7 +21,7 @@ import {
   uniqueRepository,
 } from "./support/registry.js";
 
-describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
   let bk: BuildKitClient;
   beforeAll(async () => {
     if (daemon.embeddedInDocker) assertDockerd();
@@ -171,39 +172,74 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
       }
     });
 
-    it.skipIf(daemon.embeddedInDocker)("fails at once, not hanging, when the Docker Engine to load into is not there", async () => {
+    it("loads into the local Docker Engine, failing at once when it is not there; dockerd's BuildKit loads into its own", async () => {
       const saved = process.env.DOCKER_HOST;
       process.env.DOCKER_HOST = "unix:///run/buildkit-node-test/no-docker.sock";
+      const name = `bkn-load-elsewhere-${Date.now().toString(36)}:latest`;
       try {
         await using fresh = await connect(daemon.address, daemon.connectOptions);
-        const { error } = await failureOf(
-          fresh.build({
-            context: { files: {} },
-            dockerfileContent: `FROM ${BASE_IMAGE}\nRUN echo big > /f\n`,
-            outputs: [{ type: "docker", load: true, name: "never-loaded:latest" }],
-          }),
-        );
+        const run = fresh.build({
+          context: { files: {} },
+          dockerfileContent: `FROM ${BASE_IMAGE}\nRUN echo big > /f\n`,
+          outputs: [{ type: "docker", load: true, name }],
+        });
+        if (daemon.embeddedInDocker) {
+          // The moby exporter stores the image in the dockerd that built it: DOCKER_HOST plays no part.
+          await runCollecting(run);
+          expect(execFileSync("/usr/bin/docker", ["image", "inspect", "--format", "{{.Id}}", name], { encoding: "utf8", env: { ...process.env, DOCKER_HOST: "" } })).toMatch(/^sha256:/);
+          return;
+        }
+        const { error } = await failureOf(run);
         expect(error).toBeInstanceOf(Error);
         expect((error as Error).message).toMatch(/no-docker\.sock|Docker Engine/);
       } finally {
         if (saved === undefined) delete process.env.DOCKER_HOST;
         else process.env.DOCKER_HOST = saved;
+        if (daemon.embeddedInDocker) execFileSync("/usr/bin/docker", ["rmi", "-f", name], { stdio: "ignore", env: { ...process.env, DOCKER_HOST: "" } });
       }
     });
 
-    it("refuses two outputs on BuildKit before v0.13, and takes them after", async () => {
-      const info = await bk.info();
-      const [major = 0, minor = 0] = info.status === "ok" ? info.buildkitVersion.version.replace(/^v/, "").split(".").map(Number) : [];
-      const run = bk.build({
-        context: { files: {} },
-        dockerfileContent: "FROM scratch\n",
-        outputs: [{ type: "tar", dest: new PassThrough().resume() }, { type: "tar", dest: new PassThrough().resume() }],
-      });
-      if (major > 0 || minor >= 13) {
-        await runCollecting(run);
-      } else {
-        const { error } = await failureOf(run);
-        expect(error).toMatchObject({ code: "INVALID_ARGUMENT" });
+    it("exports to several outputs in one solve on BuildKit v0.13+ (an image pushed, an OCI layout, the files), and refuses on older ones", async () => {
+      const repository = uniqueRepository("bkn-several");
+      const out = tempDir("several-out");
+      try {
+        const ociSink = new PassThrough();
+        const oci = readTar(ociSink);
+        const run = bk.build({
+          context: { files: {} },
+          dockerfileContent: `FROM ${BASE_IMAGE}\nRUN echo several > /several.txt\n`,
+          outputs: [
+            { type: "image", name: `${PLAIN_REGISTRY}/${repository}:v1`, push: true, insecure: true },
+            { type: "oci", dest: ociSink, name: `${PLAIN_REGISTRY}/${repository}:v1` },
+            { type: "local", dest: out.path },
+          ],
+        });
+        if (daemon.embeddedInDocker) {
+          // BuildKit before v0.13 takes one exporter per solve.
+          ociSink.end();
+          const { error, events } = await failureOf(run);
+          expect(error).toMatchObject({ code: "INVALID_ARGUMENT" });
+          expect((error as Error).message).toMatch(/one output per build \(BuildKit before v0\.13\); 3 were given/);
+          expect(events).toEqual([]);
+          return;
+        }
+        const { result } = await runCollecting(run);
+        // The image, in the registry.
+        const pushed = await getManifest(PLAIN_REGISTRY, repository, "v1");
+        expect(result.pushed.map((p) => p.name)).toEqual([`${PLAIN_REGISTRY}/${repository}:v1`]);
+        // The OCI layout: its index names a manifest whose blobs are all there.
+        const files = await oci;
+        const index = JSON.parse(files.get("index.json")!.toString()) as { manifests: { digest: string; annotations?: Record<string, string> }[] };
+        expect(index.manifests).toHaveLength(1);
+        const blob = (digest: string) => files.get(`blobs/${digest.replace(":", "/")}`);
+        const manifest = JSON.parse(blob(index.manifests[0]!.digest)!.toString()) as { config: { digest: string }; layers: { digest: string }[] };
+        for (const layer of manifest.layers) expect(blob(layer.digest)).toBeDefined();
+        // The same image both ways: the same config.
+        expect(manifest.config.digest).toBe(pushed.config.digest);
+        // The files.
+        expect(readFileSync(join(out.path, "several.txt"), "utf8")).toBe("several\n");
+      } finally {
+        out.remove();
       }
     });
   });

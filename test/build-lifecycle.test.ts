@@ -37,7 +37,7 @@ async function expectNoLeaks(before: Record<string, number>): Promise<void> {
     .toEqual([]);
 }
 
-describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
   describe("secrets", () => {
     it("reaches RUN --mount=type=secret, and is absent from the image and from every event", async () => {
       const secret = `s3cr3t-${Date.now()}-value`;

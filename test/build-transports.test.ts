@@ -10,7 +10,7 @@ import { runCollecting, tempDir } from "./support/build-helpers.js";
 import { assertDaemon, BUILD_DAEMONS } from "./support/daemons.js";
 import { BASE_IMAGE, getManifest, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 
-describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
   const dir = tempDir("fronts");
   const fronts = new Map<string, BuildKitFront>();
   beforeAll(async () => {

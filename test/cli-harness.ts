@@ -1,102 +1,23 @@
-// Runs the `buildkit-node` command as a child process, the way users run it.
-//
-// The command is compiled once per source state into a private directory
-// (node_modules/.cache/buildkit-node-cli-test/<hash>/{dist,bin,package.json}),
-// never into the repository's dist/, so test files running in parallel (and
-// anyone using dist/) do not race over `rm -rf dist`. The copied bin shim is
-// the real one: `import "../dist/cli/main.js"`.
-import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { createHash } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+// Runs the `buildkit-node` command as a child process, the way users run it:
+// `node bin/buildkit-node.js`, which imports the dist/ that the global setup
+// (test/support/global-setup.ts) built once before any test file ran.
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
+import type { BuildDaemon } from "./support/daemons.js";
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const CACHE = join(ROOT, "node_modules", ".cache", "buildkit-node-cli-test");
-const LOCK_STALE_MS = 180_000;
+const BIN = join(ROOT, "bin", "buildkit-node.js");
 
-/** The BuildKit the CLI tests build on: dockerd's (as the rest of the suite). */
-export const BUILDER = process.env.BUILDKIT_NODE_TEST_DOCKER ?? "docker://";
-
-let compiled: Promise<string> | undefined;
-
-/** The path of `bin/buildkit-node.js` in a compiled copy of the current sources. */
-export function cliBinary(): Promise<string> {
-  compiled ??= compile();
-  return compiled;
-}
-
-async function compile(): Promise<string> {
-  const dir = join(CACHE, sourceHash());
-  const bin = join(dir, "bin", "buildkit-node.js");
-  const lock = `${dir}.lock`;
-  mkdirSync(CACHE, { recursive: true });
-  for (const started = Date.now(); !existsSync(bin); ) {
-    if (tryLock(lock)) {
-      try {
-        if (!existsSync(bin)) await compileInto(dir);
-      } finally {
-        rmSync(lock, { recursive: true, force: true });
-      }
-      break;
-    }
-    if (Date.now() - started > LOCK_STALE_MS) throw new Error(`timed out waiting for another test process to compile the CLI (${lock})`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
+/** The path of `bin/buildkit-node.js`, once the build it runs is there. */
+export async function cliBinary(): Promise<string> {
+  if (!existsSync(join(ROOT, "dist", "cli", "main.js"))) {
+    throw new Error("dist/cli/main.js is missing: the tests' global setup builds dist/ (run the tests through vitest)");
   }
-  return bin;
-}
-
-function tryLock(lock: string): boolean {
-  try {
-    mkdirSync(lock);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    // A lock left by a killed run.
-    if (Date.now() - statSync(lock, { throwIfNoEntry: false })!.mtimeMs > LOCK_STALE_MS) rmSync(lock, { recursive: true, force: true });
-    return false;
-  }
-}
-
-async function compileInto(dir: string): Promise<void> {
-  const staging = `${dir}.staging-${process.pid}`;
-  rmSync(staging, { recursive: true, force: true });
-  const tsc = join(ROOT, "node_modules", "typescript", "bin", "tsc");
-  try {
-    await promisify(execFile)(process.execPath, [tsc, "-p", "tsconfig.build.json", "--outDir", join(staging, "dist")], { cwd: ROOT });
-  } catch (err) {
-    // Type errors elsewhere still emit JavaScript; only a missing entry point is fatal.
-    if (!existsSync(join(staging, "dist", "cli", "main.js"))) throw err;
-    process.stderr.write(`tsc reported errors while compiling the CLI for tests:\n${(err as { stdout?: string }).stdout ?? err}\n`);
-  }
-  mkdirSync(join(staging, "bin"), { recursive: true });
-  copyFileSync(join(ROOT, "bin", "buildkit-node.js"), join(staging, "bin", "buildkit-node.js"));
-  copyFileSync(join(ROOT, "package.json"), join(staging, "package.json"));
-  renameSync(staging, dir);
-  // Older compiled copies are of no further use.
-  for (const entry of readdirSync(CACHE)) {
-    const path = join(CACHE, entry);
-    const age = Date.now() - (statSync(path, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
-    if (path !== dir && !entry.endsWith(".lock") && age > 3_600_000) rmSync(path, { recursive: true, force: true });
-  }
-}
-
-function sourceHash(): string {
-  const hash = createHash("sha256");
-  const files = [...walk(join(ROOT, "src")), ...["bin/buildkit-node.js", "package.json", "tsconfig.json", "tsconfig.build.json"].map((f) => join(ROOT, f))];
-  for (const file of files.sort()) hash.update(relative(ROOT, file)).update("\u0000").update(readFileSync(file)).update("\u0000");
-  return hash.digest("hex").slice(0, 16);
-}
-
-function* walk(dir: string): Generator<string> {
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) yield* walk(path);
-    else yield path;
-  }
+  return BIN;
 }
 
 /** The environment of a CLI run: this one, minus what would change the command's choices. */
@@ -111,9 +32,22 @@ export function cliEnv(extra: Record<string, string | undefined> = {}): NodeJS.P
   return env;
 }
 
-/** The BUILDKIT_TLS_* of the environment the tests run in (for the standalone buildkitd). */
-export function standaloneTlsEnv(): Record<string, string> {
-  return Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[0].startsWith("BUILDKIT_TLS_") && e[1] !== undefined));
+const TLS_FLAGS: [flag: string, variable: string][] = [
+  ["--tlscacert", "BUILDKIT_TLS_CA"],
+  ["--tlscert", "BUILDKIT_TLS_CERT"],
+  ["--tlskey", "BUILDKIT_TLS_KEY"],
+  ["--tlsservername", "BUILDKIT_TLS_SERVER_NAME"],
+];
+
+/** The flags naming a test daemon: `--builder`, and the `--tls*` files of the standalone buildkitd. */
+export function builderFlags(daemon: BuildDaemon): string[] {
+  const flags = ["--builder", daemon.address];
+  if (daemon.embeddedInDocker) return flags;
+  for (const [flag, variable] of TLS_FLAGS) {
+    const value = process.env[variable];
+    if (value) flags.push(flag, value);
+  }
+  return flags;
 }
 
 export interface CliResult {

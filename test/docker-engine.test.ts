@@ -36,7 +36,7 @@ afterEach(() => {
   else process.env.DOCKER_HOST = savedDockerHost;
 });
 
-describe.each(BUILD_DAEMONS)("on $name behind a front", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s behind a front", (daemon) => {
   let front: BuildKitFront;
   let image: { repository: string; name: string };
   beforeAll(async () => {

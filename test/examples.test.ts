@@ -1,36 +1,45 @@
 // The examples run as a newcomer runs them, each in its own process, from the
-// built package: the main job against dockerd's BuildKit, and the Depot ones
-// against the local Depot-compatible server they start when DEPOT_TOKEN is unset.
+// built package, on each test daemon (named by BUILDKIT_HOST and
+// BUILDKIT_TLS_*, as a user's environment would): the main job directly, and
+// the Depot ones against the local Depot-compatible server they start when
+// DEPOT_TOKEN is unset, its machines fronting that daemon.
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { tempDir } from "./support/build-helpers.js";
-import { assertDockerd } from "./support/daemons.js";
-import { getManifest, PLAIN_REGISTRY } from "./support/registry.js";
+import { assertDaemon, BUILD_DAEMONS, daemonEnv } from "./support/daemons.js";
+import { getIndex, getManifest, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 
 const run = promisify(execFile);
-const env = { ...process.env };
-for (const name of ["DEPOT_TOKEN", "DEPOT_API_URL", "DEPOT_PROJECT_ID", "BUILDKIT_HOST"]) delete env[name];
 
-async function example(file: string, ...args: string[]): Promise<string> {
-  const { stdout } = await run(process.execPath, [file, ...args], { env, timeout: 120_000 });
-  return stdout;
-}
+describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
+  beforeAll(() => assertDaemon(daemon));
 
-describe("examples", () => {
-  assertDockerd();
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of Object.keys(env)) if (/^(DEPOT_|BUILDKIT_)/.test(name)) delete env[name];
+  Object.assign(env, daemonEnv(daemon));
+
+  async function example(file: string, ...args: string[]): Promise<string> {
+    const { stdout } = await run(process.execPath, [file, ...args], { env, timeout: 120_000 });
+    return stdout;
+  }
 
   it("build.mjs builds fixtures/hello, shows progress and pushes it", async () => {
-    const out = await example("examples/build.mjs", "fixtures/hello", `${PLAIN_REGISTRY}/examples-hello:latest`);
+    const repository = uniqueRepository("examples-hello");
+    const out = await example("examples/build.mjs", "fixtures/hello", `${PLAIN_REGISTRY}/${repository}:latest`);
+    expect(out).toContain(`building fixtures/hello on ${daemon.address}`);
     expect(out).toContain("[build 4/4] RUN");
     const digest = /pushed \S+ (sha256:[0-9a-f]{64})/.exec(out)?.[1];
-    expect(digest).toBe((await getManifest(PLAIN_REGISTRY, "examples-hello", "latest")).digest);
+    expect(digest).toBe((await getManifest(PLAIN_REGISTRY, repository, "latest")).digest);
   });
 
-  it("list-workers.mjs lists dockerd's workers", async () => {
-    expect(await example("examples/list-workers.mjs", "docker://")).toMatch(/worker \S+: linux\/amd64/);
+  it("list-workers.mjs lists the daemon's workers and says what it knows of its version", async () => {
+    const out = await example("examples/list-workers.mjs");
+    expect(out).toContain(`BuildKit at ${daemon.address}`);
+    expect(out).toMatch(/worker \S+: linux\/amd64/);
+    expect(out).toMatch(daemon.embeddedInDocker ? /^version: unknown \(.*v0\.11/m : /^version: v0\.\d+\.\d+/m);
   });
 
   it("depot/projects.mjs creates, updates, lists and deletes a project", async () => {
@@ -52,10 +61,11 @@ describe("examples", () => {
   });
 
   it("depot/build-and-push.mjs pushes a two-platform index", async () => {
-    const out = await example("examples/depot/build-and-push.mjs", `${PLAIN_REGISTRY}/examples-multi:latest`);
+    const repository = uniqueRepository("examples-multi");
+    const out = await example("examples/depot/build-and-push.mjs", `${PLAIN_REGISTRY}/${repository}:latest`);
     const digest = /pushed \S+ (sha256:[0-9a-f]{64})/.exec(out)?.[1];
-    const index = (await getManifest(PLAIN_REGISTRY, "examples-multi", "latest")) as unknown as { digest: string; manifests: unknown[] };
+    const index = await getIndex(PLAIN_REGISTRY, repository, "latest");
     expect(index.digest).toBe(digest);
-    expect(index.manifests).toHaveLength(2);
+    expect(index.manifests.map((m) => `${m.platform?.os}/${m.platform?.architecture}`).sort()).toEqual(["linux/amd64", "linux/arm64"]);
   });
 });

@@ -1,26 +1,15 @@
-// What mutual TLS must refuse, against a real BuildKit (dockerd's) behind the
-// mTLS front: a client certificate from another CA, a server certificate that
-// does not carry the expected server name, a plaintext server. And TLS never
+// What mutual TLS must refuse, on each test daemon: the standalone buildkitd's
+// own TLS listener (Go's TLS, certificates made by local-buildkit.sh), and
+// dockerd's BuildKit behind the mTLS front (Node's TLS; dockerd serves no TLS
+// of its own here). A client certificate from another CA, none at all, a
+// server certificate without the expected server name or from another CA, a
+// plaintext server: each is a TLS error naming the address, and TLS never
 // degrades to plaintext.
 import * as net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connect, TransportError } from "../src/index.js";
+import { connect, type TlsOptions, TransportError } from "../src/index.js";
 import { type BuildKitFront, createCertificateAuthority, startBuildKitFront } from "../src/testing/index.js";
-import { assertDockerd, DOCKER_BUILDKIT } from "./support/daemons.js";
-
-let mtls: BuildKitFront;
-let plaintext: BuildKitFront;
-
-beforeAll(async () => {
-  assertDockerd();
-  mtls = await startBuildKitFront({ buildkit: DOCKER_BUILDKIT, mtls: { serverName: "machine-1.builders.test" } });
-  plaintext = await startBuildKitFront({ buildkit: DOCKER_BUILDKIT });
-});
-
-afterAll(async () => {
-  await mtls?.stop();
-  await plaintext?.stop();
-});
+import { assertDaemon, BUILD_DAEMONS, DOCKER_BUILDKIT } from "./support/daemons.js";
 
 async function expectTlsRefusal(attempt: Promise<unknown>, address: string): Promise<TransportError> {
   const err = await attempt.then(
@@ -35,42 +24,94 @@ async function expectTlsRefusal(attempt: Promise<unknown>, address: string): Pro
   return transportError;
 }
 
-describe("mutual TLS", () => {
-  it("works with the front's own credentials (the control case)", async () => {
-    await using bk = await connect(mtls.address, { tls: mtls.tls! });
+describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
+  /** The mTLS endpoint under test, with credentials it accepts. */
+  let endpoint: { address: string; tls: Required<Pick<TlsOptions, "ca" | "cert" | "key" | "serverName">> };
+  let front: BuildKitFront | undefined;
+  let plaintext: BuildKitFront;
+  /** An address of this daemon that is not TCP, so cannot carry TLS. */
+  const localAddress = daemon.embeddedInDocker ? DOCKER_BUILDKIT : process.env.BUILDKIT_NODE_BUILDKITD_SOCKET;
+
+  beforeAll(async () => {
+    assertDaemon(daemon);
+    const own = daemon.connectOptions.tls;
+    if (own?.ca && own.cert && own.key && own.serverName) {
+      endpoint = { address: daemon.address, tls: { ca: String(own.ca), cert: String(own.cert), key: String(own.key), serverName: own.serverName } };
+    } else {
+      front = await startBuildKitFront({ ...daemon.backend, mtls: { serverName: "machine-1.builders.test" } });
+      endpoint = { address: front.address, tls: front.tls! };
+    }
+    plaintext = await startBuildKitFront(daemon.backend);
+  });
+
+  afterAll(async () => {
+    await front?.stop();
+    await plaintext?.stop();
+  });
+
+  it("works with the endpoint's own credentials (the control case)", async () => {
+    await using bk = await connect(endpoint.address, { tls: endpoint.tls });
     expect((await bk.listWorkers()).length).toBeGreaterThan(0);
   });
 
   it("is refused by the server with a client certificate from another CA", async () => {
     const stranger = createCertificateAuthority({ commonName: "another CA" }).issue({ commonName: "intruder", usage: "client" });
-    const before = mtls.connections;
-    await expectTlsRefusal(connect(mtls.address, { tls: { ...mtls.tls!, ...stranger } }), mtls.address);
-    expect(mtls.connections).toBe(before); // never got past the handshake
+    const before = front?.connections;
+    await expectTlsRefusal(connect(endpoint.address, { tls: { ...endpoint.tls, ...stranger } }), endpoint.address);
+    if (front) expect(front.connections).toBe(before); // never got past the handshake
   });
 
   it("is refused by the server without a client certificate", async () => {
-    const { ca, serverName } = mtls.tls!;
-    await expectTlsRefusal(connect(mtls.address, { tls: { ca, serverName } }), mtls.address);
+    const { ca, serverName } = endpoint.tls;
+    await expectTlsRefusal(connect(endpoint.address, { tls: { ca, serverName } }), endpoint.address);
   });
 
   it("refuses a server whose certificate does not match serverName", async () => {
-    const err = await expectTlsRefusal(connect(mtls.address, { tls: { ...mtls.tls!, serverName: "machine-2.builders.test" } }), mtls.address);
+    const err = await expectTlsRefusal(connect(endpoint.address, { tls: { ...endpoint.tls, serverName: "machine-2.builders.test" } }), endpoint.address);
     expect(err.message).toMatch(/machine-2\.builders\.test|altname|does not match/i);
   });
 
   it("refuses a server whose certificate comes from a CA other than the one given", async () => {
-    const otherCa = createCertificateAuthority({ commonName: "not the front's CA" });
-    await expectTlsRefusal(connect(mtls.address, { tls: { ...mtls.tls!, ca: otherCa.cert } }), mtls.address);
+    const otherCa = createCertificateAuthority({ commonName: "not the endpoint's CA" });
+    await expectTlsRefusal(connect(endpoint.address, { tls: { ...endpoint.tls, ca: otherCa.cert } }), endpoint.address);
   });
 
   it("refuses a plaintext server, even one with a real BuildKit behind it", async () => {
     // The control case: the same server does answer without TLS.
     await using bk = await connect(plaintext.address);
     expect((await bk.listWorkers()).length).toBeGreaterThan(0);
-    await expectTlsRefusal(connect(plaintext.address, { tls: mtls.tls! }), plaintext.address);
+    await expectTlsRefusal(connect(plaintext.address, { tls: endpoint.tls }), plaintext.address);
   });
 
+  it("refuses TLS options on an address that cannot carry TLS", async () => {
+    expect(localAddress, "BUILDKIT_NODE_BUILDKITD_SOCKET (local-buildkit.sh env) names buildkitd's socket").toBeDefined();
+    await expect(connect(localAddress!, { tls: endpoint.tls })).rejects.toMatchObject({ code: "INVALID_ARGUMENT", address: localAddress });
+  });
+
+  it("refuses a client certificate without its key", async () => {
+    const { ca, cert, serverName } = endpoint.tls;
+    await expect(connect(endpoint.address, { tls: { ca, cert, serverName } })).rejects.toMatchObject({
+      code: "INVALID_ARGUMENT",
+      address: endpoint.address,
+    });
+  });
+
+  it("keeps the private key out of error messages", async () => {
+    const stranger = createCertificateAuthority().issue({ commonName: "intruder", usage: "client" });
+    const err = await connect(endpoint.address, { tls: { ...endpoint.tls, ...stranger } }).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(TransportError);
+    const keyBody = stranger.key.split("\n")[1]!;
+    for (let e: unknown = err; e instanceof Error; e = e.cause) {
+      expect(e.message).not.toContain(keyBody);
+      expect(e.message).not.toContain("PRIVATE KEY");
+    }
+  });
+});
+
+describe("TLS toward a server that speaks none", () => {
   it("never sends plaintext HTTP/2 when tls is given", async () => {
+    const authority = createCertificateAuthority();
+    const tls = { ca: authority.cert, ...authority.issue({ commonName: "client", usage: "client" }), serverName: "server.test" };
     const received: Buffer[] = [];
     const server = net.createServer((socket) => {
       socket.on("data", (chunk: Buffer) => {
@@ -82,35 +123,13 @@ describe("mutual TLS", () => {
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     const address = `tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
     try {
-      await expectTlsRefusal(connect(address, { tls: mtls.tls! }), address);
+      await expectTlsRefusal(connect(address, { tls }), address);
       const bytes = Buffer.concat(received);
       expect(bytes.length).toBeGreaterThan(0);
       expect(bytes[0]).toBe(0x16); // a TLS handshake record: the ClientHello
       expect(bytes.includes("PRI * HTTP/2.0")).toBe(false);
     } finally {
       server.close();
-    }
-  });
-
-  it("refuses TLS options on an address that cannot carry TLS", async () => {
-    await expect(connect(DOCKER_BUILDKIT, { tls: mtls.tls! })).rejects.toMatchObject({ code: "INVALID_ARGUMENT", address: DOCKER_BUILDKIT });
-  });
-
-  it("refuses a client certificate without its key", async () => {
-    const { ca, cert, serverName } = mtls.tls!;
-    await expect(connect(mtls.address, { tls: { ca, cert, serverName } })).rejects.toMatchObject({
-      code: "INVALID_ARGUMENT",
-      address: mtls.address,
-    });
-  });
-
-  it("keeps the private key out of error messages", async () => {
-    const stranger = createCertificateAuthority().issue({ commonName: "intruder", usage: "client" });
-    const err = await connect(mtls.address, { tls: { ...mtls.tls!, ...stranger } }).catch((e: Error) => e);
-    const keyBody = stranger.key.split("\n")[1]!;
-    for (let e: unknown = err; e instanceof Error; e = e.cause) {
-      expect(e.message).not.toContain(keyBody);
-      expect(e.message).not.toContain("PRIVATE KEY");
     }
   });
 });

@@ -45,7 +45,11 @@ export function announceSkip(what: string, why: string): void {
 }
 
 export interface BuildDaemon {
-  /** For test names: "dockerd" or "buildkitd". */
+  /**
+   * For test names: "dockerd" or "buildkitd". `toString()` gives it too, so
+   * that `describe.each(BUILD_DAEMONS)("on %s", …)` titles read "on dockerd"
+   * (vitest's "$name" would quote it); scripts/test-counts.mjs counts by them.
+   */
   name: string;
   address: string;
   /** What `connect(address, …)` needs (TLS for the standalone daemon). */
@@ -59,6 +63,7 @@ export interface BuildDaemon {
    * front must be given as `dockerEngine` to push or save.
    */
   dockerEngine?: string;
+  toString(): string;
 }
 
 const dockerd: BuildDaemon = {
@@ -68,6 +73,7 @@ const dockerd: BuildDaemon = {
   backend: { buildkit: DOCKER_BUILDKIT },
   embeddedInDocker: true,
   dockerEngine: DOCKER_SOCKET,
+  toString: () => "dockerd",
 };
 
 const standalone: BuildDaemon | undefined = STANDALONE_BUILDKIT
@@ -77,6 +83,7 @@ const standalone: BuildDaemon | undefined = STANDALONE_BUILDKIT
       connectOptions: STANDALONE_TLS ? { tls: STANDALONE_TLS } : {},
       backend: { buildkit: STANDALONE_BUILDKIT, ...(STANDALONE_TLS ? { buildkitTls: STANDALONE_TLS } : {}) },
       embeddedInDocker: false,
+      toString: () => "buildkitd",
     }
   : undefined;
 
@@ -88,6 +95,12 @@ export const BUILD_DAEMONS: BuildDaemon[] = [dockerd, ...(standalone ? [standalo
 
 /** The standalone daemon when there is one (current BuildKit), else dockerd's. */
 export const NEWEST_DAEMON: BuildDaemon = standalone ?? dockerd;
+
+/** The environment naming a test daemon as users' environments do: BUILDKIT_HOST (+ the BUILDKIT_TLS_* files). */
+export function daemonEnv(daemon: BuildDaemon): Record<string, string> {
+  const tls = daemon.embeddedInDocker ? [] : Object.entries(process.env).filter((e): e is [string, string] => e[0].startsWith("BUILDKIT_TLS_") && e[1] !== undefined);
+  return { BUILDKIT_HOST: daemon.address, ...Object.fromEntries(tls) };
+}
 
 /** Readies a daemon for a test file: dockerd must be running. */
 export function assertDaemon(daemon: BuildDaemon): void {

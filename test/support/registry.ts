@@ -51,6 +51,19 @@ export async function getImageConfig(registry: string, repository: string, refer
   return getBlobJson<ImageConfig>(registry, repository, manifest.config.digest, auth);
 }
 
+export interface ImageIndex {
+  digest: string;
+  mediaType: string;
+  manifests: { digest: string; mediaType: string; platform?: { os: string; architecture: string; variant?: string }; annotations?: Record<string, string> }[];
+}
+
+/** An image index (a multi-platform image, or an image with attestations). */
+export async function getIndex(registry: string, repository: string, reference: string): Promise<ImageIndex> {
+  const index = (await getManifest(registry, repository, reference)) as unknown as ImageIndex;
+  if (!Array.isArray(index.manifests)) throw new Error(`${registry}/${repository}:${reference} is not an index (${index.mediaType})`);
+  return index;
+}
+
 /** A repository name no other test run uses. */
 export function uniqueRepository(prefix: string): string {
   return `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
