@@ -8,5 +8,7 @@ export default defineConfig({
     hookTimeout: 60_000,
     pool: "forks",
     globalSetup: ["test/support/global-setup.ts"],
+    // The JSON report feeds scripts/test-counts.mjs (passed/failed/skipped per daemon).
+    reporters: ["default", ["json", { outputFile: "test-results/vitest.json" }]],
   },
 });
