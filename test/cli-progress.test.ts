@@ -13,12 +13,16 @@ import { builderFlags, cliBinary, cliEnv, finalScreen, hasScript, runCli, runCli
 
 const EVENT_TYPES = ["vertex.started", "vertex.completed", "vertex.cached", "vertex.errored", "log", "progress", "warning"];
 
-/** A build whose RUN step logs over two seconds, new to the cache on every test run. */
+/**
+ * A build whose RUN step logs over two seconds, new to the cache on every
+ * test run. The copied file is new too: BuildKit shows a concurrent build's
+ * identical cached step in this build's progress as well (under its digest).
+ */
 function progressContext(label: string) {
   const marker = `${label}-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
   return scratchDir(label, {
     Dockerfile: `FROM ${BASE_IMAGE}\nCOPY msg.txt /msg.txt\nRUN echo "tick 1 ${marker}" && sleep 1 && echo "tick 2" && sleep 1 && echo "tick 3"\n`,
-    "msg.txt": "hello\n",
+    "msg.txt": `hello from ${marker}\n`,
   });
 }
 
