@@ -14,7 +14,11 @@ export type ContextInput = string | { tar: Readable | AsyncIterable<Uint8Array> 
 export type Output =
   /** An image in the daemon's store, pushed to `name` (comma-separated names allowed) with `push`. */
   | { type: "image"; name: string; push?: boolean; /** Allow a plain-HTTP registry. */ insecure?: boolean }
-  /** An image loaded into the local Docker Engine (`DOCKER_HOST` or /var/run/docker.sock). */
+  /**
+   * An image loaded into Docker: a dockerd's BuildKit stores it in that
+   * dockerd; a standalone BuildKit's goes to `connect()`'s `dockerEngine`,
+   * else to the local Docker Engine (`DOCKER_HOST` or /var/run/docker.sock).
+   */
   | { type: "docker"; load: true; name?: string }
   /** An archive streamed to a file path or a Writable: docker-load format, an OCI layout, or the result's files. */
   | { type: "docker" | "oci"; dest: string | Writable; name?: string }

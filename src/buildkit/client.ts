@@ -241,7 +241,7 @@ function findCause<T extends Error>(err: unknown, type: abstract new (...args: n
   return undefined;
 }
 
-export function formatPlatform(p: Pick<Platform, "os" | "architecture" | "variant">): string {
+function formatPlatform(p: Pick<Platform, "os" | "architecture" | "variant">): string {
   return [p.os, p.architecture, p.variant].filter(Boolean).join("/");
 }
 

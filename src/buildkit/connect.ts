@@ -10,7 +10,7 @@ import { dockerEngineSocket, localDockerSocket } from "./daemon-kind.js";
 
 const log = createLogger("connect");
 
-export const DEFAULT_BUILDKITD_SOCKET = "/run/buildkit/buildkitd.sock";
+const DEFAULT_BUILDKITD_SOCKET = "/run/buildkit/buildkitd.sock";
 
 export interface ConnectOptions {
   /** TLS for a `tcp://` address: `{ ca, cert, key, serverName }` as PEM text. */

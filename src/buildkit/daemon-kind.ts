@@ -45,7 +45,7 @@ export async function daemonKind(
  * (no Info call) it is older than v0.11; v0.0.0, or no number at all, is a
  * development build of today's BuildKit.
  */
-export function atLeast(kind: DaemonKind, minor: number): boolean {
+function atLeast(kind: DaemonKind, minor: number): boolean {
   if (kind.version === undefined) return false; // before v0.11: nothing newer can be counted on
   const [major = 0, min = 0, patch = 0] = kind.version.replace(/^v/, "").split(/[.+-]/).map(Number);
   if (!(major || min || patch)) return true;

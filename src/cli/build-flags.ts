@@ -48,7 +48,7 @@ export function parsePlatforms(values: string[]): string[] {
  * (cache specs may carry credentials, e.g. `secret_access_key=`), messages
  * name keys and positions, never values.
  */
-export function csvFields(flag: string, text: string, redact = false): Map<string, string> {
+function csvFields(flag: string, text: string, redact = false): Map<string, string> {
   const fields = new Map<string, string>();
   for (const [i, field] of splitCsv(text).entries()) {
     const eq = field.indexOf("=");

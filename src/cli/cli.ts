@@ -10,7 +10,7 @@ import { EXIT, Interrupted, UsageError } from "./errors.js";
 import { packageVersion } from "./version.js";
 
 /** Every command, by the words that name it. */
-export const COMMANDS: Command[] = [buildCommand, workersCommand, duCommand, ...projectsCommands];
+const COMMANDS: Command[] = [buildCommand, workersCommand, duCommand, ...projectsCommands];
 
 /** Commands made of two words share their first, e.g. `projects`. */
 const GROUPS: Record<string, string> = { projects: "Manage Depot projects (DEPOT_TOKEN)" };

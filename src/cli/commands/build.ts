@@ -255,7 +255,7 @@ function decodeValue(value: string): unknown {
  * A failed build as buildx reports it: the failing step and its last lines,
  * the Dockerfile lines around the error when known, then the error itself.
  */
-export function formatBuildError(error: BuildError, brief: boolean): string {
+function formatBuildError(error: BuildError, brief: boolean): string {
   // The message starts with the Dockerfile excerpt when there is one; the error follows it.
   const excerpt = error.source?.excerpt;
   const rest = excerpt && error.message.startsWith(`${excerpt}\n`) ? error.message.slice(excerpt.length + 1) : error.message;

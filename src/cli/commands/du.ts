@@ -36,7 +36,7 @@ export const duCommand: Command = {
 };
 
 /** The table and totals `du` prints: records largest first. */
-export function usageReport(records: UsageRecord[], now = Date.now()): string {
+function usageReport(records: UsageRecord[], now = Date.now()): string {
   const sorted = [...records].sort((a, b) => b.size - a.size);
   const rows = sorted.map((r) => [
     r.id,
