@@ -581,7 +581,8 @@ describe("stop()", () => {
       await using bk = await connect(active.endpoint, { tls: machineTls(active) });
       await bk.listWorkers();
     }
-    expect(resourceCount("TCPServerWrap")).toBe(2); // the API and the machine's front
+    // The API, the saved-image registry's front, the HTTPS proxy and the machine's front.
+    expect(resourceCount("TCPServerWrap")).toBe(4);
 
     await depot.stop();
     await depot.stop(); // idempotent
