@@ -1,7 +1,7 @@
 import { AbortError } from "../errors.js";
 import { createLogger } from "../log.js";
 import type { CredentialLookup } from "../session/auth.js";
-import { RegistryAuthorizer } from "./authorizer.js";
+import { parseChallenge, RegistryAuthorizer } from "./authorizer.js";
 import { codeForStatus, RegistryError } from "./errors.js";
 
 const log = createLogger("registry");
@@ -207,8 +207,11 @@ export class RegistryHttp {
     } else {
       await response.discard();
     }
-    const code = codeForStatus(response.status, registryCode);
-    const hint = response.status === 401 ? ` (credentials for ${request.host} missing or refused)` : response.status === 403 ? ` (the credentials for ${request.host} do not allow this)` : "";
+    // A 401 that says the token's scope fell short: the credentials are good, the access is not.
+    const insufficient = response.status === 401 && parseChallenge(response.headers.get("www-authenticate") ?? "")?.params.error === "insufficient_scope";
+    const code = insufficient ? "PERMISSION_DENIED" : codeForStatus(response.status, registryCode);
+    const hint =
+      code === "PERMISSION_DENIED" ? ` (the credentials for ${request.host} do not allow this)` : response.status === 401 ? ` (credentials for ${request.host} missing or refused)` : "";
     return new RegistryError(code, `${request.what}: the registry answered ${response.status}${detail ? ` ${detail.slice(0, 300)}` : ""}${hint}`, {
       host: request.host,
       status: response.status,
