@@ -207,11 +207,22 @@ export class RegistryHttp {
     } else {
       await response.discard();
     }
-    // A 401 that says the token's scope fell short: the credentials are good, the access is not.
-    const insufficient = response.status === 401 && parseChallenge(response.headers.get("www-authenticate") ?? "")?.params.error === "insufficient_scope";
-    const code = insufficient ? "PERMISSION_DENIED" : codeForStatus(response.status, registryCode);
-    const hint =
-      code === "PERMISSION_DENIED" ? ` (the credentials for ${request.host} do not allow this)` : response.status === 401 ? ` (credentials for ${request.host} missing or refused)` : "";
+    let code = codeForStatus(response.status, registryCode);
+    let hint = "";
+    if (response.status === 401 || response.status === 403) {
+      const credentials = await this.#options.credentials(request.host).catch(() => undefined);
+      // A token whose scope fell short: with credentials, they do not allow this; without, they are missing.
+      const insufficient = parseChallenge(response.headers.get("www-authenticate") ?? "")?.params.error === "insufficient_scope";
+      if (!credentials) {
+        code = "UNAUTHENTICATED";
+        hint = ` (no credentials are configured for ${request.host})`;
+      } else if (insufficient || response.status === 403) {
+        code = "PERMISSION_DENIED";
+        hint = ` (the credentials for ${request.host} do not allow this)`;
+      } else {
+        hint = ` (the registry refused the credentials configured for ${request.host})`;
+      }
+    }
     return new RegistryError(code, `${request.what}: the registry answered ${response.status}${detail ? ` ${detail.slice(0, 300)}` : ""}${hint}`, {
       host: request.host,
       status: response.status,
