@@ -242,7 +242,9 @@ describe("failures, typed", () => {
   });
 
   it("TIMEOUT when a blob stops moving mid-stream (a front stalls it: a fake)", async () => {
+    const sockets: net.Socket[] = [];
     const stalling = net.createServer((socket) => {
+      sockets.push(socket);
       socket.once("data", () => socket.write("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nContent-Type: application/octet-stream\r\n\r\n" + "x".repeat(1000)));
     });
     await new Promise<void>((resolve) => stalling.listen(0, "127.0.0.1", resolve));
@@ -253,7 +255,7 @@ describe("failures, typed", () => {
       expect(error).toBeInstanceOf(RegistryError);
       expect((error as RegistryError).code).toBe("TIMEOUT");
     } finally {
-      stalling.closeAllConnections?.();
+      for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => stalling.close(() => resolve()));
     }
   });

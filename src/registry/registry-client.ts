@@ -148,6 +148,26 @@ export class RegistryClient {
     return { mediaType: manifest.mediaType, digest, size: manifest.bytes.byteLength };
   }
 
+  /** The repository's tags, every page of them; none for a repository the registry does not know. */
+  async listTags(image: string | ImageReference, options: RegistryCallOptions = {}): Promise<string[]> {
+    const ref = toImageReference(image);
+    const tags: string[] = [];
+    let path: string | undefined = `/v2/${ref.repository}/tags/list?n=1000`;
+    for (let page = 0; path; page++) {
+      const response: RegistryResponse = await this.request(ref, { method: "GET", path, scopes: [pullScope(ref)], signal: options.signal, what: `listing the tags of ${ref.host}/${ref.repository}`, accept: [404] });
+      if (response.status === 404) {
+        await response.discard();
+        return tags;
+      }
+      const body = JSON.parse(Buffer.from(await response.bytes()).toString("utf8")) as { tags?: string[] | null };
+      tags.push(...(body.tags ?? []));
+      // The next page, if any, is in an RFC 5988 Link header: `</v2/…/tags/list?last=x&n=1000>; rel="next"`.
+      const next = /<([^>]+)>;\s*rel="?next"?/.exec(response.headers.get("link") ?? "")?.[1];
+      path = next && page < 10_000 ? new URL(next, response.url).toString() : undefined;
+    }
+    return tags;
+  }
+
   /** The descriptor of a blob in the repository (HEAD), or undefined when it has none. */
   async headBlob(image: string | ImageReference, digest: string, options: RegistryCallOptions = {}): Promise<Descriptor | undefined> {
     const ref = toImageReference(image);
