@@ -132,14 +132,17 @@ export class RegistryHttp {
       throw networkError(err, host, what, url);
     };
     let body = init.body;
-    if (body !== undefined && typeof body !== "string" && !(body instanceof Uint8Array)) body = deadline.watch(body);
+    const streamed = body !== undefined && typeof body !== "string" && !(body instanceof Uint8Array);
+    if (streamed) body = deadline.watch(body as AsyncIterable<Uint8Array>);
     let raw: Response;
     try {
       raw = await fetch(url, {
         method: init.method,
         headers: init.headers,
         signal: aborts,
-        redirect: "follow",
+        // A streamed body cannot follow a redirect anyway; and with "follow", undici's fetch
+        // tees it and keeps every byte sent in memory until the end (nodejs/undici#4058).
+        redirect: streamed ? "error" : "follow",
         ...(body !== undefined ? { body, duplex: "half" } : {}),
       } as RequestInit);
     } catch (err) {
