@@ -292,6 +292,7 @@ describe("insecure registries", () => {
     expect(new RegistryClient({ insecure: ["registry.internal:5000"] }).http.scheme("registry.internal:5000")).toBe("http");
     expect(new RegistryClient({ insecure: ["registry.internal:5000"] }).http.scheme("ghcr.io")).toBe("https");
     expect(new RegistryClient({ insecure: true }).http.scheme("ghcr.io")).toBe("http");
+    expect(new RegistryClient({ insecure: ["Registry.Internal"] }).http.scheme("registry.internal:5000")).toBe("http");
     expect(new RegistryClient().http.scheme("127.0.0.1:5000")).toBe("http");
   });
 

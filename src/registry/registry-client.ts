@@ -159,8 +159,13 @@ export class RegistryClient {
         await response.discard();
         return tags;
       }
-      const body = JSON.parse(Buffer.from(await response.bytes()).toString("utf8")) as { tags?: string[] | null };
-      tags.push(...(body.tags ?? []));
+      let body: { tags?: unknown };
+      try {
+        body = JSON.parse(Buffer.from(await response.bytes()).toString("utf8")) as typeof body;
+      } catch {
+        throw new RegistryError("INTERNAL", `listing the tags of ${ref.host}/${ref.repository}: the answer is not JSON`, { host: ref.host });
+      }
+      if (Array.isArray(body.tags)) tags.push(...body.tags.filter((tag): tag is string => typeof tag === "string"));
       // The next page, if any, is in an RFC 5988 Link header: `</v2/…/tags/list?last=x&n=1000>; rel="next"`.
       const next = /<([^>]+)>;\s*rel="?next"?/.exec(response.headers.get("link") ?? "")?.[1];
       path = next && page < 10_000 ? new URL(next, response.url).toString() : undefined;

@@ -69,11 +69,13 @@ export class RegistryHttp {
     this.authorizer = new RegistryAuthorizer(options.credentials, (url, init, what) => this.#fetchToken(url, init, what));
   }
 
-  /** `http` or `https` for a registry host. */
+  /** `http` or `https` for a registry host; an `insecure` entry without a port covers every port. */
   scheme(host: string): "http" | "https" {
     const { insecure } = this.#options;
     if (isLoopback(host) || insecure === true) return "http";
-    return Array.isArray(insecure) && insecure.some((h) => h.toLowerCase() === host.toLowerCase()) ? "http" : "https";
+    const name = host.toLowerCase();
+    const bare = name.replace(/:\d+$/, "");
+    return Array.isArray(insecure) && insecure.some((entry) => [name, bare].includes(entry.toLowerCase())) ? "http" : "https";
   }
 
   url(host: string, path: string): URL {
@@ -290,6 +292,9 @@ function networkError(err: unknown, host: string, what: string, url: URL): Regis
   if (/^(ERR_SSL|ERR_TLS|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED|ERR_OSSL)/.test(code) || /SSL|TLS|certificate/i.test(text)) {
     const hint = /wrong version number|packet length too long/i.test(text) ? `; if ${host} speaks plain HTTP, pass it in the client's insecure option` : "";
     return new RegistryError("TLS", `${what}: TLS with ${url.host} failed (${code || text})${hint}`, { host, cause: err });
+  }
+  if (/redirect/i.test(text)) {
+    return new RegistryError("UNIMPLEMENTED", `${what}: ${url.host} redirected an upload, which cannot be followed with a streamed body`, { host, cause: err });
   }
   if (/TIMEOUT/i.test(code)) return new RegistryError("TIMEOUT", `${what}: ${url.host} did not answer in time (${code})`, { host, cause: err });
   return new RegistryError("UNAVAILABLE", `${what}: cannot reach ${url.host} (${code || text})`, { host, cause: err });
