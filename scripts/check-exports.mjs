@@ -4,7 +4,7 @@ import { createRequire } from "node:module";
 
 const require = createRequire(import.meta.url);
 const expected = {
-  "buildkit-node": ["connect", "BuildKitClient", "BuildKitNodeError", "TransportError"],
+  "buildkit-node": ["connect", "BuildKitClient", "BuildKitNodeError", "TransportError", "RegistryClient", "RegistryError", "parseImageReference", "loadRegistryImage"],
   "buildkit-node/depot": ["BuildKitNodeError"],
   "buildkit-node/testing": ["startBuildKitFront", "createCertificateAuthority"],
 };
