@@ -176,6 +176,25 @@ describe("Basic (the set-up script's htpasswd registry)", () => {
     expect(error.message).toContain(`the registry refused the credentials configured for ${AUTH_REGISTRY}`);
   });
 
+  it("never sends a registry's credentials to another host an upload's Location names", async () => {
+    const registryFront = await startRegistryFront(AUTH_REGISTRY);
+    const storage = await startRegistryFront(AUTH_REGISTRY);
+    registryFront.locationHost = storage.host;
+    try {
+      const basic = client({ [registryFront.host]: { username: AUTH_USER, password: AUTH_PASSWORD } });
+      const bytes = Buffer.from("a blob bound for another host");
+      const digest = `sha256:${(await import("node:crypto")).createHash("sha256").update(bytes).digest("hex")}`;
+      const error = await failure(basic.pushBlob(`${registryFront.host}/${uniqueRepository("elsewhere")}`, { mediaType: "application/octet-stream", digest, size: bytes.length }, bytes));
+      // The other host got the upload without the registry's Authorization (and refused it, being the same registry).
+      expect(registryFront.seen.filter((r) => r.method === "POST").every((r) => r.authorized)).toBe(true);
+      expect(storage.seen.filter((r) => r.method === "PUT").map((r) => r.authorized)).toEqual([false]);
+      expect(error.code).toBe("UNAUTHENTICATED");
+    } finally {
+      await registryFront.close();
+      await storage.close();
+    }
+  });
+
   it("reads credentials from docker's config.json by default", async () => {
     const { mkdtemp, rm, writeFile } = await import("node:fs/promises");
     const { join } = await import("node:path");

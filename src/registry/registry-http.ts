@@ -106,7 +106,8 @@ export class RegistryHttp {
   async #send(request: RegistryRequest, authorization: string | undefined): Promise<RegistryResponse> {
     const url = /^https?:\/\//.test(request.path) ? new URL(request.path) : this.url(request.host, request.path);
     const headers: Record<string, string> = { "User-Agent": this.#options.userAgent, ...request.headers };
-    if (authorization) headers.Authorization = authorization;
+    // Only to the registry itself: an upload's Location may send the bytes to another host (storage).
+    if (authorization && url.host === this.url(request.host, "/").host) headers.Authorization = authorization;
     log(`${request.method} ${url.origin}${url.pathname}`);
     return this.#fetch(url, { method: request.method, headers, ...(request.body !== undefined ? { body: request.body } : {}) }, request.host, request.what, request.signal);
   }

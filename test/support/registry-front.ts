@@ -11,6 +11,8 @@ export interface SeenRequest {
   path: string;
   query: URLSearchParams;
   status: number;
+  /** Whether the request carried an Authorization header (never its value). */
+  authorized: boolean;
 }
 
 /** A response the front gives instead of forwarding. */
@@ -26,6 +28,8 @@ export interface RegistryFront {
   readonly seen: SeenRequest[];
   /** Answers requests itself while it returns a fault. */
   fault: ((request: { method: string; path: string; query: URLSearchParams }) => Fault | undefined) | undefined;
+  /** Points the registry's `Location` headers at this host instead (as a registry sending uploads to storage would). */
+  locationHost: string | undefined;
   /** Forwards a request to another path + query than it was sent to, while it returns one. */
   rewrite: ((request: { method: string; path: string; query: URLSearchParams }) => string | undefined) | undefined;
   /** Requests that touched blobs, for short assertions: `POST mount`, `PUT upload`, `HEAD blob`, … */
@@ -41,6 +45,7 @@ export async function startRegistryFront(target: string): Promise<RegistryFront>
     seen,
     fault: undefined,
     rewrite: undefined,
+    locationHost: undefined,
     blobTraffic: () =>
       seen.flatMap(({ method, path, query }) => {
         if (!path.includes("/blobs/")) return [];
@@ -55,7 +60,8 @@ export async function startRegistryFront(target: string): Promise<RegistryFront>
   };
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://front");
-    const record = (status: number) => seen.push({ method: req.method ?? "", path: url.pathname, query: url.searchParams, status });
+    const record = (status: number) =>
+      seen.push({ method: req.method ?? "", path: url.pathname, query: url.searchParams, status, authorized: req.headers.authorization !== undefined });
     const fault = front.fault?.({ method: req.method ?? "", path: url.pathname, query: url.searchParams });
     if (fault) {
       req.resume();
@@ -69,7 +75,9 @@ export async function startRegistryFront(target: string): Promise<RegistryFront>
       { host: targetHost, port: Number(targetPort), method: req.method, path, headers: req.headers },
       (answer) => {
         record(answer.statusCode ?? 0);
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        const headers = { ...answer.headers };
+        if (front.locationHost && headers.location) headers.location = headers.location.replace(/^http:\/\/[^/]+/, `http://${front.locationHost}`);
+        res.writeHead(answer.statusCode ?? 502, headers);
         answer.pipe(res);
       },
     );
