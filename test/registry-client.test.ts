@@ -4,9 +4,14 @@
 // 403, corrupted bytes, a registry that stops answering) a front before the
 // real registry makes it (test/support/registry-front.ts), and the test says so.
 import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import * as net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
-import { AbortError } from "../src/errors.js";
+import { loadRegistryImage } from "../src/buildkit/registry-load.js";
+import { AbortError, BuildKitNodeError } from "../src/errors.js";
 import { RegistryError } from "../src/registry/errors.js";
 import { MediaType } from "../src/registry/manifest.js";
 import { RegistryClient } from "../src/registry/registry-client.js";
@@ -212,6 +217,65 @@ describe("retries of refused pushes (a front answers 5xx or DIGEST_INVALID: a fa
     expect(error.code).toBe("FAILED_PRECONDITION");
     expect(error.registryCode).toBe("MANIFEST_BLOB_UNKNOWN");
     expect(counting.seen.filter((r) => r.method === "PUT")).toHaveLength(1);
+  });
+});
+
+describe("archives and loads: failures end every stream", () => {
+  const registry = new RegistryClient({ auth: {} });
+
+  it("a missing image is NOT_FOUND for a load, and the Engine is not left waiting", async () => {
+    const error = await failure(loadRegistryImage(registry, `${PLAIN_REGISTRY}/${uniqueRepository("absent")}:v1`));
+    expect(error.code).toBe("NOT_FOUND");
+  });
+
+  it("a name Docker would refuse is INVALID_ARGUMENT before anything moves", async () => {
+    const error = await loadRegistryImage(registry, BUSYBOX, { names: ["Not/Valid:x"] }).catch((err: unknown) => err);
+    expect((error as { code?: string }).code).toBe("INVALID_ARGUMENT");
+    expect((error as Error).message).toContain('invalid image reference "Not/Valid:x"');
+  });
+
+  it("dockerd's refusal of the archive is the error a load reports", async () => {
+    // A real image whose layer is not a tar: the registry takes it, dockerd's load does not.
+    const repository = `${PLAIN_REGISTRY}/${uniqueRepository("not-a-tar")}`;
+    const layer = blob(4096);
+    const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [layer.descriptor.digest] } }));
+    const configDescriptor = { mediaType: MediaType.ociConfig, digest: `sha256:${createHash("sha256").update(config).digest("hex")}`, size: config.length };
+    await registry.pushBlob(repository, layer.descriptor, layer.bytes);
+    await registry.pushBlob(repository, configDescriptor, config);
+    const manifest = { schemaVersion: 2, mediaType: MediaType.ociManifest, config: configDescriptor, layers: [{ ...layer.descriptor, mediaType: MediaType.ociLayer }] };
+    await registry.putManifest(`${repository}:v1`, { mediaType: MediaType.ociManifest, bytes: Buffer.from(JSON.stringify(manifest)) });
+    const error = await loadRegistryImage(registry, `${repository}:v1`, { names: [`bkn-not-a-tar-${Date.now().toString(36)}:v1`] }).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(BuildKitNodeError);
+    expect((error as Error).message).toContain("loading the image into Docker");
+  });
+
+  it("a destination that fails stops the archive, and the registry reads with it", async () => {
+    const dest = new Writable({
+      write(_chunk, _encoding, callback) {
+        callback(new Error("disk full"));
+      },
+    });
+    const error = await registry.writeImageArchive(BUSYBOX, { format: "oci", dest }).catch((err: unknown) => err);
+    expect((error as Error).message).toContain("disk full");
+  });
+
+  it("an aborted archive to a file rejects with AbortError and leaves no file", async () => {
+    const out = mkdtempSync(join(tmpdir(), "bkn-archive-abort-"));
+    try {
+      const controller = new AbortController();
+      const writing = registry.writeImageArchive(BUSYBOX, {
+        format: "docker",
+        dest: join(out, "image.tar"),
+        signal: controller.signal,
+        onProgress: (event) => {
+          if (event.current > 0) controller.abort(new Error("stop"));
+        },
+      });
+      await expect(writing).rejects.toBeInstanceOf(AbortError);
+      expect(readdirSync(out)).toEqual([]);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
   });
 });
 
