@@ -13,6 +13,7 @@ export interface LoadRegistryImageOptions {
   platform?: string | Platform;
   /** The tags Docker gives the image. Default: the reference, when it has a tag. */
   names?: string[];
+  /** Aborts the transfer and the load: rejects with AbortError. */
   signal?: AbortSignal;
   /** Each blob's progress as it streams from the registry to Docker. */
   onProgress?: (event: CopyProgress) => void;

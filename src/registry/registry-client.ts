@@ -3,7 +3,7 @@ import { Readable } from "node:stream";
 import { setTimeout as delay } from "node:timers/promises";
 import { AbortError, BuildKitNodeError } from "../errors.js";
 import { createLogger } from "../log.js";
-import { type CredentialLookup, type RegistryAuth, type RegistryAuthOptions, registryCredentials } from "../session/auth.js";
+import { type RegistryAuth, type RegistryAuthOptions, registryCredentials } from "../session/auth.js";
 import { type BlobSource, type PushBlobOptions, type PushBlobResult, pushBlob, mountBlob } from "./blob-upload.js";
 import { type CopyImageOptions, type CopyImageResult, copyImage } from "./copy-image.js";
 import { isRetryablePushFailure, RegistryError } from "./errors.js";
@@ -18,9 +18,10 @@ export interface RegistryClientOptions {
    * Where credentials come from: docker's `config.json` (`"docker-config"`,
    * the default: credential helpers, `credsStore`, `auths`), a record by
    * registry host (`{ "ghcr.io": { username, password } }`), or a function
-   * of the host (`registry-1.docker.io` for Docker Hub).
+   * of the host (`docker.io` for Docker Hub). Each host's answer is kept for
+   * the client's life.
    */
-  auth?: RegistryAuth | CredentialLookup;
+  auth?: RegistryAuth;
   /** How `"docker-config"` is read (its directory, the credential helpers' timeout). */
   authOptions?: RegistryAuthOptions;
   /**
@@ -80,7 +81,7 @@ export class RegistryClient {
     if (!(timeoutMs > 0)) throw new BuildKitNodeError("INVALID_ARGUMENT", "timeoutMs must be a positive number of milliseconds");
     this.pushRetries = Math.max(0, Math.floor(options.pushRetries ?? defaultPushRetries));
     this.http = new RegistryHttp({
-      credentials: typeof auth === "function" ? auth : registryCredentials(auth, options.authOptions),
+      credentials: registryCredentials(auth, options.authOptions),
       insecure: options.insecure ?? false,
       timeoutMs,
       userAgent: options.userAgent ?? "buildkit-node",
