@@ -140,6 +140,13 @@ describe("blobs", () => {
     expect(await registry.headBlob(repository, descriptor.digest)).toBeUndefined();
   });
 
+  it("refuses a descriptor without a digest or a size before any request", async () => {
+    for (const descriptor of [{ mediaType: "x", digest: "nope", size: 1 }, { mediaType: "x", digest: blob(1).descriptor.digest, size: -1 }]) {
+      const error = await registry.pushBlob(`${PLAIN_REGISTRY}/x`, descriptor, Buffer.from("x")).catch((err: unknown) => err);
+      expect((error as { code?: string }).code).toBe("INVALID_ARGUMENT");
+    }
+  });
+
   it("mounts a blob from another repository, and answers false when the source lacks it", async () => {
     const source = `${PLAIN_REGISTRY}/${uniqueRepository("mount-source")}`;
     const target = `${PLAIN_REGISTRY}/${uniqueRepository("mount-target")}`;

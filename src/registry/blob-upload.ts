@@ -45,6 +45,9 @@ export async function pushBlob(
   options: PushBlobOptions,
 ): Promise<PushBlobResult> {
   const { signal } = options;
+  if (!/^sha(256|384|512):[a-f0-9]+$/.test(String(descriptor?.digest)) || !(Number.isSafeInteger(descriptor.size) && descriptor.size >= 0)) {
+    throw new BuildKitNodeError("INVALID_ARGUMENT", "a blob's descriptor needs its digest (sha256:…) and its size in bytes");
+  }
   if (options.chunkSize !== undefined && !(Number.isInteger(options.chunkSize) && options.chunkSize > 0)) {
     throw new BuildKitNodeError("INVALID_ARGUMENT", "chunkSize must be a positive whole number of bytes");
   }
