@@ -118,9 +118,10 @@ export class RegistryClient {
     await response.discard();
     if (response.status === 404) return undefined;
     const digest = response.headers.get("docker-content-digest") ?? ref.digest;
-    const size = Number(response.headers.get("content-length"));
+    const length = response.headers.get("content-length");
+    const size = length === null ? Number.NaN : Number(length);
     const mediaType = response.headers.get("content-type")?.split(";")[0]?.trim();
-    if (digest && Number.isFinite(size) && mediaType) return { mediaType, digest, size };
+    if (digest && Number.isSafeInteger(size) && mediaType) return { mediaType, digest, size };
     // A registry that leaves the digest out of a HEAD: read the manifest itself.
     return (await this.getManifest(ref, options)).descriptor;
   }
