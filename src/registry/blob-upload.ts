@@ -3,7 +3,8 @@ import { createLogger } from "../log.js";
 import { RegistryError } from "./errors.js";
 import type { Descriptor } from "./manifest.js";
 import type { ImageReference } from "./reference.js";
-import { pullScope, pushScope, type RegistryClient, type RegistryCallOptions } from "./registry-client.js";
+import type { RegistryCallOptions, RegistryClient } from "./registry-client.js";
+import { pullScope, pushScope } from "./scopes.js";
 
 const log = createLogger("registry");
 
