@@ -351,9 +351,14 @@ describe("failures, typed", () => {
     expect(error).toBeInstanceOf(AbortError);
   });
 
-  it("validates its options", () => {
+  it("validates its options and the images it is given", async () => {
     expect(() => new RegistryClient({ timeoutMs: 0 })).toThrow(/timeoutMs/);
     expect(() => new RegistryClient({ timeoutMs: Number.NaN })).toThrow(/timeoutMs/);
+    const registry = new RegistryClient({ auth: {} });
+    for (const image of [undefined, {}, { domain: "x", repository: "Bad" }, "upper/Case"]) {
+      const error = await registry.getManifest(image as never).catch((err: unknown) => err);
+      expect((error as { code?: string }).code).toBe("INVALID_ARGUMENT");
+    }
   });
 });
 
