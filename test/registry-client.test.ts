@@ -3,6 +3,8 @@
 // failure reads. Where a failure cannot come from a real registry (a 5xx, a
 // 403, corrupted bytes, a registry that stops answering) a front before the
 // real registry makes it (test/support/registry-front.ts), and the test says so.
+// Loads go to dockerd's Engine API, the one Docker Engine here (no BuildKit
+// is involved: the images come from the registry).
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import * as net from "node:net";
