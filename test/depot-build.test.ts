@@ -1,7 +1,8 @@
 // depot.build() end to end: the local Depot-compatible server (a stand-in
 // for Depot's cloud API, the one part no real component here provides) hands
-// out mTLS machines fronting the real BuildKit inside dockerd; images go to
-// the real local registry.
+// out mTLS machines fronting a real BuildKit (dockerd's, and the standalone
+// buildkitd v0.24 when the environment names it); images go to the real
+// local registry.
 import { Readable } from "node:stream";
 import * as tarStream from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -10,31 +11,31 @@ import { DepotClient } from "../src/depot/index.js";
 import type { DepotClientInternalOptions } from "../src/depot/depot-client.js";
 import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
 import { failureOf, logLines, runCollecting } from "./support/build-helpers.js";
-import { assertDockerd, DOCKER_BUILDKIT } from "./support/daemons.js";
-import { BASE_IMAGE, getBlobJson, getImageConfig, getManifest, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
+import { assertDaemon, BUILD_DAEMONS } from "./support/daemons.js";
+import { BASE_IMAGE, getBlobJson, getImageConfig, getManifest, listTags, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 
-let local: LocalDepot;
-let depot: DepotClient;
-let projectId: string;
+describe.each(BUILD_DAEMONS)("on $name: depot.build()", (daemon) => {
+  let local: LocalDepot;
+  let depot: DepotClient;
+  let projectId: string;
 
-beforeAll(async () => {
-  assertDockerd();
-  local = await startLocalDepot({ buildkit: DOCKER_BUILDKIT, pendingWaitMs: 50 });
-  const options: DepotClientInternalOptions = { token: local.token, apiUrl: local.apiUrl, healthIntervalMs: 250 };
-  depot = new DepotClient(options);
-  projectId = (await depot.projects.create({ name: "depot-build-tests", regionId: "us-east-1" })).projectId;
-});
-afterAll(async () => {
-  await local?.stop();
-});
+  beforeAll(async () => {
+    assertDaemon(daemon);
+    local = await startLocalDepot({ ...daemon.backend, pendingWaitMs: 50 });
+    const options: DepotClientInternalOptions = { token: local.token, apiUrl: local.apiUrl, healthIntervalMs: 250 };
+    depot = new DepotClient(options);
+    projectId = (await depot.projects.create({ name: "depot-build-tests", regionId: "us-east-1" })).projectId;
+  });
+  afterAll(async () => {
+    await local?.stop();
+  });
 
-function onlyBuild(before: Set<string>) {
-  const created = [...local.builds.values()].filter((b) => !before.has(b.id));
-  expect(created).toHaveLength(1);
-  return created[0]!;
-}
+  function onlyBuild(before: Set<string>) {
+    const created = [...local.builds.values()].filter((b) => !before.has(b.id));
+    expect(created).toHaveLength(1);
+    return created[0]!;
+  }
 
-describe("depot.build()", () => {
   it("registers the build, builds on a machine, pushes, and finishes with success", async () => {
     const before = new Set(local.builds.keys());
     const repository = uniqueRepository("bkn-depot");
@@ -119,7 +120,7 @@ describe("depot.build()", () => {
     }
   });
 
-  it("builds two platforms on two machines and pushes one index with both", async () => {
+  it("builds two platforms on two machines and pushes one index with both, leaving only the requested tag where BuildKit pushes by digest", async () => {
     const before = new Set(local.builds.keys());
     const repository = uniqueRepository("bkn-multi-platform");
     const { result, events } = await runCollecting(
@@ -149,6 +150,15 @@ describe("depot.build()", () => {
       const config = await getBlobJson<{ architecture: string }>(PLAIN_REGISTRY, repository, manifest.config.digest);
       expect(config.architecture).toBe(child.platform.architecture);
     }
+    // dockerd pushes through its Engine API, which pushes tags only: the
+    // platforms' helper tags stay there. buildkitd pushes by digest.
+    const tags = await listTags(PLAIN_REGISTRY, repository);
+    expect(tags).toEqual(daemon.embeddedInDocker ? ["v1", "v1-linux-amd64", "v1-linux-arm64"] : ["v1"]);
+    expect(result.platforms.map((p) => p.result.pushed[0]?.name)).toEqual(
+      daemon.embeddedInDocker
+        ? [`${PLAIN_REGISTRY}/${repository}:v1-linux-amd64`, `${PLAIN_REGISTRY}/${repository}:v1-linux-arm64`]
+        : index.manifests.map((m) => `${PLAIN_REGISTRY}/${repository}@${m.digest}`),
+    );
   });
 
   it("gives every platform the whole of an uploaded tar context", async () => {

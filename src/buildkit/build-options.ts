@@ -13,7 +13,21 @@ export type ContextInput = string | { tar: Readable | AsyncIterable<Uint8Array> 
 /** Where a build's result goes. */
 export type Output =
   /** An image in the daemon's store, pushed to `name` (comma-separated names allowed) with `push`. */
-  | { type: "image"; name: string; push?: boolean; /** Allow a plain-HTTP registry. */ insecure?: boolean }
+  | {
+      type: "image";
+      name: string;
+      push?: boolean;
+      /** Allow a plain-HTTP registry. */
+      insecure?: boolean;
+      /**
+       * With `push`: push the image by its digest only, leaving no tag (BuildKit's
+       * `push-by-digest`); each name's tag is dropped and the image is reported as
+       * `repository@digest`. How one platform of a multi-platform image is pushed
+       * before an index names them all. Needs the `image` exporter: dockerd's
+       * embedded BuildKit refuses it (UNIMPLEMENTED).
+       */
+      pushByDigest?: boolean;
+    }
   /** An image loaded into the local Docker Engine (`DOCKER_HOST` or /var/run/docker.sock). */
   | { type: "docker"; load: true; name?: string }
   /** An archive streamed to a file path or a Writable: docker-load format, an OCI layout, or the result's files. */
