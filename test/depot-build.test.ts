@@ -3,6 +3,8 @@
 // out mTLS machines fronting a real BuildKit (dockerd's, and the standalone
 // buildkitd v0.24 when the environment names it); images go to the real
 // local registry.
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import * as tarStream from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -161,6 +163,42 @@ describe.each(BUILD_DAEMONS)("on $name: depot.build()", (daemon) => {
     );
   });
 
+  it("pushes a platform again when the registry refused its push (a digest mismatch, a 5xx)", async () => {
+    // The registry is real; the front before it refuses the first blob upload
+    // (digest mismatch) and the first manifest PUT (500), as a registry can
+    // when two platforms push one blob into one repository at once. BuildKit
+    // retries a 5xx itself and dockerd a blob upload; the rest is ours.
+    const refused = { blob: 0, manifest: 0 };
+    const front = await startRegistryFront(PLAIN_REGISTRY, (request) => {
+      if (request.method !== "PUT") return undefined;
+      if (request.url!.includes("/blobs/uploads/") && refused.blob++ === 0) return { status: 400, code: "DIGEST_INVALID", message: "provided digest did not match uploaded content" };
+      if (request.url!.includes("/manifests/") && refused.manifest++ === 0) return { status: 500, code: "UNKNOWN", message: "refused by the test front" };
+      return undefined;
+    });
+    try {
+      const repository = uniqueRepository("bkn-multi-refused");
+      const { result, events } = await runCollecting(
+        depot.build({
+          projectId,
+          platforms: ["linux/amd64", "linux/arm64"],
+          context: { files: { "hello.txt": "refused, then pushed\n" } },
+          dockerfileContent: "FROM scratch\nCOPY hello.txt /\n",
+          outputs: [{ type: "image", name: `${front.host}/${repository}:v1`, push: true }],
+        }),
+      );
+      expect(refused.blob).toBeGreaterThan(1);
+      expect(refused.manifest).toBeGreaterThan(1);
+      const warnings = events.flatMap((e) => (e.type === "warning" ? [e.message] : []));
+      expect(warnings.length).toBeGreaterThan(0);
+      for (const warning of warnings) expect(warning).toMatch(/^the registry refused the linux\/(amd64|arm64) image's push; pushing it again$/);
+      const index = (await getManifest(PLAIN_REGISTRY, repository, "v1")) as unknown as { digest: string; manifests: unknown[] };
+      expect(index.digest).toBe(result.digest);
+      expect(index.manifests).toHaveLength(2);
+    } finally {
+      await front.close();
+    }
+  });
+
   it("gives every platform the whole of an uploaded tar context", async () => {
     const repository = uniqueRepository("bkn-multi-tar");
     const pack = tarStream.pack();
@@ -205,3 +243,34 @@ describe.each(BUILD_DAEMONS)("on $name: depot.build()", (daemon) => {
     expect(config.config.Labels).toMatchObject({ v: "42", team: "builds" });
   });
 });
+
+/** An HTTP front for a plain-HTTP registry on a port of its own, answering the requests `refuse` picks with a registry error. */
+async function startRegistryFront(
+  registry: string,
+  refuse: (request: http.IncomingMessage) => { status: number; code: string; message: string } | undefined,
+): Promise<{ host: string; close(): Promise<void> }> {
+  const [hostname, port] = registry.split(":");
+  const server = http.createServer((request, response) => {
+    const refusal = refuse(request);
+    if (refusal) {
+      request.resume();
+      response.writeHead(refusal.status, { "content-type": "application/json" }).end(JSON.stringify({ errors: [{ code: refusal.code, message: refusal.message }] }));
+      return;
+    }
+    const upstream = http.request({ hostname, port: Number(port), method: request.method, path: request.url, headers: request.headers }, (reply) => {
+      // Upload locations name the registry itself: keep the client on the front.
+      const headers = { ...reply.headers };
+      if (typeof headers.location === "string") headers.location = headers.location.replace(`//${registry}/`, `//${front}/`);
+      response.writeHead(reply.statusCode ?? 502, headers);
+      reply.pipe(response);
+    });
+    upstream.on("error", (err) => response.destroy(err));
+    request.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const front = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    host: front,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())).then(() => server.closeAllConnections()),
+  };
+}

@@ -5,7 +5,9 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { AbortError, BuildKitNodeError, DepotClient, DepotError } from "../src/depot/index.js";
+import { BuildError } from "../src/index.js";
 import { finishResult } from "../src/depot/builds.js";
+import { isRefusedPush } from "../src/depot/machine-build.js";
 import { depotCallError } from "../src/depot/errors.js";
 import { normalizePlatform } from "../src/depot/platform.js";
 import { backoffMs, isTransient, sleep, withRetry } from "../src/depot/retry.js";
@@ -162,5 +164,33 @@ describe("DepotClient before any call", () => {
     await expect(depot.projects.create({ name: "x", regionId: "us-east-1", cachePolicy: { keepGb: -1, keepDays: 7 } })).rejects.toMatchObject({
       code: "INVALID_ARGUMENT",
     });
+  });
+});
+
+describe("isRefusedPush", () => {
+  const buildError = (daemonMessage: string) => new BuildError({ message: `build failed: ${daemonMessage}`, daemonMessage });
+
+  it.each([
+    "failed to push 127.0.0.1:5000/app: unknown: provided digest did not match uploaded content",
+    "failed to push 127.0.0.1:5000/app: unexpected status from PUT request to http://127.0.0.1:5000/v2/app/manifests/sha256:ab: 500 Internal Server Error",
+    "failed to push r.example/app: failed commit on ref \"layer-sha256:ab\": unexpected commit digest sha256:cd, expected sha256:ab",
+    "failed to push r.example/app: DIGEST_INVALID: digest invalid",
+  ])("retries %j", (message) => {
+    expect(isRefusedPush(buildError(message))).toBe(true);
+  });
+
+  it("retries an Engine push the registry answered with a 5xx", () => {
+    const engine = new BuildKitNodeError("UNKNOWN", "pushing r.example/app:v1-linux-amd64: received unexpected HTTP status: 503 Service Unavailable");
+    expect(isRefusedPush(engine)).toBe(true);
+  });
+
+  it.each([
+    ["a failing RUN", buildError('process "/bin/sh -c exit 1" did not complete successfully: exit code: 1')],
+    ["a refused login", buildError("failed to push r.example/app: unexpected status from HEAD request: 401 Unauthorized")],
+    ["a 500 with no push", buildError("failed to resolve source metadata: unexpected status: 500 Internal Server Error")],
+    ["an unauthenticated Engine push", new BuildKitNodeError("UNAUTHENTICATED", "pushing r.example/app: 500 Internal Server Error")],
+    ["not an error of ours", new Error("failed to push: 500 Internal Server Error")],
+  ])("does not retry %s", (_, error) => {
+    expect(isRefusedPush(error)).toBe(false);
   });
 });

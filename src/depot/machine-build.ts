@@ -83,5 +83,5 @@ export function isRefusedPush(err: unknown): boolean {
   // BuildKit's own push fails the solve; dockerd's Engine push fails after it.
   const message = err instanceof BuildError ? err.daemonMessage : err instanceof BuildKitNodeError && err.code === "UNKNOWN" ? err.message : "";
   if (!/\bpush/i.test(message)) return false;
-  return /digest (invalid|mismatch)|DIGEST_INVALID|unexpected commit digest|unexpected (HTTP )?status[^:]*: 5\d\d|\b5\d\d (Internal Server Error|Bad Gateway|Service Unavailable|Gateway Timeout)\b/i.test(message);
+  return /digest (invalid|mismatch)|DIGEST_INVALID|did not match uploaded content|unexpected commit digest|unexpected (HTTP )?status[^:]*: 5\d\d|\b5\d\d (Internal Server Error|Bad Gateway|Service Unavailable|Gateway Timeout)\b/i.test(message);
 }
