@@ -271,6 +271,10 @@ async function startRegistryFront(
   const front = `127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
     host: front,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())).then(() => server.closeAllConnections()),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
   };
 }
