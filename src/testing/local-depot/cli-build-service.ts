@@ -6,7 +6,7 @@ import { type BuildResult, buildUrl, createBuild, type DepotContext, finishBuild
 import { pageSize } from "./paging.js";
 import type { LocalBuildRecord, LocalPlatform } from "./types.js";
 
-export function cliBuildService(depot: DepotContext): ServiceImpl<typeof BuildService> {
+export function cliBuildService(depot: DepotContext): Partial<ServiceImpl<typeof BuildService>> {
   return {
     createBuild(req, ctx) {
       depot.auth.organization(ctx);
