@@ -2,7 +2,9 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { AbortError, BuildKitNodeError } from "../errors.js";
 import { Command } from "../gen/depot/cli/v1/build_pb.js";
 import { createLogger } from "../log.js";
+import type { RegistryAuth } from "../session/auth.js";
 import { redact } from "./errors.js";
+import { type SavedImage, savedImage, withDepotCredentials } from "./saved-image.js";
 import { type AcquireOptions, acquireMachine, type DepotMachine, type Machine } from "./machine.js";
 import { callDepot, type DepotApi } from "./transport.js";
 
@@ -18,6 +20,16 @@ export interface CreateBuildInput {
   tags?: string[];
   push?: boolean;
   load?: boolean;
+  /** Also save the image in Depot's registry (its names: the build's `savedTags`). */
+  save?: boolean;
+  /** More tags for the saved image (the build id is always one). */
+  saveTags?: string[];
+}
+
+export interface GetBuildOptions {
+  /** The build's own token (what CreateBuild gave whoever started it). Default: `DEPOT_TOKEN`. */
+  token?: string;
+  signal?: AbortSignal;
 }
 
 /** A build registered with Depot. */
@@ -29,6 +41,18 @@ export interface DepotBuild {
   readonly url: string;
   /** The project Depot runs it in (Depot may choose another than asked). */
   readonly projectId: string;
+  /**
+   * The names its image is saved under in Depot's registry when it was
+   * created with `save` (the first is `<registry>/<project>:<build id>`);
+   * empty otherwise. Push there with `registryAuth()`.
+   */
+  readonly savedTags: readonly string[];
+  /**
+   * Registry credentials for this build's pushes: those Depot issued for its
+   * registry (CreateBuild's, else `x-token` with the build token) over
+   * `base` (default "docker-config"). Give it to the build as `registryAuth`.
+   */
+  registryAuth(base?: RegistryAuth): RegistryAuth;
   /**
    * Acquires a machine: `platform` is "amd64" | "arm64" | "linux/amd64" |
    * "linux/arm64" | "x86_64" | "aarch64" (anything else INVALID_ARGUMENT).
@@ -50,16 +74,32 @@ export interface DepotBuild {
 export interface DepotBuilds {
   /** Registers a build (CreateBuild with the organization token; transient failures retried). */
   create(input: CreateBuildInput, options?: { signal?: AbortSignal }): Promise<DepotBuild>;
+  /**
+   * Picks up a build started elsewhere (by Depot's SDK, a CI step, another
+   * process) from its id and its build token (GetBuild): acquire its
+   * machines and finish it as if it had been created here.
+   */
+  get(buildId: string, options?: GetBuildOptions): Promise<DepotBuild>;
+  /**
+   * The build `DEPOT_BUILD_ID` names, with `DEPOT_TOKEN` as its token (how
+   * Depot's SDK hands a build to the depot CLI), or undefined when
+   * `DEPOT_BUILD_ID` is not set.
+   */
+  fromEnvironment(env?: NodeJS.ProcessEnv, options?: { signal?: AbortSignal }): Promise<DepotBuild | undefined>;
 }
 
 export function createBuildsApi(api: DepotApi, orgToken: () => string, settings: { healthIntervalMs: number }): DepotBuilds {
-  return {
+  const builds: DepotBuilds = {
     async create(input, options = {}) {
       const token = orgToken();
       if (!input?.projectId) throw new BuildKitNodeError("INVALID_ARGUMENT", "builds.create: projectId is required");
+      const saveTags = input.saveTags ?? [];
+      if (saveTags.length > 0 && !input.save) throw new BuildKitNodeError("INVALID_ARGUMENT", "builds.create: saveTags needs save: true");
       const request = {
         projectId: input.projectId,
-        options: [{ command: Command.BUILD, tags: input.tags ?? [], push: input.push ?? false, load: input.load ?? false }],
+        options: [
+          { command: Command.BUILD, tags: input.tags ?? [], push: input.push ?? false, load: input.load ?? false, save: input.save ?? false, saveTags },
+        ],
       };
       const reply = await callDepot("CreateBuild", token, (call) => api.builds.createBuild(request, call), {
         signal: options.signal,
@@ -68,17 +108,43 @@ export function createBuildsApi(api: DepotApi, orgToken: () => string, settings:
       if (!reply.buildId || !reply.buildToken) {
         throw new BuildKitNodeError("INTERNAL", "Depot CreateBuild returned no build id or build token");
       }
-      log(`build ${reply.buildId} created in project ${reply.projectId || input.projectId}`);
+      const projectId = reply.projectId || input.projectId;
+      log(`build ${reply.buildId} created in project ${projectId}`);
+      const identity = { id: reply.buildId, token: reply.buildToken, projectId };
       return new Build(api, {
-        id: reply.buildId,
-        token: reply.buildToken,
+        ...identity,
         url: reply.buildUrl,
-        projectId: reply.projectId || input.projectId,
         secrets: [token, reply.buildToken],
         healthIntervalMs: settings.healthIntervalMs,
+        saved: input.save ? savedImage(reply, identity, saveTags) : savedImage({ additionalTags: [], additionalCredentials: reply.additionalCredentials }, identity, []),
+        onlyCredentials: !input.save,
       });
     },
+
+    async get(buildId, options = {}) {
+      const token = options.token ?? process.env.DEPOT_TOKEN;
+      if (!buildId) throw new BuildKitNodeError("INVALID_ARGUMENT", "builds.get: a build id is required");
+      if (!token) throw new BuildKitNodeError("INVALID_ARGUMENT", "builds.get: the build's token is required (pass { token } or set DEPOT_TOKEN)");
+      const reply = await callDepot("GetBuild", token, (call) => api.builds.getBuild({ buildId }, call), { signal: options.signal, maxAttempts: 4 });
+      const identity = { id: reply.buildId || buildId, token, projectId: reply.projectId };
+      log(`picked up build ${identity.id} of project ${identity.projectId}`);
+      return new Build(api, {
+        ...identity,
+        url: reply.buildUrl,
+        secrets: [token],
+        healthIntervalMs: settings.healthIntervalMs,
+        saved: savedImage({ additionalTags: [], additionalCredentials: [] }, identity, []),
+        onlyCredentials: true,
+      });
+    },
+
+    async fromEnvironment(env = process.env, options = {}) {
+      const buildId = env.DEPOT_BUILD_ID;
+      if (!buildId) return undefined;
+      return builds.get(buildId, { ...(env.DEPOT_TOKEN ? { token: env.DEPOT_TOKEN } : {}), ...(options.signal ? { signal: options.signal } : {}) });
+    },
   };
+  return builds;
 }
 
 class Build implements DepotBuild {
@@ -91,9 +157,24 @@ class Build implements DepotBuild {
   readonly #healthIntervalMs: number;
   readonly #ended = new AbortController();
   readonly #machines = new Set<Machine>();
+  readonly #saved: SavedImage;
+  readonly savedTags: readonly string[];
   #finish: Promise<void> | undefined;
 
-  constructor(api: DepotApi, build: { id: string; token: string; url: string; projectId: string; secrets: string[]; healthIntervalMs: number }) {
+  constructor(
+    api: DepotApi,
+    build: {
+      id: string;
+      token: string;
+      url: string;
+      projectId: string;
+      secrets: string[];
+      healthIntervalMs: number;
+      /** Depot's names and credentials for saving; with `onlyCredentials`, the build is not saved. */
+      saved: SavedImage;
+      onlyCredentials: boolean;
+    },
+  ) {
     this.#api = api;
     this.id = build.id;
     this.#token = build.token;
@@ -101,6 +182,12 @@ class Build implements DepotBuild {
     this.projectId = build.projectId;
     this.#secrets = build.secrets;
     this.#healthIntervalMs = build.healthIntervalMs;
+    this.#saved = build.saved;
+    this.savedTags = build.onlyCredentials ? [] : build.saved.tags;
+  }
+
+  registryAuth(base?: RegistryAuth): RegistryAuth {
+    return withDepotCredentials(base, this.#saved.credentials);
   }
 
   /** A getter, so that logging or inspecting the build does not print it. */

@@ -1,34 +1,39 @@
-import type { BuildOptions, BuildResult } from "../buildkit/build-options.js";
+import type { BuildOptions, BuildResult, Output } from "../buildkit/build-options.js";
 import { BuildRun } from "../buildkit/build.js";
 import { EventQueue } from "../buildkit/event-queue.js";
 import type { BuildEvent } from "../buildkit/events.js";
 import { AbortError, BuildKitNodeError } from "../errors.js";
 import { createLogger } from "../log.js";
 import { type PlatformBuild, pushIndexes } from "./image-index.js";
-import { type BuildMachine, buildOnMachine, type MachineBuild } from "./machine-build.js";
-import { checkMultiPlatformOutputs, platformOutputs, requestedImageNames } from "./platform-outputs.js";
+import type { DepotBuild, DepotBuilds } from "./builds.js";
+import { buildOnMachine, type MachineBuild } from "./machine-build.js";
+import { checkMultiPlatformOutputs, type PlatformPush, platformOutputs, requestedImageNames } from "./platform-outputs.js";
+import { savedImage } from "./saved-image.js";
 import { spoolUploads } from "./upload-spool.js";
 
 const log = createLogger("depot");
 
-/** What the orchestration needs from Depot: registering a build, and its machines. */
-export interface DepotBuildHost {
-  builds: {
-    create(input: { projectId: string; tags?: string[]; push?: boolean; load?: boolean }, options?: { signal?: AbortSignal }): Promise<{
-      id: string;
-      url: string;
-      acquireMachine(platform: string, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<BuildMachine>;
-      finish(error?: unknown): Promise<void>;
-    }>;
-  };
-}
-
 export interface DepotBuildOptions extends BuildOptions {
-  projectId: string;
+  /** The project to build in. Not needed with `build`. */
+  projectId?: string;
+  /**
+   * A build already registered (`depot.builds.create()`, or one started
+   * elsewhere: `depot.builds.get()`, `depot.builds.fromEnvironment()`):
+   * built into and finished here instead of a new one.
+   */
+  build?: DepotBuild;
   /** One Depot machine per platform, each building natively. Default `["linux/amd64"]`. */
   platforms?: string[];
   /** How long to wait for each machine. Default 10 minutes. */
   acquireTimeoutMs?: number;
+  /**
+   * Also save the image in Depot's registry, under the names and with the
+   * credentials Depot gives the build (`<registry>/<project>:<build id>`,
+   * plus `saveTags`); get it back with `depot.pull()`/`depot.push()`.
+   */
+  save?: boolean;
+  /** More tags for the saved image, e.g. `["latest"]`. */
+  saveTags?: string[];
 }
 
 export interface DepotBuildResult extends BuildResult {
@@ -36,6 +41,8 @@ export interface DepotBuildResult extends BuildResult {
   buildUrl: string;
   /** Each platform's own result. */
   platforms: PlatformBuild[];
+  /** With `save`: the saved image (`reference` is the build's own name in Depot's registry) and all its names. */
+  saved?: { reference: string; tags: string[] };
 }
 
 /**
@@ -43,34 +50,48 @@ export interface DepotBuildResult extends BuildResult {
  * one image index for several platforms, reports the result to Depot and
  * releases every machine, on every path.
  */
-export function startDepotBuild(depot: DepotBuildHost, options: DepotBuildOptions): BuildRun<DepotBuildResult> {
+export function startDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, options: DepotBuildOptions): BuildRun<DepotBuildResult> {
   const events = new EventQueue<BuildEvent>();
   const result = runDepotBuild(depot, options, (event) => events.push(event)).finally(() => events.end());
   return new BuildRun("", events, result);
 }
 
-async function runDepotBuild(depot: DepotBuildHost, options: DepotBuildOptions, emit: (event: BuildEvent) => void): Promise<DepotBuildResult> {
-  const { projectId, platforms = ["linux/amd64"], acquireTimeoutMs, signal, ...buildOptions } = options;
+async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, options: DepotBuildOptions, emit: (event: BuildEvent) => void): Promise<DepotBuildResult> {
+  const { projectId, build: given, platforms = ["linux/amd64"], acquireTimeoutMs, save = false, saveTags = [], signal, ...requested } = options;
   if (platforms.length === 0) throw new BuildKitNodeError("INVALID_ARGUMENT", "platforms must name at least one platform");
+  if (!given && !projectId) throw new BuildKitNodeError("INVALID_ARGUMENT", "depot.build: projectId is required (or a build to build into)");
+  if (saveTags.length > 0 && !save) throw new BuildKitNodeError("INVALID_ARGUMENT", "depot.build: saveTags needs save: true");
   if (signal?.aborted) throw new AbortError("the build was aborted", { cause: signal.reason });
-  const outputs = buildOptions.outputs ?? [];
   const multi = platforms.length > 1;
-  if (multi) checkMultiPlatformOutputs(outputs);
-  const imageNames = requestedImageNames(outputs);
+  if (multi) checkMultiPlatformOutputs([...(requested.outputs ?? []), ...(save ? [{ type: "image" as const, name: "saved", push: true }] : [])]);
+  const imageNames = requestedImageNames(requested.outputs ?? []);
 
   // Every platform reads the whole context: an upload is spooled once.
-  const uploads = multi ? await spoolUploads(buildOptions, signal) : undefined;
+  const uploads = multi ? await spoolUploads(requested, signal) : undefined;
 
-  const build = await depot.builds
-    .create(
-      { projectId, tags: imageNames, push: outputs.some((o) => o.type === "image" && o.push), load: outputs.some((o) => "load" in o) },
-      signal ? { signal } : {},
-    )
-    .catch(async (err: unknown) => {
-      await uploads?.remove();
-      throw err;
-    });
+  const build =
+    given ??
+    (await depot.builds
+      .create(
+        {
+          projectId: projectId!,
+          tags: imageNames,
+          push: (requested.outputs ?? []).some((o) => o.type === "image" && o.push),
+          load: (requested.outputs ?? []).some((o) => "load" in o),
+          save,
+          saveTags,
+        },
+        signal ? { signal } : {},
+      )
+      .catch(async (err: unknown) => {
+        await uploads?.remove();
+        throw err;
+      }));
   log(`build ${build.id}: ${platforms.join(", ")}`);
+  // Depot's names for a saved image (a build picked up from elsewhere gets the names Depot's CLI would push to).
+  const savedTags = !save ? [] : build.savedTags.length > 0 ? [...build.savedTags] : savedImage({ additionalTags: [], additionalCredentials: [] }, build, saveTags).tags;
+  const outputs = withSavedTags(requested.outputs ?? [], savedTags);
+  const buildOptions: BuildOptions = { ...requested, outputs, registryAuth: build.registryAuth(requested.registryAuth) };
   const controller = new AbortController();
   const onAbort = () => controller.abort(signal?.reason);
   signal?.addEventListener("abort", onAbort, { once: true });
@@ -83,7 +104,7 @@ async function runDepotBuild(depot: DepotBuildHost, options: DepotBuildOptions, 
           return await buildOnMachine(machine, {
             platform,
             options: { ...buildOptions, ...uploads?.replay() },
-            ...(multi ? { outputsFor: (push) => platformOutputs(outputs, platform, push) } : {}),
+            ...(multi ? { outputsFor: (push: PlatformPush) => platformOutputs(outputs, platform, push) } : {}),
             signal: controller.signal,
             emit,
           });
@@ -93,7 +114,10 @@ async function runDepotBuild(depot: DepotBuildHost, options: DepotBuildOptions, 
         }
       }),
     );
-    return multi ? await multiPlatformResult(build, imageNames, perPlatform, buildOptions, controller.signal) : singleResult(build, perPlatform[0]!);
+    const result = multi
+      ? await multiPlatformResult(build, requestedImageNames(outputs), perPlatform, buildOptions, controller.signal)
+      : singleResult(build, perPlatform[0]!);
+    return savedTags.length > 0 ? { ...result, saved: { reference: savedTags[0]!, tags: savedTags } } : result;
   } catch (err) {
     failure = signal?.aborted ? new AbortError("the build was aborted", { cause: signal.reason }) : err;
     throw failure;
@@ -103,6 +127,14 @@ async function runDepotBuild(depot: DepotBuildHost, options: DepotBuildOptions, 
     await build.finish(failure).catch((err: unknown) => log(`finishing build ${build.id}: ${(err as Error).message}`));
     await uploads?.remove();
   }
+}
+
+/** The user's outputs, with the saved image's names pushed too (by the user's image push when there is one: one export). */
+function withSavedTags(outputs: Output[], savedTags: string[]): Output[] {
+  if (savedTags.length === 0) return outputs;
+  const push = outputs.findIndex((o) => o.type === "image" && o.push && !o.pushByDigest);
+  if (push < 0) return [...outputs, { type: "image", name: savedTags.join(","), push: true }];
+  return outputs.map((o, i) => (i === push && o.type === "image" ? { ...o, name: `${o.name},${savedTags.join(",")}` } : o));
 }
 
 function singleResult(build: { id: string; url: string }, only: MachineBuild): DepotBuildResult {

@@ -1,7 +1,7 @@
 // buildkit-node/depot: Depot's API (projects, build lifecycle, machines).
 export { DepotClient, type DepotClientOptions } from "./depot-client.js";
 export type { CachePolicy, CreateProjectInput, DepotProjects, Hardware, Project, ProjectChanges, RequestOptions } from "./projects.js";
-export type { CreateBuildInput, DepotBuild, DepotBuilds } from "./builds.js";
+export type { CreateBuildInput, DepotBuild, DepotBuilds, GetBuildOptions } from "./builds.js";
 export type { AcquireOptions, DepotMachine, MachineConnectOptions } from "./machine.js";
 export type { MachinePlatform } from "./platform.js";
 export type { DepotBuildOptions, DepotBuildResult } from "./depot-build.js";

@@ -38,10 +38,14 @@ export interface RegistryCredentials {
 /**
  * Where registry credentials come from: docker's `config.json` (its
  * credential helpers, credsStore and `auths`, as the docker CLI reads them),
- * or a record by registry host (`"ghcr.io"`, `"127.0.0.1:5001"`,
- * `"docker.io"`).
+ * a record by registry host (`"ghcr.io"`, `"127.0.0.1:5001"`,
+ * `"docker.io"`), or a function of the host (e.g. a short-lived token
+ * fetched when a registry is first asked for; undefined for anonymous).
  */
-export type RegistryAuth = "docker-config" | Record<string, RegistryCredentials>;
+export type RegistryAuth =
+  | "docker-config"
+  | Record<string, RegistryCredentials>
+  | ((host: string) => Promise<RegistryCredentials | undefined> | RegistryCredentials | undefined);
 
 export interface RegistryAuthOptions {
   /** The directory holding `config.json`; default `$DOCKER_CONFIG`, else `~/.docker`. */
@@ -99,6 +103,7 @@ export async function resolveCredentials(auth: RegistryAuth, host: string, optio
 
 function credentialLookup(auth: RegistryAuth, options: RegistryAuthOptions): CredentialLookup {
   if (auth === "docker-config") return dockerConfigLookup(options);
+  if (typeof auth === "function") return async (host) => nonEmpty(await auth(registryHost(host)));
   if (typeof auth !== "object" || auth === null) {
     throw new BuildKitNodeError("INVALID_ARGUMENT", `registryAuth must be "docker-config" or a record of credentials by registry host`);
   }
