@@ -1,4 +1,5 @@
 import type { Readable, Writable } from "node:stream";
+import type { StatusResponse } from "../gen/moby/buildkit/v1/control_pb.js";
 import type { RegistryAuth } from "../session/auth.js";
 import type { SecretSource } from "../session/secrets.js";
 import type { SshSource } from "../session/ssh.js";
@@ -82,6 +83,12 @@ export interface BuildOptions {
   outputs?: Output[];
   /** Aborts the solve, the session and the progress stream. */
   signal?: AbortSignal;
+  /**
+   * Each status update of the solve as the daemon sent it (the Depot client
+   * relays them to Depot's UI). Must not throw or block.
+   * @internal
+   */
+  onStatus?: (status: StatusResponse) => void;
 }
 
 /** What a successful build gives back. */

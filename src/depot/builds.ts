@@ -1,16 +1,20 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AbortError, BuildKitNodeError } from "../errors.js";
-import { Command } from "../gen/depot/cli/v1/build_pb.js";
+import { type BuildStep, Command } from "../gen/depot/cli/v1/build_pb.js";
 import { createLogger } from "../log.js";
 import type { RegistryAuth } from "../session/auth.js";
 import { redact } from "./errors.js";
+import type { Clock } from "./clock.js";
 import { type SavedImage, savedImage, withDepotCredentials } from "./saved-image.js";
+import { StatusReporter } from "./status-reporter.js";
 import { type AcquireOptions, acquireMachine, type DepotMachine, type Machine } from "./machine.js";
 import { callDepot, type DepotApi } from "./transport.js";
 
 const log = createLogger("depot");
 
 export const FINISH_TIMEOUT_MS = 30_000;
+/** Step timings are for Depot's UI: not worth holding a build's end up for long. */
+const TIMINGS_TIMEOUT_MS = 5_000;
 /** CreateBuild: 200 ms doubling, at most 6 tries (about 6 s of waiting in all). */
 const CREATE_ATTEMPTS = 6;
 
@@ -69,6 +73,24 @@ export interface DepotBuild {
    * still report. Releases the build's machines first.
    */
   finish(error?: unknown): Promise<void>;
+  /**
+   * A reporter relaying one machine's BuildKit status to Depot's UI.
+   * @internal
+   */
+  statusReporter(platform: string): StatusReporter;
+  /**
+   * Tells Depot the build's steps and their times (ReportTimings) before it
+   * is finished. Bounded in time; a failure is logged, never thrown.
+   * @internal
+   */
+  reportTimings(steps: BuildStep[]): Promise<void>;
+}
+
+/** Not public API: settings tests may change. */
+export interface BuildSettings {
+  healthIntervalMs: number;
+  statusIntervalMs?: number;
+  clock?: Clock;
 }
 
 export interface DepotBuilds {
@@ -88,7 +110,7 @@ export interface DepotBuilds {
   fromEnvironment(env?: NodeJS.ProcessEnv, options?: { signal?: AbortSignal }): Promise<DepotBuild | undefined>;
 }
 
-export function createBuildsApi(api: DepotApi, orgToken: () => string, settings: { healthIntervalMs: number }): DepotBuilds {
+export function createBuildsApi(api: DepotApi, orgToken: () => string, settings: BuildSettings): DepotBuilds {
   const builds: DepotBuilds = {
     async create(input, options = {}) {
       const token = orgToken();
@@ -115,7 +137,7 @@ export function createBuildsApi(api: DepotApi, orgToken: () => string, settings:
         ...identity,
         url: reply.buildUrl,
         secrets: [token, reply.buildToken],
-        healthIntervalMs: settings.healthIntervalMs,
+        settings,
         saved: input.save ? savedImage(reply, identity, saveTags) : savedImage({ additionalTags: [], additionalCredentials: reply.additionalCredentials }, identity, []),
         onlyCredentials: !input.save,
       });
@@ -132,7 +154,7 @@ export function createBuildsApi(api: DepotApi, orgToken: () => string, settings:
         ...identity,
         url: reply.buildUrl,
         secrets: [token],
-        healthIntervalMs: settings.healthIntervalMs,
+        settings,
         saved: savedImage({ additionalTags: [], additionalCredentials: [] }, identity, []),
         onlyCredentials: true,
       });
@@ -154,7 +176,7 @@ class Build implements DepotBuild {
   readonly #token: string;
   readonly #api: DepotApi;
   readonly #secrets: string[];
-  readonly #healthIntervalMs: number;
+  readonly #settings: BuildSettings;
   readonly #ended = new AbortController();
   readonly #machines = new Set<Machine>();
   readonly #saved: SavedImage;
@@ -169,7 +191,7 @@ class Build implements DepotBuild {
       url: string;
       projectId: string;
       secrets: string[];
-      healthIntervalMs: number;
+      settings: BuildSettings;
       /** Depot's names and credentials for saving; with `onlyCredentials`, the build is not saved. */
       saved: SavedImage;
       onlyCredentials: boolean;
@@ -181,7 +203,7 @@ class Build implements DepotBuild {
     this.url = build.url;
     this.projectId = build.projectId;
     this.#secrets = build.secrets;
-    this.#healthIntervalMs = build.healthIntervalMs;
+    this.#settings = build.settings;
     this.#saved = build.saved;
     this.savedTags = build.onlyCredentials ? [] : build.saved.tags;
   }
@@ -197,7 +219,14 @@ class Build implements DepotBuild {
 
   async acquireMachine(platform: string, options: AcquireOptions = {}): Promise<DepotMachine> {
     const machine = await acquireMachine(
-      { api: this.#api, buildId: this.id, buildToken: this.#token, healthIntervalMs: this.#healthIntervalMs, ended: this.#ended.signal },
+      {
+        api: this.#api,
+        buildId: this.id,
+        buildToken: this.#token,
+        healthIntervalMs: this.#settings.healthIntervalMs,
+        ...(this.#settings.clock ? { clock: this.#settings.clock } : {}),
+        ended: this.#ended.signal,
+      },
       platform,
       options,
     );
@@ -213,6 +242,25 @@ class Build implements DepotBuild {
   finish(error?: unknown): Promise<void> {
     this.#finish ??= this.#report(error);
     return this.#finish;
+  }
+
+  statusReporter(platform: string): StatusReporter {
+    const { statusIntervalMs, clock } = this.#settings;
+    return new StatusReporter({
+      api: this.#api,
+      buildId: this.id,
+      token: this.#token,
+      platform,
+      ...(statusIntervalMs !== undefined ? { intervalMs: statusIntervalMs } : {}),
+      ...(clock ? { clock } : {}),
+    });
+  }
+
+  async reportTimings(steps: BuildStep[]): Promise<void> {
+    if (steps.length === 0) return;
+    await callDepot("ReportTimings", this.#token, (call) => this.#api.builds.reportTimings({ buildId: this.id, buildSteps: steps }, call), {
+      timeoutMs: TIMINGS_TIMEOUT_MS,
+    }).catch((err: unknown) => log(`build ${this.id}: step timings not reported: ${(err as Error).message}`));
   }
 
   async #report(error: unknown): Promise<void> {

@@ -9,6 +9,7 @@ import type { DepotBuild, DepotBuilds } from "./builds.js";
 import { buildOnMachine, type MachineBuild } from "./machine-build.js";
 import { checkMultiPlatformOutputs, type PlatformPush, platformOutputs, requestedImageNames } from "./platform-outputs.js";
 import { savedImage } from "./saved-image.js";
+import { StepTimings } from "./step-timings.js";
 import { spoolUploads } from "./upload-spool.js";
 
 const log = createLogger("depot");
@@ -96,9 +97,10 @@ async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, opt
   const onAbort = () => controller.abort(signal?.reason);
   signal?.addEventListener("abort", onAbort, { once: true });
   let failure: unknown;
+  const timings = platforms.map(() => new StepTimings());
   try {
     const perPlatform = await Promise.all(
-      platforms.map(async (platform) => {
+      platforms.map(async (platform, i) => {
         try {
           const machine = await build.acquireMachine(platform, { signal: controller.signal, ...(acquireTimeoutMs ? { timeoutMs: acquireTimeoutMs } : {}) });
           return await buildOnMachine(machine, {
@@ -107,6 +109,8 @@ async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, opt
             ...(multi ? { outputsFor: (push: PlatformPush) => platformOutputs(outputs, platform, push) } : {}),
             signal: controller.signal,
             emit,
+            reporter: build.statusReporter(platform),
+            timings: timings[i]!,
           });
         } catch (err) {
           controller.abort(err); // one platform failed: stop the others
@@ -123,6 +127,7 @@ async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, opt
     throw failure;
   } finally {
     signal?.removeEventListener("abort", onAbort);
+    await build.reportTimings(timings.flatMap((t, i) => t.steps(multi ? platforms[i] : undefined)));
     // Exactly once, whatever happened; its own timeout, not the build's signal.
     await build.finish(failure).catch((err: unknown) => log(`finishing build ${build.id}: ${(err as Error).message}`));
     await uploads?.remove();

@@ -1,6 +1,7 @@
 import type { BuildRun } from "../buildkit/build.js";
 import { BuildKitNodeError } from "../errors.js";
 import { createBuildsApi, type DepotBuilds } from "./builds.js";
+import type { Clock } from "./clock.js";
 import { type DepotBuildOptions, type DepotBuildResult, startDepotBuild } from "./depot-build.js";
 import { HEALTH_INTERVAL_MS } from "./health.js";
 import { createProjectsApi, type DepotProjects } from "./projects.js";
@@ -22,6 +23,10 @@ export interface DepotClientOptions {
 export interface DepotClientInternalOptions extends DepotClientOptions {
   /** How often a held machine reports health. Default 5 s. */
   healthIntervalMs?: number;
+  /** How often status batches go to Depot. Default 1 s. */
+  statusIntervalMs?: number;
+  /** The timers of health reports, cancellations and status batches. Default the system's. */
+  clock?: Clock;
 }
 
 /**
@@ -51,7 +56,11 @@ export class DepotClient {
     };
     const api = createDepotApi(apiUrl, httpVersion);
     this.projects = createProjectsApi(api, orgToken);
-    this.builds = createBuildsApi(api, orgToken, { healthIntervalMs: internal.healthIntervalMs ?? HEALTH_INTERVAL_MS });
+    this.builds = createBuildsApi(api, orgToken, {
+      healthIntervalMs: internal.healthIntervalMs ?? HEALTH_INTERVAL_MS,
+      ...(internal.statusIntervalMs !== undefined ? { statusIntervalMs: internal.statusIntervalMs } : {}),
+      ...(internal.clock ? { clock: internal.clock } : {}),
+    });
   }
 
   /**

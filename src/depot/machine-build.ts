@@ -5,6 +5,8 @@ import { BuildError, BuildKitNodeError } from "../errors.js";
 import { createLogger } from "../log.js";
 import type { PlatformBuild } from "./image-index.js";
 import type { PlatformPush } from "./platform-outputs.js";
+import type { StatusReporter } from "./status-reporter.js";
+import type { StepTimings } from "./step-timings.js";
 
 const log = createLogger("depot");
 
@@ -31,6 +33,10 @@ export interface MachineBuildOptions {
   /** Aborted when the whole Depot build stops (another platform failed, or the caller aborted). */
   signal: AbortSignal;
   emit(event: BuildEvent): void;
+  /** Relays the solve's status to Depot; closed when the machine's builds end. */
+  reporter?: StatusReporter;
+  /** Records the solve's steps for ReportTimings. */
+  timings?: StepTimings;
 }
 
 export interface MachineBuild extends PlatformBuild {
@@ -50,7 +56,16 @@ export async function buildOnMachine(machine: BuildMachine, build: MachineBuildO
   try {
     const bk = await machine.connect({ signal });
     const push = build.outputsFor ? ((await bk.features()).imageExporter ? "by-digest" : "helper-tags") : undefined;
-    const options: BuildOptions = { ...build.options, ...(push && build.outputsFor ? { outputs: build.outputsFor(push) } : {}), platforms: [platform] };
+    const { reporter, timings } = build;
+    const options: BuildOptions = {
+      ...build.options,
+      ...(push && build.outputsFor ? { outputs: build.outputsFor(push) } : {}),
+      platforms: [platform],
+      onStatus: (status) => {
+        reporter?.push(status);
+        timings?.update(status);
+      },
+    };
     for (let attempt = 1; ; attempt++) {
       const run = bk.build({ ...options, signal: AbortSignal.any([signal, machine.signal]) });
       for await (const event of run.events) emit({ ...event, platform });
@@ -70,6 +85,7 @@ export async function buildOnMachine(machine: BuildMachine, build: MachineBuildO
     }
     throw err;
   } finally {
+    await build.reporter?.close();
     await machine.release();
   }
 }

@@ -5,6 +5,7 @@ import type { GetBuildKitConnectionResponse_ActiveConnection } from "../gen/depo
 import { createLogger } from "../log.js";
 import type { TlsOptions } from "../transport/tls-options.js";
 import { DepotError, depotCallError } from "./errors.js";
+import type { Clock } from "./clock.js";
 import { HealthReporter, MAX_TIMER_MS } from "./health.js";
 import { builderPlatform, type MachinePlatform, normalizePlatform } from "./platform.js";
 import { backoffMs, isTransient, sleep } from "./retry.js";
@@ -60,6 +61,8 @@ export interface BuildContext {
   buildId: string;
   buildToken: string;
   healthIntervalMs: number;
+  /** Times health reports and cancellations; default the system's. */
+  clock?: Clock;
   /** Aborted when the build is finished: acquisitions in progress stop. */
   ended: AbortSignal;
 }
@@ -78,7 +81,7 @@ export async function acquireMachine(build: BuildContext, platformName: string, 
   if (options.signal?.aborted) throw new AbortError(`acquiring ${what} was aborted`, { cause: options.signal.reason });
   if (build.ended.aborted) throw new BuildKitNodeError("FAILED_PRECONDITION", `build ${build.buildId} is finished; no machine can be acquired`);
 
-  const health = new HealthReporter({ ...build, platform, intervalMs: build.healthIntervalMs });
+  const health = new HealthReporter({ ...build, platform, intervalMs: build.healthIntervalMs, clock: build.clock });
   health.start();
   const timeout = new AbortController();
   const timer = setTimeout(() => timeout.abort(), Math.min(timeoutMs, MAX_TIMER_MS));
