@@ -8,12 +8,13 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { AbortError, BuildKitNodeError, DepotClient, DepotError } from "../src/depot/index.js";
 import type { DepotClientInternalOptions } from "../src/depot/depot-client.js";
 import { BuilderPlatform, BuildService } from "../src/gen/depot/cli/v1/build_pb.js";
 import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
 import { assertDockerd, DOCKER_BUILDKIT } from "./support/daemons.js";
+import { ManualClock } from "./support/manual-clock.js";
 
 const HEALTH_INTERVAL_MS = 200;
 
@@ -49,6 +50,11 @@ async function failure(promise: Promise<unknown>): Promise<Error> {
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const timers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+
+/** Waits (in real time) until the reply to the last health report has come and the next report waits on `clock`. */
+async function nextReportScheduled(clock: ManualClock): Promise<void> {
+  await vi.waitFor(() => expect(clock.pending()).toBe(1));
+}
 
 describe("projects", () => {
   it.each(["2", "1.1"] as const)("create, get, update, list, reset and delete over HTTP/%s", async (httpVersion) => {
@@ -166,45 +172,52 @@ describe("the build lifecycle", () => {
     expect(record.finishCalls).toBe(1);
   });
 
-  it("reports health at once, about every interval while held, with the platform it acquired, and stops after release", async () => {
-    const build = await depot().builds.create({ projectId });
+  it("reports health at once, then once per interval while held, with the platform it acquired, and none after release", async () => {
+    const clock = new ManualClock();
+    const build = await depot({ clock }).builds.create({ projectId });
     const record = local.builds.get(build.id)!;
     try {
       const machine = await build.acquireMachine("aarch64");
       // The first report went out before the first poll for a machine.
       expect(record.healthReports[0]!.at.getTime()).toBeLessThanOrEqual(record.connectionPolls[0]!.at.getTime());
-      const start = record.healthReports.length;
-      await delay(10 * HEALTH_INTERVAL_MS);
-      const held = record.healthReports.length - start;
-      expect(held).toBeGreaterThanOrEqual(6);
-      expect(held).toBeLessThanOrEqual(11);
+      await nextReportScheduled(clock);
+      // The clock has not moved: only the first report went out.
+      expect(record.healthReports).toHaveLength(1);
+      for (let report = 2; report <= 6; report++) {
+        await clock.advance(HEALTH_INTERVAL_MS - 1);
+        expect(record.healthReports).toHaveLength(report - 1);
+        await clock.advance(1);
+        await vi.waitFor(() => expect(record.healthReports).toHaveLength(report));
+        await nextReportScheduled(clock);
+      }
       expect(record.healthReports.every((r) => r.platform === "arm64")).toBe(true);
 
       await machine.release();
-      await delay(HEALTH_INTERVAL_MS); // a report in flight may still land
-      const afterRelease = record.healthReports.length;
-      await delay(4 * HEALTH_INTERVAL_MS);
-      expect(record.healthReports.length).toBe(afterRelease);
+      expect(clock.pending()).toBe(0);
+      await clock.advance(10 * HEALTH_INTERVAL_MS);
+      expect(record.healthReports).toHaveLength(6);
     } finally {
       await build.finish();
     }
   });
 
   it("health reports keep going when the caller's signal aborts after acquiring; finish stops them", async () => {
-    const build = await depot().builds.create({ projectId });
+    const clock = new ManualClock();
+    const build = await depot({ clock }).builds.create({ projectId });
     const record = local.builds.get(build.id)!;
     const controller = new AbortController();
     await build.acquireMachine("amd64", { signal: controller.signal });
+    await nextReportScheduled(clock);
     controller.abort();
     const before = record.healthReports.length;
-    await delay(4 * HEALTH_INTERVAL_MS);
-    expect(record.healthReports.length).toBeGreaterThan(before);
+    await clock.advance(HEALTH_INTERVAL_MS);
+    await vi.waitFor(() => expect(record.healthReports).toHaveLength(before + 1));
+    await nextReportScheduled(clock);
 
     await build.finish();
-    await delay(HEALTH_INTERVAL_MS);
-    const afterFinish = record.healthReports.length;
-    await delay(3 * HEALTH_INTERVAL_MS);
-    expect(record.healthReports.length).toBe(afterFinish);
+    expect(clock.pending()).toBe(0);
+    await clock.advance(3 * HEALTH_INTERVAL_MS);
+    expect(record.healthReports).toHaveLength(before + 1);
   });
 });
 
@@ -255,7 +268,8 @@ describe("acquire failures", () => {
   });
 
   it("times out naming the build and platform, stops health and leaves no timer behind", async () => {
-    const build = await depot().builds.create({ projectId });
+    const clock = new ManualClock();
+    const build = await depot({ clock }).builds.create({ projectId });
     const record = local.builds.get(build.id)!;
     local.faults.stayPending = true;
     await delay(150); // vitest's own throttled progress timer (100 ms) has fired
@@ -267,24 +281,28 @@ describe("acquire failures", () => {
     expect(err.message).toContain("arm64");
     expect(timers()).toBe(baseline);
     const reports = record.healthReports.length;
-    expect(reports).toBeGreaterThanOrEqual(2);
-    await delay(3 * HEALTH_INTERVAL_MS);
+    expect(reports).toBe(1); // the clock of health reports did not move
+    expect(clock.pending()).toBe(0);
+    await clock.advance(3 * HEALTH_INTERVAL_MS);
     expect(record.healthReports.length).toBe(reports);
     await build.finish(err);
     expect(record.finish).toMatchObject({ result: "error" });
   });
 
   it("the caller's signal aborts it with an AbortError and stops health", async () => {
-    const build = await depot().builds.create({ projectId });
+    const clock = new ManualClock();
+    const build = await depot({ clock }).builds.create({ projectId });
     const record = local.builds.get(build.id)!;
     local.faults.stayPending = true;
     const controller = new AbortController();
-    setTimeout(() => controller.abort(), 300);
-    const err = await failure(build.acquireMachine("amd64", { signal: controller.signal }));
+    const acquiring = failure(build.acquireMachine("amd64", { signal: controller.signal }));
+    await vi.waitFor(() => expect(record.connectionPolls.length).toBeGreaterThan(0));
+    controller.abort();
+    const err = await acquiring;
     expect(err).toBeInstanceOf(AbortError);
-    await delay(HEALTH_INTERVAL_MS);
+    expect(clock.pending()).toBe(0);
     const reports = record.healthReports.length;
-    await delay(3 * HEALTH_INTERVAL_MS);
+    await clock.advance(3 * HEALTH_INTERVAL_MS);
     expect(record.healthReports.length).toBe(reports);
     await build.finish(err);
     expect(record.finish).toMatchObject({ result: "canceled" });
@@ -303,21 +321,25 @@ describe("acquire failures", () => {
 
 describe("Depot's cancels_at", () => {
   it("a time in the past ends the machine: signal aborted, client closed, health stopped", async () => {
-    const build = await depot().builds.create({ projectId });
+    const clock = new ManualClock();
+    const build = await depot({ clock }).builds.create({ projectId });
     const record = local.builds.get(build.id)!;
     const machine = await build.acquireMachine("amd64");
     const bk = await machine.connect();
     expect((await bk.listWorkers()).length).toBeGreaterThan(0);
 
-    local.faults.cancelsAt = new Date(Date.now() - 1_000);
+    await nextReportScheduled(clock);
+    local.faults.cancelsAt = new Date(clock.now() - 1_000);
+    await clock.advance(HEALTH_INTERVAL_MS); // the next report brings cancels_at back
     await new Promise((resolve) => machine.signal.addEventListener("abort", resolve, { once: true }));
     expect(machine.signal.reason).toBeInstanceOf(BuildKitNodeError);
     expect(String((machine.signal.reason as Error).message)).toMatch(/Depot canceled build/);
     expect(String((machine.signal.reason as Error).message)).toContain(build.id);
     await machine.release(); // resolves once the client is closed
     await expect(bk.listWorkers()).rejects.toThrow();
+    expect(clock.pending()).toBe(0);
     const reports = record.healthReports.length;
-    await delay(3 * HEALTH_INTERVAL_MS);
+    await clock.advance(3 * HEALTH_INTERVAL_MS);
     expect(record.healthReports.length).toBe(reports);
 
     await build.finish(machine.signal.reason);
@@ -325,16 +347,18 @@ describe("Depot's cancels_at", () => {
   });
 
   it("a canceled build cannot acquire a machine", async () => {
-    const build = await depot().builds.create({ projectId });
-    local.faults.cancelsAt = new Date(Date.now() - 1_000);
+    const clock = new ManualClock();
+    const build = await depot({ clock }).builds.create({ projectId });
+    local.faults.cancelsAt = new Date(clock.now() - 1_000);
     const record = local.builds.get(build.id)!;
     const err = await failure(build.acquireMachine("arm64", { timeoutMs: 10_000 }));
     // Health goes out first and brings cancels_at back; should the first poll
     // be answered after the server noted the cancellation, Depot refuses it.
     expect(["CANCELED", "FAILED_PRECONDITION"]).toContain((err as BuildKitNodeError).code);
     expect(err.message).toContain(build.id);
+    expect(clock.pending()).toBe(0);
     const reports = record.healthReports.length;
-    await delay(3 * HEALTH_INTERVAL_MS);
+    await clock.advance(3 * HEALTH_INTERVAL_MS);
     expect(record.healthReports.length).toBe(reports);
     await build.finish(err);
   });
