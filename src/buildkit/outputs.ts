@@ -4,11 +4,11 @@ import { dirname } from "node:path";
 import { PassThrough, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { BuildKitNodeError } from "../errors.js";
+import { parseImageReference } from "../registry/reference.js";
 import type { OutputTarget } from "../session/filesend/targets.js";
 import type { Output } from "./build-options.js";
 import { DockerEngine } from "./docker-engine.js";
 import type { BuildEvent } from "./events.js";
-import { parseImageReference } from "./registry-client.js";
 
 export interface Exporter {
   type: string;
@@ -179,10 +179,8 @@ function pushedByDigest(names: string[], exporterResponse: Record<string, string
 
 /** `host/repo:tag` or `host/repo@sha256:…` → `host/repo`. */
 function untagged(name: string): string {
-  const at = name.indexOf("@");
-  const withoutDigest = at >= 0 ? name.slice(0, at) : name;
-  const colon = withoutDigest.lastIndexOf(":");
-  return colon > withoutDigest.lastIndexOf("/") ? withoutDigest.slice(0, colon) : withoutDigest;
+  const { domain, repository } = parseImageReference(name);
+  return `${domain}/${repository}`;
 }
 
 function splitNames(names: string): string[] {

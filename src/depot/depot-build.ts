@@ -155,7 +155,8 @@ async function multiPlatformResult(
   options: BuildOptions,
   signal: AbortSignal,
 ): Promise<DepotBuildResult> {
-  const pushed = await pushIndexes(imageNames, perPlatform, options.registryAuth, signal);
+  const insecure = (options.outputs ?? []).some((o) => o.type === "image" && o.insecure);
+  const pushed = await pushIndexes(imageNames, perPlatform, { registryAuth: options.registryAuth, insecure }, signal);
   return {
     ref: perPlatform.map((p) => p.result.ref).join(","),
     ...(pushed[0] ? { digest: pushed[0].digest } : {}),

@@ -1,7 +1,8 @@
 import type { BuildResult } from "../buildkit/build-options.js";
-import { type ManifestDescriptor, parseImageReference, RegistryClient } from "../buildkit/registry-client.js";
 import { createLogger } from "../log.js";
-import { type RegistryAuth, resolveCredentials } from "../session/auth.js";
+import { parseImageReference, withDigest } from "../registry/reference.js";
+import { RegistryClient } from "../registry/registry-client.js";
+import type { RegistryAuth } from "../session/auth.js";
 import { type PlatformPush, platformDigest } from "./platform-outputs.js";
 
 const log = createLogger("depot");
@@ -13,31 +14,29 @@ export interface PlatformBuild {
 }
 
 /**
- * Puts one index (manifest list) under each requested image name, pointing
- * at each platform's image by digest, in the same repository.
+ * Puts one index under each requested image name, naming each platform's
+ * image by digest (an attestation manifest a platform's push carried is
+ * kept), in that name's repository.
  */
 export async function pushIndexes(
   names: string[],
   perPlatform: (PlatformBuild & { push?: PlatformPush | undefined })[],
-  registryAuth: RegistryAuth | undefined,
+  options: { registryAuth?: RegistryAuth | undefined; insecure?: boolean },
   signal: AbortSignal,
 ): Promise<{ name: string; digest: string }[]> {
-  const registry = new RegistryClient((host) => resolveCredentials(registryAuth ?? "docker-config", host));
+  const registry = new RegistryClient({
+    auth: options.registryAuth ?? "docker-config",
+    ...(options.insecure ? { insecure: names.map((name) => parseImageReference(name).host) } : {}),
+  });
   const pushed: { name: string; digest: string }[] = [];
   for (const name of names) {
-    const image = parseImageReference(name);
-    const children: (ManifestDescriptor & { platform: Record<string, string> })[] = [];
-    for (const { platform, result, push = "helper-tags" } of perPlatform) {
-      const descriptor = await registry.manifestDescriptor({ ...image, reference: platformDigest(name, platform, result, push) }, signal);
-      const [os = "linux", architecture = "", variant] = platform.split("/");
-      children.push({ ...descriptor, platform: { os, architecture, ...(variant ? { variant } : {}) } });
-    }
-    const oci = children.every((c) => c.mediaType.startsWith("application/vnd.oci."));
-    const mediaType = oci ? "application/vnd.oci.image.index.v1+json" : "application/vnd.docker.distribution.manifest.list.v2+json";
-    const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType, manifests: children }));
-    const digest = await registry.putManifest(image, mediaType, index, signal);
-    log(`pushed index ${name} ${digest} (${perPlatform.map((p) => p.platform).join(", ")})`);
-    pushed.push({ name, digest });
+    const sources = perPlatform.map(({ platform, result, push = "helper-tags" }) => ({
+      image: withDigest(parseImageReference(name), platformDigest(name, platform, result, push)),
+      platform,
+    }));
+    const { descriptor } = await registry.pushIndex(name, sources, { signal });
+    log(`pushed index ${name} ${descriptor.digest} (${perPlatform.map((p) => p.platform).join(", ")})`);
+    pushed.push({ name, digest: descriptor.digest });
   }
   return pushed;
 }

@@ -1,6 +1,6 @@
 import type { BuildResult, Output } from "../buildkit/build-options.js";
-import { parseImageReference } from "../buildkit/registry-client.js";
 import { BuildKitNodeError } from "../errors.js";
+import { parseImageReference } from "../registry/reference.js";
 
 /**
  * How each platform's image reaches the registry before one index names
@@ -50,13 +50,12 @@ export function platformDigest(name: string, platform: string, result: BuildResu
 
 /** `host/repo:tag` → `host/repo:tag-linux-arm64`. */
 function helperTag(name: string, platform: string): string {
-  return `${repositoryOf(name)}:${parseImageReference(name).reference}-${platform.replaceAll("/", "-")}`;
+  const image = parseImageReference(name);
+  return `${repositoryOf(name)}:${image.tag ?? "latest"}-${platform.replaceAll("/", "-")}`;
 }
 
-/** `host/repo:tag`, `host/repo@sha256:…` → `host/repo`, as the name was written. */
+/** One repository, however its name was written (`app`, `docker.io/library/app:1`, `host/app@sha256:…`). */
 function repositoryOf(name: string): string {
-  const at = name.indexOf("@");
-  const withoutDigest = at >= 0 ? name.slice(0, at) : name;
-  const colon = withoutDigest.lastIndexOf(":");
-  return colon > withoutDigest.lastIndexOf("/") ? withoutDigest.slice(0, colon) : withoutDigest;
+  const { domain, repository } = parseImageReference(name);
+  return `${domain}/${repository}`;
 }

@@ -15,16 +15,9 @@ import {
 import { createLogger } from "../log.js";
 import type { Attachable } from "./attachable.js";
 import { credentialsFromHelper } from "./credential-helper.js";
-import {
-  type DockerConfig,
-  defaultDockerConfigDir,
-  dockerHubConfigKey,
-  dockerHubHost,
-  findByHost,
-  readDockerConfig,
-  registryHost,
-} from "./docker-config.js";
+import { type DockerConfig, defaultDockerConfigDir, findByHost, readDockerConfig } from "./docker-config.js";
 import { GrpcCode, GrpcStatusError, unary } from "./grpc-server.js";
+import { credentialKey, registryHost } from "./registry-host.js";
 
 const log = createLogger("auth");
 
@@ -57,7 +50,7 @@ export interface RegistryAuthOptions {
 const defaultHelperTimeoutMs = 30_000;
 
 /** Credentials for one registry host, or undefined for anonymous access. */
-type CredentialLookup = (host: string) => Promise<RegistryCredentials | undefined>;
+export type CredentialLookup = (host: string) => Promise<RegistryCredentials | undefined>;
 
 /**
  * `moby.filesync.v1.Auth`: answers the daemon's `Credentials` calls from
@@ -66,7 +59,7 @@ type CredentialLookup = (host: string) => Promise<RegistryCredentials | undefine
  * included) are cached per host for the attachable's life.
  */
 export function authAttachable(auth: RegistryAuth, options: RegistryAuthOptions = {}): Attachable {
-  const lookup = cachedLookup(credentialLookup(auth, options));
+  const lookup = registryCredentials(auth, options);
   const service = `/${Auth.typeName}`;
   const noClientTokens = async (): Promise<never> => {
     // The daemon reads UNIMPLEMENTED as "no client-side tokens" and falls back to Credentials.
@@ -101,6 +94,16 @@ export async function resolveCredentials(auth: RegistryAuth, host: string, optio
   return credentialLookup(auth, options)(host);
 }
 
+/**
+ * A lookup of credentials by registry host from `auth`, each host's answer
+ * (a credential helper's run included) kept for the lookup's life; a failed
+ * lookup is tried again next time. For clients that talk to registries
+ * themselves (the registry client).
+ */
+export function registryCredentials(auth: RegistryAuth, options: RegistryAuthOptions = {}): CredentialLookup {
+  return cachedLookup(credentialLookup(auth, options));
+}
+
 function credentialLookup(auth: RegistryAuth, options: RegistryAuthOptions): CredentialLookup {
   if (auth === "docker-config") return dockerConfigLookup(options);
   if (typeof auth === "function") return async (host) => nonEmpty(await auth(registryHost(host)));
@@ -129,7 +132,7 @@ function dockerConfigLookup(options: RegistryAuthOptions): CredentialLookup {
     if (!loaded) return undefined;
     const host = registryHost(requestedHost);
     // Docker Hub lives under its v1 URL in config.json and in helpers.
-    const serverKey = host === dockerHubHost ? dockerHubConfigKey : host;
+    const serverKey = credentialKey(host);
     const helper = findByHost(loaded.credHelpers, serverKey, host) ?? loaded.credsStore;
     if (helper) return credentialsFromHelper(helper, serverKey, timeoutMs);
     return nonEmpty(findByHost(loaded.auths, serverKey, host));
