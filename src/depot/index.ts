@@ -5,6 +5,8 @@ export type { CreateBuildInput, DepotBuild, DepotBuilds, GetBuildOptions } from 
 export type { AcquireOptions, DepotMachine, MachineConnectOptions } from "./machine.js";
 export type { MachinePlatform } from "./platform.js";
 export type { DepotBuildOptions, DepotBuildResult } from "./depot-build.js";
+export type { PlatformBuild } from "./image-index.js";
+export type { PullOptions, PullResult, PushOptions, PushResult, SavedBuildOptions } from "./saved-builds.js";
 export type { BuildRun } from "../buildkit/build.js";
 export type { BuildEvent } from "../buildkit/events.js";
 export type { BuildKitClient } from "../buildkit/client.js";

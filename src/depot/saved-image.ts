@@ -1,6 +1,7 @@
 import type { RegistryAuth, RegistryCredentials } from "../session/auth.js";
 import { resolveCredentials } from "../session/auth.js";
 import { BuildKitNodeError } from "../errors.js";
+import { registryHost } from "../session/registry-host.js";
 
 /** Depot's registry, where saved builds live when Depot names no other. */
 export const DEPOT_REGISTRY = "registry.depot.dev";
@@ -34,7 +35,7 @@ export function savedImage(
     const decoded = Buffer.from(token, "base64").toString("utf8");
     const colon = decoded.indexOf(":");
     if (!host || colon < 0) throw new BuildKitNodeError("INTERNAL", `Depot CreateBuild returned malformed registry credentials${host ? ` for ${host}` : ""}`);
-    credentials.set(host, { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) });
+    credentials.set(registryHost(host), { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) });
   }
   if (credentials.size === 0) credentials.set(DEPOT_REGISTRY, { username: "x-token", password: build.token });
   return { tags, credentials };
@@ -43,5 +44,5 @@ export function savedImage(
 /** `base` with Depot's credentials for its own registries taking precedence. */
 export function withDepotCredentials(base: RegistryAuth | undefined, credentials: ReadonlyMap<string, RegistryCredentials>): RegistryAuth {
   if (credentials.size === 0) return base ?? "docker-config";
-  return async (host) => credentials.get(host) ?? (await resolveCredentials(base ?? "docker-config", host));
+  return async (host) => credentials.get(registryHost(host)) ?? (await resolveCredentials(base ?? "docker-config", host));
 }
