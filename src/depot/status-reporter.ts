@@ -53,6 +53,8 @@ export class StatusReporter {
   #queue: StatusResponse[] = [];
   #queuedBytes = 0;
   #sent = 0;
+  /** Handed to the stream, not yet taken by it. */
+  #inFlight = 0;
   #dropped = 0;
   #failure: string | undefined;
   #closing = false;
@@ -111,8 +113,9 @@ export class StatusReporter {
           await this.#done;
         }
       }
-      this.#dropped += this.#queue.length;
+      this.#dropped += this.#queue.length + this.#inFlight;
       this.#queue = [];
+      this.#inFlight = 0;
       const { buildId, platform } = this.#options;
       log(`build ${buildId}: ${platform} status: ${this.#sent} sent, ${this.#dropped} dropped${this.#failure ? ` (${this.#failure})` : ""}`);
     }
@@ -145,8 +148,10 @@ export class StatusReporter {
       const statuses = this.#queue;
       this.#queue = [];
       this.#queuedBytes = 0;
+      this.#inFlight = statuses.length;
       yield { buildId, statuses };
       this.#sent += statuses.length;
+      this.#inFlight = 0;
     }
   }
 }
