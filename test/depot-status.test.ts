@@ -77,7 +77,7 @@ function reporter(depot: FakeDepot, clock: ManualClock, options: { maxPendingByt
 }
 
 function log(text: string): StatusResponse {
-  return create(StatusResponseSchema, { logs: [{ vertex: "sha256:v", stream: 1, msg: new TextEncoder().encode(text) }] });
+  return create(StatusResponseSchema, { logs: [{ vertex: "sha256:v", stream: 1n, msg: new TextEncoder().encode(text) }] });
 }
 
 describe("StatusReporter", () => {
