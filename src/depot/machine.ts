@@ -138,6 +138,8 @@ interface Connection {
   endpoint: string;
   serverName: string;
   tls: Required<Pick<TlsOptions, "ca" | "cert" | "key" | "serverName">>;
+  /** What Depot asked the client to compress its messages with. */
+  compression: "gzip" | "identity";
 }
 
 function activeConnection(active: GetBuildKitConnectionResponse_ActiveConnection, what: string): Connection {
@@ -151,6 +153,7 @@ function activeConnection(active: GetBuildKitConnectionResponse_ActiveConnection
     endpoint: endpoint.includes("://") ? endpoint : `tcp://${endpoint}`,
     serverName,
     tls: { ca: caCert.cert, cert: cert.cert, key: cert.key, serverName },
+    compression: active.compressor.case === "gzip" ? "gzip" : "identity",
   };
 }
 
@@ -160,6 +163,7 @@ export class Machine implements DepotMachine {
   readonly serverName: string;
   readonly #build: BuildContext;
   readonly #tls: Connection["tls"]; // in memory only, never logged
+  #compression: Connection["compression"];
   readonly #health: HealthReporter;
   readonly #ended = new AbortController();
   #client: Promise<BuildKitClient> | undefined;
@@ -172,6 +176,7 @@ export class Machine implements DepotMachine {
     this.endpoint = connection.endpoint;
     this.serverName = connection.serverName;
     this.#tls = connection.tls;
+    this.#compression = connection.compression;
     this.#health = health;
     if (health.canceled.aborted) this.#onCanceled();
     else health.canceled.addEventListener("abort", this.#onCanceled, { once: true });
@@ -226,6 +231,7 @@ export class Machine implements DepotMachine {
       try {
         const client = await connect(this.endpoint, {
           tls: this.#tls,
+          compression: this.#compression,
           connectTimeoutMs: Math.max(1, Math.min(CONNECT_ATTEMPT_TIMEOUT_MS, deadline - Date.now())),
           signal: stop,
         });
@@ -239,6 +245,12 @@ export class Machine implements DepotMachine {
         if (options.signal?.aborted) throw new AbortError(`connecting to ${what} was aborted`, { cause: options.signal.reason });
         if (this.signal.aborted) throw this.#endedError();
         if (err instanceof BuildKitNodeError && err.code === "INVALID_ARGUMENT") throw err;
+        if (this.#compression === "gzip" && refusesGzip(err)) {
+          // Depot asked for gzip but this BuildKit cannot read it (dockerd's v0.8 behind a local Depot): go without.
+          log(`${what} cannot read gzip'd requests; connecting without compression`);
+          this.#compression = "identity";
+          continue;
+        }
         lastError = err;
         log(`${what} is not ready (attempt ${attempt}): ${(err as Error).message}`);
       }
@@ -249,4 +261,12 @@ export class Machine implements DepotMachine {
       await sleep(READINESS_RETRY_MS, stop).catch(() => {});
     }
   }
+}
+
+/** grpc-go's answer to a compressed request when it has no decompressor for it. */
+function refusesGzip(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (/Decompressor is not installed for grpc-encoding/.test(e.message)) return true;
+  }
+  return false;
 }
