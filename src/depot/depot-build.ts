@@ -40,6 +40,8 @@ export interface DepotBuildOptions extends BuildOptions {
 export interface DepotBuildResult extends BuildResult {
   buildId: string;
   buildUrl: string;
+  /** The project Depot ran the build in. */
+  projectId: string;
   /** Each platform's own result. */
   platforms: PlatformBuild[];
   /** With `save`: the saved image (`reference` is the build's own name in Depot's registry) and all its names. */
@@ -121,7 +123,7 @@ async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, opt
     const result = multi
       ? await multiPlatformResult(build, requestedImageNames(outputs), perPlatform, buildOptions, controller.signal)
       : singleResult(build, perPlatform[0]!);
-    return savedTags.length > 0 ? { ...result, saved: { reference: savedTags[0]!, tags: savedTags } } : result;
+    return { ...result, projectId: build.projectId, ...(savedTags.length > 0 ? { saved: { reference: savedTags[0]!, tags: savedTags } } : {}) };
   } catch (err) {
     failure = signal?.aborted ? new AbortError("the build was aborted", { cause: signal.reason }) : err;
     throw failure;
@@ -142,7 +144,7 @@ function withSavedTags(outputs: Output[], savedTags: string[]): Output[] {
   return outputs.map((o, i) => (i === push && o.type === "image" ? { ...o, name: `${o.name},${savedTags.join(",")}` } : o));
 }
 
-function singleResult(build: { id: string; url: string }, only: MachineBuild): DepotBuildResult {
+function singleResult(build: { id: string; url: string }, only: MachineBuild): Omit<DepotBuildResult, "projectId"> {
   const { platform, result } = only;
   return { ...result, buildId: build.id, buildUrl: build.url, platforms: [{ platform, result }] };
 }
@@ -154,7 +156,7 @@ async function multiPlatformResult(
   perPlatform: MachineBuild[],
   options: BuildOptions,
   signal: AbortSignal,
-): Promise<DepotBuildResult> {
+): Promise<Omit<DepotBuildResult, "projectId">> {
   const insecure = (options.outputs ?? []).some((o) => o.type === "image" && o.insecure);
   const pushed = await pushIndexes(imageNames, perPlatform, { registryAuth: options.registryAuth, insecure }, signal);
   return {
