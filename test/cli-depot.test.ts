@@ -1,12 +1,13 @@
 // `buildkit-node` with Depot: the command, run as a child process, talks to
 // the local Depot-compatible server started here (a stand-in for Depot's
-// cloud API), whose machines front the real BuildKit inside dockerd.
+// cloud API), whose machines front a real BuildKit (dockerd's, and the
+// standalone buildkitd when the environment names it).
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
 import { cliEnv, runCli, scratchDir, startCli } from "./cli-harness.js";
-import { assertDockerd, DOCKER_BUILDKIT } from "./support/daemons.js";
+import { assertDaemon, assertDockerd, BUILD_DAEMONS, DOCKER_BUILDKIT } from "./support/daemons.js";
 import { BASE_IMAGE, getManifest, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 
 let local: LocalDepot;
@@ -57,7 +58,19 @@ describe("projects", () => {
   });
 });
 
-describe("build --depot", () => {
+describe.each(BUILD_DAEMONS)("on $name: build --depot", (daemon) => {
+  let local: LocalDepot;
+  let env: NodeJS.ProcessEnv;
+
+  beforeAll(async () => {
+    assertDaemon(daemon);
+    local = await startLocalDepot({ ...daemon.backend, pendingWaitMs: 50 });
+    env = cliEnv({ DEPOT_TOKEN: local.token, DEPOT_API_URL: local.apiUrl });
+  });
+  afterAll(async () => {
+    await local?.stop();
+  });
+
   it("builds on a Depot machine, pushes, writes the metadata file, and the build finishes as a success", async () => {
     const projectId = local.addProject({ name: "cli-build" }).projectId;
     const repository = uniqueRepository("bkn-cli-depot");
@@ -97,5 +110,20 @@ describe("build --depot", () => {
     } finally {
       ctx.remove();
     }
+  });
+});
+
+describe("usage", () => {
+  it.each([
+    [["build", "--save", "fixtures/hello"], /--save saves in Depot's registry: it needs --depot/],
+    [["build", "--depot", "p", "--save-tag", "x", "fixtures/hello"], /--save-tag needs --save/],
+    [["push", "BUILD"], /--tag is required/],
+    [["push", "--tag", "r.example/app:1"], /a BUILD_ID is required/],
+    [["pull", "--format", "oci", "BUILD"], /--format needs --output/],
+    [["pull", "--output", "x.tar", "--format", "zip", "BUILD"], /--format must be "docker" or "oci"/],
+  ])("%j is refused before any call", async (argv, message) => {
+    const result = await runCli(argv, { env: cliEnv({ DEPOT_TOKEN: "t", DEPOT_API_URL: "http://127.0.0.1:9" }) });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(message);
   });
 });
