@@ -67,39 +67,22 @@ async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, opt
   if (signal?.aborted) throw new AbortError("the build was aborted", { cause: signal.reason });
   const multi = platforms.length > 1;
   if (multi) checkMultiPlatformOutputs([...(requested.outputs ?? []), ...(save ? [{ type: "image" as const, name: "saved", push: true }] : [])]);
-  const imageNames = requestedImageNames(requested.outputs ?? []);
 
   // Every platform reads the whole context: an upload is spooled once.
   const uploads = multi ? await spoolUploads(requested, signal) : undefined;
-
-  const build =
-    given ??
-    (await depot.builds
-      .create(
-        {
-          projectId: projectId!,
-          tags: imageNames,
-          push: (requested.outputs ?? []).some((o) => o.type === "image" && o.push),
-          load: (requested.outputs ?? []).some((o) => "load" in o),
-          save,
-          saveTags,
-        },
-        signal ? { signal } : {},
-      )
-      .catch(async (err: unknown) => {
-        await uploads?.remove();
-        throw err;
-      }));
+  const build = await (given ? Promise.resolve(given) : register(depot, projectId!, requested.outputs ?? [], { save, saveTags }, signal)).catch(async (err: unknown) => {
+    await uploads?.remove();
+    throw err;
+  });
   log(`build ${build.id}: ${platforms.join(", ")}`);
-  // Depot's names for a saved image (a build picked up from elsewhere gets the names Depot's CLI would push to).
-  const savedTags = !save ? [] : build.savedTags.length > 0 ? [...build.savedTags] : savedImage({ additionalTags: [], additionalCredentials: [] }, build, saveTags).tags;
+  const savedTags = save ? savedNames(build, saveTags) : [];
   const outputs = withSavedTags(requested.outputs ?? [], savedTags);
   const buildOptions: BuildOptions = { ...requested, outputs, registryAuth: build.registryAuth(requested.registryAuth) };
+  const timings = platforms.map(() => new StepTimings());
   const controller = new AbortController();
   const onAbort = () => controller.abort(signal?.reason);
   signal?.addEventListener("abort", onAbort, { once: true });
   let failure: unknown;
-  const timings = platforms.map(() => new StepTimings());
   try {
     const perPlatform = await Promise.all(
       platforms.map(async (platform, i) => {
@@ -134,6 +117,30 @@ async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, opt
     await build.finish(failure).catch((err: unknown) => log(`finishing build ${build.id}: ${(err as Error).message}`));
     await uploads?.remove();
   }
+}
+
+/** CreateBuild, telling Depot what the build makes (its UI shows it) and whether to save it. */
+function register(
+  depot: { builds: Pick<DepotBuilds, "create"> },
+  projectId: string,
+  outputs: Output[],
+  save: { save: boolean; saveTags: string[] },
+  signal: AbortSignal | undefined,
+): Promise<DepotBuild> {
+  const input = {
+    projectId,
+    tags: requestedImageNames(outputs),
+    push: outputs.some((o) => o.type === "image" && o.push),
+    load: outputs.some((o) => "load" in o),
+    ...save,
+  };
+  return depot.builds.create(input, signal ? { signal } : {});
+}
+
+/** Depot's names for the saved image; a build picked up from elsewhere gets those Depot's CLI would push to. */
+function savedNames(build: DepotBuild, saveTags: string[]): string[] {
+  if (build.savedTags.length > 0) return [...build.savedTags];
+  return savedImage({ additionalTags: [], additionalCredentials: [] }, build, saveTags).tags;
 }
 
 /** The user's outputs, with the saved image's names pushed too (by the user's image push when there is one: one export). */
