@@ -1,0 +1,178 @@
+// Saving a Depot build and getting it back, end to end: depot.build() with
+// `save` pushes to the local Depot's saved-image registry (a real registry
+// behind a front that checks Depot's tokens), depot.pull() loads it into
+// dockerd or writes an archive, depot.push() copies it to another registry.
+// Also what Depot's UI is told (status, step timings) and builds picked up
+// from their id and token. The local Depot stands in for Depot's API (the one
+// part no real component here provides); BuildKit, registries and dockerd are
+// real, on both daemons.
+import { request } from "node:http";
+import { createReadStream, existsSync } from "node:fs";
+import { join } from "node:path";
+import * as tarStream from "tar-stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DepotClient } from "../src/depot/index.js";
+import type { DepotClientInternalOptions } from "../src/depot/depot-client.js";
+import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
+import { runCollecting, tempDir } from "./support/build-helpers.js";
+import { assertDaemon, BUILD_DAEMONS } from "./support/daemons.js";
+import { BASE_IMAGE, getImageConfig, getManifest, listTags, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
+
+describe.each(BUILD_DAEMONS)("on $name: saved Depot builds", (daemon) => {
+  let local: LocalDepot;
+  let depot: DepotClient;
+  let projectId: string;
+
+  beforeAll(async () => {
+    assertDaemon(daemon);
+    local = await startLocalDepot({ ...daemon.backend, pendingWaitMs: 50 });
+    const options: DepotClientInternalOptions = { token: local.token, apiUrl: local.apiUrl, healthIntervalMs: 250 };
+    depot = new DepotClient(options);
+    projectId = local.addProject({ name: "saves" }).projectId;
+  });
+  afterAll(async () => {
+    await local?.stop();
+  });
+
+  /** Builds a small image with a label saying which test made it, saved under the build id and `saveTags`. */
+  async function savedBuild(marker: string, saveTags: string[] = []) {
+    const { result } = await runCollecting(
+      depot.build({
+        projectId,
+        context: { files: { "marker.txt": `${marker}\n` } },
+        dockerfileContent: `FROM ${BASE_IMAGE}\nCOPY marker.txt /\nLABEL marker=${marker}\nRUN echo "made ${marker}"\n`,
+        save: true,
+        saveTags,
+      }),
+    );
+    return result;
+  }
+
+  it("save → pull into Docker → push to another registry: the same image each time", async () => {
+    const marker = uniqueRepository("saved");
+    const result = await savedBuild(marker, ["latest"]);
+    const record = local.builds.get(result.buildId)!;
+    expect(record.options[0]).toMatchObject({ save: true, saveTags: ["latest"] });
+    expect(result.saved?.reference).toBe(`${local.savedImageRegistry}/${projectId}:${result.buildId}`);
+    expect(result.saved?.tags).toEqual([`${local.savedImageRegistry}/${projectId}:${result.buildId}`, `${local.savedImageRegistry}/${projectId}:latest`]);
+    expect(record.saves.map((s) => s.reference).sort()).toEqual([...result.saved!.tags].sort());
+    expect(record.finish?.result).toBe("success");
+
+    // Into dockerd, under a name of our choosing.
+    const name = `bkn-pulled-${marker}:dev`;
+    try {
+      const pulled = await depot.pull(result.buildId, { tags: [name] });
+      expect(pulled.reference).toBe(result.saved!.reference);
+      expect(pulled.loaded).toContain(name.includes("/") ? name : `${name}`);
+      const inspected = JSON.parse((await dockerApi("GET", `/images/${encodeURIComponent(name)}/json`)).body) as { Config: { Labels: Record<string, string> } };
+      expect(inspected.Config.Labels.marker).toBe(marker);
+    } finally {
+      await dockerApi("DELETE", `/images/${encodeURIComponent(name)}?force=true`);
+    }
+    expect(record.pulls.length).toBeGreaterThan(0);
+
+    // On to another registry, with the user's credentials there.
+    const repository = uniqueRepository("bkn-depot-pushed");
+    const pushed = await depot.push(result.buildId, { tag: `${PLAIN_REGISTRY}/${repository}:v1` });
+    const manifest = await getManifest(PLAIN_REGISTRY, repository, "v1");
+    expect(pushed.pushed).toEqual([{ name: `${PLAIN_REGISTRY}/${repository}:v1`, digest: manifest.digest }]);
+    expect((await getImageConfig(PLAIN_REGISTRY, repository, "v1")).config.Labels?.marker).toBe(marker);
+    expect(await listTags(PLAIN_REGISTRY, repository)).toEqual(["v1"]);
+  });
+
+  it("pull writes an OCI archive whose index names the saved image", async () => {
+    const marker = uniqueRepository("oci");
+    const result = await savedBuild(marker);
+    const out = tempDir("depot-pull");
+    try {
+      const dest = join(out.path, "image.tar");
+      const pulled = await depot.pull(result.buildId, { dest, format: "oci" });
+      expect(existsSync(dest)).toBe(true);
+      const entries = await tarEntries(dest);
+      expect(entries.has("oci-layout")).toBe(true);
+      const index = JSON.parse(entries.get("index.json")!) as { manifests: { digest: string }[] };
+      expect(index.manifests.map((m) => m.digest)).toContain(pulled.descriptor.digest);
+    } finally {
+      out.remove();
+    }
+  });
+
+  it("a build that was not saved cannot be pulled, and says so", async () => {
+    const { result } = await runCollecting(depot.build({ projectId, context: { files: {} }, dockerfileContent: `FROM ${BASE_IMAGE}\n` }));
+    await expect(depot.pull(result.buildId, { dest: "/nonexistent/x.tar" })).rejects.toMatchObject({ code: expect.stringMatching(/NOT_FOUND|UNAUTHENTICATED|PERMISSION_DENIED/) });
+  });
+
+  it("Depot's UI sees the build: its steps and logs from the status stream, and their timings", async () => {
+    const marker = uniqueRepository("status");
+    const result = await savedBuild(marker);
+    const record = local.builds.get(result.buildId)!;
+    expect(record.statusReports.streamsOpened).toBe(1);
+    expect(record.statusReports.streamsCompleted).toBe(1);
+    expect(record.statusReports.statuses).toBeGreaterThan(0);
+    const run = record.steps.find((s) => s.name.includes(`RUN echo "made ${marker}"`));
+    expect(run).toBeDefined();
+    expect(run!.logs.map((l) => l.message).join("")).toContain(`made ${marker}`);
+    expect(run!.completedAt).toBeDefined();
+    expect(record.timings.map((t) => t.name)).toContain(run!.name);
+  });
+
+  it("a Depot that refuses the status stream never fails the build", async () => {
+    local.faults.failNext("ReportStatusStream", 1, "permission_denied");
+    const { result } = await runCollecting(depot.build({ projectId, context: { files: {} }, dockerfileContent: `FROM ${BASE_IMAGE}\nRUN echo refused-status\n`, noCache: true }));
+    const record = local.builds.get(result.buildId)!;
+    expect(record.finish?.result).toBe("success");
+    expect(record.statusReports.streamsCompleted).toBe(0);
+  });
+
+  it("a build started elsewhere is picked up from its id and token, built into and finished", async () => {
+    const started = await depot.builds.create({ projectId }); // as Depot's SDK would, elsewhere
+    const picked = await depot.builds.fromEnvironment({ DEPOT_BUILD_ID: started.id, DEPOT_TOKEN: started.token });
+    expect(picked).toMatchObject({ id: started.id, projectId });
+    const repository = uniqueRepository("bkn-handoff");
+    const { result } = await runCollecting(
+      depot.build({ build: picked!, context: { files: {} }, dockerfileContent: `FROM ${BASE_IMAGE}\nLABEL handed=over\n`, outputs: [{ type: "image", name: `${PLAIN_REGISTRY}/${repository}:v1`, push: true }] }),
+    );
+    expect(result.buildId).toBe(started.id);
+    expect(local.builds.get(started.id)!.finish?.result).toBe("success");
+    expect((await getImageConfig(PLAIN_REGISTRY, repository, "v1")).config.Labels?.handed).toBe("over");
+    expect(await depot.builds.fromEnvironment({})).toBeUndefined();
+  });
+});
+
+/** One call to the local Docker Engine API. */
+function dockerApi(method: string, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: "/var/run/docker.sock", method, path }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => (body += chunk));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+/** The small text entries of a tar file (layers are skipped). */
+async function tarEntries(path: string): Promise<Map<string, string>> {
+  const entries = new Map<string, string>();
+  const extract = tarStream.extract();
+  const done = new Promise<void>((resolve, reject) => {
+    extract.on("entry", (header, stream, next) => {
+      const chunks: Buffer[] = [];
+      stream.on("data", (chunk: unknown) => {
+        if (chunks.length < 64) chunks.push(chunk as Buffer);
+      });
+      stream.on("end", () => {
+        if (header.size !== undefined && header.size < 65536) entries.set(header.name, Buffer.concat(chunks).toString("utf8"));
+        next();
+      });
+      stream.resume();
+    });
+    extract.on("finish", resolve);
+    extract.on("error", reject);
+  });
+  createReadStream(path).pipe(extract);
+  await done;
+  return entries;
+}
