@@ -2,9 +2,10 @@
 // the local Depot-compatible server started here (a stand-in for Depot's
 // cloud API), whose machines front a real BuildKit (dockerd's, and the
 // standalone buildkitd when the environment names it).
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DepotClient } from "../src/depot/index.js";
 import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
 import { cliEnv, runCli, scratchDir, startCli } from "./cli-harness.js";
 import { assertDaemon, assertDockerd, BUILD_DAEMONS, DOCKER_BUILDKIT } from "./support/daemons.js";
@@ -92,6 +93,46 @@ describe.each(BUILD_DAEMONS)("on $name: build --depot", (daemon) => {
     } finally {
       out.remove();
     }
+  });
+
+  it("--save, then pull and push by the build ID the metadata file names", async () => {
+    const projectId = local.addProject({ name: "cli-save" }).projectId;
+    const out = scratchDir("cli-save");
+    try {
+      const metadataFile = join(out.path, "metadata.json");
+      const built = await runCli(["build", "--depot", projectId, "--save", "--save-tag", "latest", "--progress", "plain", "--metadata-file", metadataFile, "fixtures/hello"], { env });
+      expect(built.code, built.stderr).toBe(0);
+      const metadata = JSON.parse(readFileSync(metadataFile, "utf8")) as { "depot.build": { buildID: string; projectID: string; saved: string } };
+      const { buildID } = metadata["depot.build"];
+      expect(metadata["depot.build"]).toEqual({ buildID, projectID: projectId, saved: `${local.savedImageRegistry}/${projectId}:${buildID}` });
+      expect(local.builds.get(buildID)!.options[0]).toMatchObject({ save: true, saveTags: ["latest"] });
+
+      const archive = join(out.path, "image.tar");
+      const pulled = await runCli(["pull", "--output", archive, buildID], { env });
+      expect(pulled.code, pulled.stderr).toBe(0);
+      expect(statSync(archive).size).toBeGreaterThan(0);
+
+      const repository = uniqueRepository("bkn-cli-pushed");
+      const pushed = await runCli(["push", "--tag", `${PLAIN_REGISTRY}/${repository}:v1`, "--progress", "quiet", buildID], { env });
+      expect(pushed.code, pushed.stderr).toBe(0);
+      const manifest = await getManifest(PLAIN_REGISTRY, repository, "v1");
+      expect(pushed.stdout.toString()).toBe(`${PLAIN_REGISTRY}/${repository}:v1@${manifest.digest}\n`);
+    } finally {
+      out.remove();
+    }
+  });
+
+  it("with DEPOT_BUILD_ID (and its token), builds into that build and finishes it", async () => {
+    const projectId = local.addProject({ name: "cli-handoff" }).projectId;
+    const started = await new DepotClient({ token: local.token, apiUrl: local.apiUrl }).builds.create({ projectId }); // as Depot's SDK would
+    const repository = uniqueRepository("bkn-cli-handoff");
+    const result = await runCli(["build", "--depot", projectId, "--progress", "plain", "-t", `${PLAIN_REGISTRY}/${repository}:v1`, "--push", "fixtures/hello"], {
+      env: { ...env, DEPOT_BUILD_ID: started.id, DEPOT_TOKEN: started.token },
+    });
+    expect(result.code, result.stderr).toBe(0);
+    expect(local.builds.get(started.id)!.finish?.result).toBe("success");
+    expect([...local.builds.values()].filter((b) => b.projectId === projectId)).toHaveLength(1);
+    await getManifest(PLAIN_REGISTRY, repository, "v1");
   });
 
   it("Ctrl-C cancels the build, which Depot records as canceled, and exits 130", async () => {
