@@ -7,6 +7,8 @@
 // part no real component here provides); BuildKit, registries and dockerd are
 // real, on both daemons.
 import { request } from "node:http";
+import * as http2 from "node:http2";
+import type { AddressInfo } from "node:net";
 import { createReadStream, existsSync } from "node:fs";
 import { join } from "node:path";
 import * as tarStream from "tar-stream";
@@ -124,6 +126,26 @@ describe.each(BUILD_DAEMONS)("on $name: saved Depot builds", (daemon) => {
     expect(record.statusReports.streamsCompleted).toBe(0);
   });
 
+  it("a Depot that stops reading the status stream never fails the build", async () => {
+    // A front before the local Depot that takes ReportStatusStream and never
+    // reads it nor answers (what no real part does on demand); every other
+    // call goes through.
+    const front = await startStallingFront(local.apiUrl, (path) => path.endsWith("/ReportStatusStream"));
+    try {
+      const stalled = new DepotClient({ token: local.token, apiUrl: front.url, healthIntervalMs: 250 } as DepotClientInternalOptions);
+      const { result, events } = await runCollecting(
+        stalled.build({ projectId, context: { files: {} }, dockerfileContent: `FROM ${BASE_IMAGE}\nRUN echo stalled-status && head -c 300000 /dev/zero | tr '\\0' x\n`, noCache: true }),
+      );
+      const record = local.builds.get(result.buildId)!;
+      expect(record.finish?.result).toBe("success");
+      expect(front.stalledStreams()).toBe(1);
+      expect(record.statusReports.streamsOpened).toBe(0);
+      expect(events.some((e) => e.type === "log" && e.line === "stalled-status")).toBe(true);
+    } finally {
+      await front.close();
+    }
+  });
+
   it("a build started elsewhere is picked up from its id and token, built into and finished", async () => {
     const started = await depot.builds.create({ projectId }); // as Depot's SDK would, elsewhere
     const picked = await depot.builds.fromEnvironment({ DEPOT_BUILD_ID: started.id, DEPOT_TOKEN: started.token });
@@ -175,4 +197,43 @@ async function tarEntries(path: string): Promise<Map<string, string>> {
   createReadStream(path).pipe(extract);
   await done;
   return entries;
+}
+
+/** An h2c front for the local Depot that swallows the calls `stall` picks: they are accepted, never read, never answered. */
+async function startStallingFront(upstream: string, stall: (path: string) => boolean): Promise<{ url: string; stalledStreams(): number; close(): Promise<void> }> {
+  const client = http2.connect(upstream);
+  client.on("error", () => {});
+  const stalled: http2.ServerHttp2Stream[] = [];
+  const server = http2.createServer();
+  server.on("stream", (stream, headers) => {
+    stream.on("error", () => {});
+    const path = String(headers[":path"]);
+    if (stall(path)) {
+      stalled.push(stream);
+      return;
+    }
+    const forwarded: http2.OutgoingHttpHeaders = {};
+    for (const [name, value] of Object.entries(headers)) if (!name.startsWith(":") || name === ":method" || name === ":path") forwarded[name] = value;
+    const up = client.request(forwarded);
+    up.on("error", (err) => stream.destroy(err));
+    up.on("response", (response) => stream.respond(response));
+    stream.pipe(up);
+    up.pipe(stream);
+  });
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on("session", (session) => {
+    sessions.add(session);
+    session.on("close", () => sessions.delete(session));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    stalledStreams: () => stalled.length,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const session of sessions) session.destroy();
+        client.destroy();
+      }),
+  };
 }
