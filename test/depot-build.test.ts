@@ -8,7 +8,7 @@ import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import * as tarStream from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AbortError, BuildError } from "../src/index.js";
+import { AbortError, BuildError, connect } from "../src/index.js";
 import { DepotClient } from "../src/depot/index.js";
 import type { DepotClientInternalOptions } from "../src/depot/depot-client.js";
 import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
@@ -196,6 +196,30 @@ describe.each(BUILD_DAEMONS)("on $name: depot.build()", (daemon) => {
       expect(index.manifests).toHaveLength(2);
     } finally {
       await front.close();
+    }
+  });
+
+  it("pushByDigest pushes with no tag where BuildKit has the image exporter; dockerd (Engine pushes are by tag) refuses it", async () => {
+    const bk = await connect(daemon.address, daemon.connectOptions);
+    try {
+      const repository = uniqueRepository("bkn-by-digest");
+      const run = bk.build({
+        context: { files: { "a.txt": `${repository}\n` } },
+        dockerfileContent: "FROM scratch\nCOPY a.txt /\n",
+        outputs: [{ type: "image", name: `${PLAIN_REGISTRY}/${repository}:not-pushed`, push: true, pushByDigest: true }],
+      });
+      expect(await bk.features()).toEqual({ imageExporter: !daemon.embeddedInDocker });
+      if (daemon.embeddedInDocker) {
+        await expect(run).rejects.toMatchObject({ code: "UNIMPLEMENTED" });
+        return;
+      }
+      const result = await run;
+      const digest = result.exporterResponse["containerimage.digest"]!;
+      expect(result.pushed).toEqual([{ name: `${PLAIN_REGISTRY}/${repository}@${digest}`, digest }]);
+      expect((await getManifest(PLAIN_REGISTRY, repository, digest)).digest).toBe(digest);
+      expect(await listTags(PLAIN_REGISTRY, repository)).toEqual([]);
+    } finally {
+      await bk.close();
     }
   });
 

@@ -138,8 +138,8 @@ export function createBuildsApi(api: DepotApi, orgToken: () => string, settings:
         url: reply.buildUrl,
         secrets: [token, reply.buildToken],
         settings,
-        saved: input.save ? savedImage(reply, identity, saveTags) : savedImage({ additionalTags: [], additionalCredentials: reply.additionalCredentials }, identity, []),
-        onlyCredentials: !input.save,
+        saved: savedImage(reply, identity, saveTags),
+        save: input.save ?? false,
       });
     },
 
@@ -156,7 +156,7 @@ export function createBuildsApi(api: DepotApi, orgToken: () => string, settings:
         secrets: [token],
         settings,
         saved: savedImage({ additionalTags: [], additionalCredentials: [] }, identity, []),
-        onlyCredentials: true,
+        save: false,
       });
     },
 
@@ -179,7 +179,7 @@ class Build implements DepotBuild {
   readonly #settings: BuildSettings;
   readonly #ended = new AbortController();
   readonly #machines = new Set<Machine>();
-  readonly #saved: SavedImage;
+  readonly #credentials: SavedImage["credentials"];
   readonly savedTags: readonly string[];
   #finish: Promise<void> | undefined;
 
@@ -192,9 +192,9 @@ class Build implements DepotBuild {
       projectId: string;
       secrets: string[];
       settings: BuildSettings;
-      /** Depot's names and credentials for saving; with `onlyCredentials`, the build is not saved. */
+      /** Depot's names and credentials for its registry; the names only count when the build is saved. */
       saved: SavedImage;
-      onlyCredentials: boolean;
+      save: boolean;
     },
   ) {
     this.#api = api;
@@ -204,12 +204,12 @@ class Build implements DepotBuild {
     this.projectId = build.projectId;
     this.#secrets = build.secrets;
     this.#settings = build.settings;
-    this.#saved = build.saved;
-    this.savedTags = build.onlyCredentials ? [] : build.saved.tags;
+    this.#credentials = build.saved.credentials;
+    this.savedTags = build.save ? build.saved.tags : [];
   }
 
   registryAuth(base?: RegistryAuth): RegistryAuth {
-    return withDepotCredentials(base, this.#saved.credentials);
+    return withDepotCredentials(base, this.#credentials);
   }
 
   /** A getter, so that logging or inspecting the build does not print it. */
