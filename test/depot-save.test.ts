@@ -146,15 +146,23 @@ describe.each(BUILD_DAEMONS)("on $name: saved Depot builds", (daemon) => {
     }
   });
 
-  it("a build started elsewhere is picked up from its id and token, built into and finished", async () => {
+  it("a build started elsewhere is picked up from its id and token, built into (and saved) and finished", async () => {
     const started = await depot.builds.create({ projectId }); // as Depot's SDK would, elsewhere
     const picked = await depot.builds.fromEnvironment({ DEPOT_BUILD_ID: started.id, DEPOT_TOKEN: started.token });
     expect(picked).toMatchObject({ id: started.id, projectId });
     const repository = uniqueRepository("bkn-handoff");
     const { result } = await runCollecting(
-      depot.build({ build: picked!, context: { files: {} }, dockerfileContent: `FROM ${BASE_IMAGE}\nLABEL handed=over\n`, outputs: [{ type: "image", name: `${PLAIN_REGISTRY}/${repository}:v1`, push: true }] }),
+      depot.build({
+        build: picked!,
+        context: { files: {} },
+        dockerfileContent: `FROM ${BASE_IMAGE}\nLABEL handed=over\n`,
+        outputs: [{ type: "image", name: `${PLAIN_REGISTRY}/${repository}:v1`, push: true }],
+        save: true, // Depot named no saved names at CreateBuild: it is asked where its registry is
+      }),
     );
     expect(result.buildId).toBe(started.id);
+    expect(result.saved?.reference).toBe(`${local.savedImageRegistry}/${projectId}:${started.id}`);
+    expect(local.builds.get(started.id)!.saves.map((s) => s.reference)).toEqual([result.saved!.reference]);
     expect(local.builds.get(started.id)!.finish?.result).toBe("success");
     expect((await getImageConfig(PLAIN_REGISTRY, repository, "v1")).config.Labels?.handed).toBe("over");
     expect(await depot.builds.fromEnvironment({})).toBeUndefined();

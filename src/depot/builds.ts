@@ -2,10 +2,10 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { AbortError, BuildKitNodeError } from "../errors.js";
 import { type BuildStep, Command } from "../gen/depot/cli/v1/build_pb.js";
 import { createLogger } from "../log.js";
-import type { RegistryAuth } from "../session/auth.js";
+import type { RegistryAuth, RegistryCredentials } from "../session/auth.js";
 import { redact } from "./errors.js";
 import type { Clock } from "./clock.js";
-import { type SavedImage, savedImage, withDepotCredentials } from "./saved-image.js";
+import { DEPOT_REGISTRY, type SavedImage, savedImage, withDepotCredentials } from "./saved-image.js";
 import { StatusReporter } from "./status-reporter.js";
 import { type AcquireOptions, acquireMachine, type DepotMachine, type Machine } from "./machine.js";
 import { callDepot, type DepotApi } from "./transport.js";
@@ -13,6 +13,8 @@ import { callDepot, type DepotApi } from "./transport.js";
 const log = createLogger("depot");
 
 export const FINISH_TIMEOUT_MS = 30_000;
+/** Asking where a picked-up build saves: a little, then Depot's own registry. */
+const SAVE_REGISTRY_TIMEOUT_MS = 10_000;
 /** Step timings are for Depot's UI: not worth holding a build's end up for long. */
 const TIMINGS_TIMEOUT_MS = 5_000;
 /** CreateBuild: 200 ms doubling, at most 6 tries (about 6 s of waiting in all). */
@@ -73,6 +75,15 @@ export interface DepotBuild {
    * still report. Releases the build's machines first.
    */
   finish(error?: unknown): Promise<void>;
+  /**
+   * The names a save of this build goes to: those CreateBuild answered, or,
+   * for a build picked up from elsewhere, `<registry>/<project>:<build id>`
+   * and one per save tag in the registry Depot names (GetPullToken's
+   * `registry_host`; Depot's own if it names none), with `x-token` and the
+   * build token as its credentials.
+   * @internal
+   */
+  saveNames(saveTags: readonly string[], options?: { signal?: AbortSignal | undefined }): Promise<string[]>;
   /**
    * A reporter relaying one machine's BuildKit status to Depot's UI.
    * @internal
@@ -179,7 +190,7 @@ class Build implements DepotBuild {
   readonly #settings: BuildSettings;
   readonly #ended = new AbortController();
   readonly #machines = new Set<Machine>();
-  readonly #credentials: SavedImage["credentials"];
+  readonly #credentials: Map<string, RegistryCredentials>;
   readonly savedTags: readonly string[];
   #finish: Promise<void> | undefined;
 
@@ -242,6 +253,25 @@ class Build implements DepotBuild {
   finish(error?: unknown): Promise<void> {
     this.#finish ??= this.#report(error);
     return this.#finish;
+  }
+
+  async saveNames(saveTags: readonly string[], options: { signal?: AbortSignal | undefined } = {}): Promise<string[]> {
+    if (this.savedTags.length > 0) return [...this.savedTags];
+    let registry = DEPOT_REGISTRY;
+    try {
+      const reply = await callDepot("GetPullToken", this.#token, (call) => this.#api.builds.getPullToken({ buildId: this.id }, call), {
+        signal: options.signal,
+        maxAttempts: 2,
+        timeoutMs: SAVE_REGISTRY_TIMEOUT_MS,
+      });
+      if (reply.registryHost) registry = reply.registryHost;
+    } catch (err) {
+      if (options.signal?.aborted) throw err;
+      log(`build ${this.id}: Depot named no registry to save in (${(err as Error).message}); saving to ${registry}`);
+    }
+    const saved = savedImage({ additionalTags: [], additionalCredentials: [] }, this, saveTags, registry);
+    for (const [host, credentials] of saved.credentials) this.#credentials.set(host, credentials);
+    return saved.tags;
   }
 
   statusReporter(platform: string): StatusReporter {

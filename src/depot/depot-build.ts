@@ -8,7 +8,6 @@ import { type PlatformBuild, pushIndexes } from "./image-index.js";
 import type { DepotBuild, DepotBuilds } from "./builds.js";
 import { buildOnMachine, type MachineBuild } from "./machine-build.js";
 import { checkMultiPlatformOutputs, type PlatformPush, platformOutputs, requestedImageNames } from "./platform-outputs.js";
-import { savedImage } from "./saved-image.js";
 import { StepTimings } from "./step-timings.js";
 import { spoolUploads } from "./upload-spool.js";
 
@@ -75,15 +74,15 @@ async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, opt
     throw err;
   });
   log(`build ${build.id}: ${platforms.join(", ")}`);
-  const savedTags = save ? savedNames(build, saveTags) : [];
-  const outputs = withSavedTags(requested.outputs ?? [], savedTags);
-  const buildOptions: BuildOptions = { ...requested, outputs, registryAuth: build.registryAuth(requested.registryAuth) };
   const timings = platforms.map(() => new StepTimings());
   const controller = new AbortController();
   const onAbort = () => controller.abort(signal?.reason);
   signal?.addEventListener("abort", onAbort, { once: true });
   let failure: unknown;
   try {
+    const savedTags = save ? await build.saveNames(saveTags, { signal: controller.signal }) : [];
+    const outputs = withSavedTags(requested.outputs ?? [], savedTags);
+    const buildOptions: BuildOptions = { ...requested, outputs, registryAuth: build.registryAuth(requested.registryAuth) };
     const perPlatform = await Promise.all(
       platforms.map(async (platform, i) => {
         try {
@@ -135,12 +134,6 @@ function register(
     ...save,
   };
   return depot.builds.create(input, signal ? { signal } : {});
-}
-
-/** Depot's names for the saved image; a build picked up from elsewhere gets those Depot's CLI would push to. */
-function savedNames(build: DepotBuild, saveTags: string[]): string[] {
-  if (build.savedTags.length > 0) return [...build.savedTags];
-  return savedImage({ additionalTags: [], additionalCredentials: [] }, build, saveTags).tags;
 }
 
 /** The user's outputs, with the saved image's names pushed too (by the user's image push when there is one: one export). */

@@ -18,16 +18,18 @@ export interface SavedImage {
  * What CreateBuild answered for a saved build: `additional_tags` (those to
  * push) and `additional_credentials` (base64 `user:password` per host).
  * Without them, what the depot CLI falls back to: `<registry>/<project>:<build>`
- * plus one name per save tag, and `x-token:<build token>` for the registry.
+ * plus one name per save tag, and `x-token:<build token>` for the registry
+ * (Depot's own unless `registry` names the one Depot said it uses).
  */
 export function savedImage(
   reply: { additionalTags: { tag: string; push: boolean }[]; additionalCredentials: { host: string; token: string }[] },
   build: { id: string; token: string; projectId: string },
   saveTags: readonly string[],
+  registry = DEPOT_REGISTRY,
 ): SavedImage {
   const tags = reply.additionalTags.filter((t) => t.push && t.tag).map((t) => t.tag);
   if (tags.length === 0) {
-    const repository = `${DEPOT_REGISTRY}/${build.projectId}`;
+    const repository = `${registry}/${build.projectId}`;
     tags.push(`${repository}:${build.id}`, ...saveTags.map((tag) => `${repository}:${tag}`));
   }
   const credentials = new Map<string, RegistryCredentials>();
@@ -37,7 +39,7 @@ export function savedImage(
     if (!host || colon < 0) throw new BuildKitNodeError("INTERNAL", `Depot CreateBuild returned malformed registry credentials${host ? ` for ${host}` : ""}`);
     credentials.set(registryHost(host), { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) });
   }
-  if (credentials.size === 0) credentials.set(DEPOT_REGISTRY, { username: "x-token", password: build.token });
+  if (credentials.size === 0) credentials.set(registryHost(registry), { username: "x-token", password: build.token });
   return { tags, credentials };
 }
 
