@@ -132,7 +132,8 @@ describe("parseImageReference refuses what Docker refuses", () => {
   });
 
   it("refuses a value that is not a string (plain JavaScript callers)", () => {
-    expect(() => parseImageReference(undefined as unknown as string)).toThrow(/invalid image reference/);
+    expect(() => parseImageReference(undefined as unknown as string)).toThrow(/an image reference must be a string, not undefined/);
+    expect(() => parseImageReference(null as unknown as string)).toThrow(/not null/);
   });
 });
 

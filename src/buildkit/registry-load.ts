@@ -13,6 +13,7 @@ export interface LoadRegistryImageOptions {
   platform?: string | Platform;
   /** The tags Docker gives the image. Default: the reference, when it has a tag. */
   names?: string[];
+  /** Aborts the transfer and the load: rejects with AbortError. */
   signal?: AbortSignal;
   /** Each blob's progress as it streams from the registry to Docker. */
   onProgress?: (event: CopyProgress) => void;
@@ -35,27 +36,30 @@ export async function loadRegistryImage(registry: RegistryClient, image: string 
   const engine = new DockerEngine(options.dockerSocket ?? defaultDockerSocket());
   const archive = new PassThrough();
   const signal = options.signal ? { signal: options.signal } : {};
-  let loadFailure: unknown;
-  // The Engine's refusal ends the archive at once (its writes fail): report that, the cause.
-  const loading = engine.load(archive, signal).catch((err: unknown) => {
-    loadFailure = err;
+  // Either side failing ends the other (the archive is destroyed): the first failure is the cause.
+  let cause: { error: unknown } | undefined;
+  const first = (err: unknown) => {
+    cause ??= { error: err };
     archive.destroy(err as Error);
     throw err;
-  });
-  const writing = registry.writeImageArchive(image, {
-    format: "docker",
-    dest: archive,
-    ...signal,
-    ...(options.platform !== undefined ? { platform: options.platform } : {}),
-    ...(options.names ? { names: options.names } : {}),
-    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
-  });
+  };
+  const loading = engine.load(archive, signal).catch(first);
+  const writing = registry
+    .writeImageArchive(image, {
+      format: "docker",
+      dest: archive,
+      ...signal,
+      ...(options.platform !== undefined ? { platform: options.platform } : {}),
+      ...(options.names ? { names: options.names } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    })
+    .catch(first);
   try {
     const [written, loaded] = await Promise.all([writing, loading]);
     return { descriptor: written.descriptor, loaded };
   } catch (err) {
     await Promise.allSettled([writing, loading]);
-    throw loadFailure ?? err;
+    throw cause ? cause.error : err;
   }
 }
 

@@ -59,8 +59,6 @@ export class RegistryAuthorizer {
     const scheme = this.#schemes.get(host);
     if (!scheme) return undefined;
     if (scheme.scheme === "basic") return this.#basic(host, `authenticating to ${host}`);
-    const cached = this.#tokens.get(tokenKey(host, scopes));
-    if (cached && cached.expiresAt > this.#now()) return cached.authorization;
     return this.#token(host, scheme, scopes, `authenticating to ${host}`, signal);
   }
 
@@ -105,7 +103,8 @@ export class RegistryAuthorizer {
     // Shared by every request that waits for it: no one caller's signal ends it (its deadline does).
     entry.authorization = this.#requestToken(host, scheme, scopes, what).then(
       ({ token, lifetimeS }) => {
-        entry.expiresAt = this.#now() + lifetimeS * 1000 - expiryMarginMs;
+        // Not used in its last seconds (half its life, for a short-lived one): it may expire on the way.
+        entry.expiresAt = this.#now() + Math.max(lifetimeS * 500, lifetimeS * 1000 - expiryMarginMs);
         return `Bearer ${token}`;
       },
       (err: unknown) => {

@@ -3,7 +3,8 @@ import { createLogger } from "../log.js";
 import { RegistryError } from "./errors.js";
 import type { Descriptor } from "./manifest.js";
 import type { ImageReference } from "./reference.js";
-import { pullScope, pushScope, type RegistryClient, type RegistryCallOptions } from "./registry-client.js";
+import type { RegistryCallOptions, RegistryClient } from "./registry-client.js";
+import { pullScope, pushScope } from "./scopes.js";
 
 const log = createLogger("registry");
 
@@ -45,6 +46,9 @@ export async function pushBlob(
   options: PushBlobOptions,
 ): Promise<PushBlobResult> {
   const { signal } = options;
+  if (!/^sha(256|384|512):[a-f0-9]+$/.test(String(descriptor?.digest)) || !(Number.isSafeInteger(descriptor.size) && descriptor.size >= 0)) {
+    throw new BuildKitNodeError("INVALID_ARGUMENT", "a blob's descriptor needs its digest (sha256:…) and its size in bytes");
+  }
   if (options.chunkSize !== undefined && !(Number.isInteger(options.chunkSize) && options.chunkSize > 0)) {
     throw new BuildKitNodeError("INVALID_ARGUMENT", "chunkSize must be a positive whole number of bytes");
   }

@@ -48,7 +48,8 @@ export async function copyImage(client: RegistryClient, from: ImageReference, to
   const top = await client.getManifest(from, signalOf(options));
   if (top.kind === "index") {
     for (const child of top.index.manifests) await copy.manifestByDigest(child);
-  } else {
+  } else if (!(await client.headManifest(withDigest(to, top.descriptor.digest), signalOf(options)))) {
+    // (A registry holds a manifest only with all its blobs: one it has needs none of them.)
     await copy.blobsOf(top);
   }
   const descriptor = await copy.putManifest(top, to.tag !== undefined || to.digest === undefined ? to : withDigest(to, top.descriptor.digest));

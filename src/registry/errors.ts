@@ -52,15 +52,3 @@ export function codeForStatus(status: number, registryCode: string | undefined):
   if (status >= 500) return "INTERNAL";
   return "UNKNOWN";
 }
-
-/**
- * Whether pushing again may succeed: a 5xx, or a digest the registry
- * computed differently (concurrent pushes of one blob into one repository
- * can make distribution answer DIGEST_INVALID or BLOB_UPLOAD_INVALID).
- */
-export function isRetryablePushFailure(err: unknown): boolean {
-  if (!(err instanceof RegistryError)) return false;
-  if (err.status !== undefined && err.status >= 500) return true;
-  if (err.code === "UNAVAILABLE" || err.code === "TIMEOUT") return true;
-  return err.registryCode === "DIGEST_INVALID" || err.registryCode === "BLOB_UPLOAD_INVALID" || err.registryCode === "BLOB_UPLOAD_UNKNOWN";
-}

@@ -29,7 +29,7 @@ export interface ImageArchiveOptions extends RegistryCallOptions {
    * layers; the same tar is also an OCI layout). One platform only.
    */
   format: "oci" | "docker";
-  /** A file path (written whole or not at all) or a Writable (ended when done). */
+  /** A file path (written whole or not at all) or a Writable (ended when done, destroyed on a failure). */
   dest: string | Writable;
   /**
    * The platform to take from an index (`linux/arm64`). Default: for
@@ -71,24 +71,28 @@ interface ArchivePlan {
  * `index.json` (and `manifest.json` for Docker).
  */
 export async function writeImageArchive(client: RegistryClient, image: ImageReference, options: ImageArchiveOptions): Promise<ImageArchiveResult> {
-  if (options.format !== "oci" && options.format !== "docker") throw new BuildKitNodeError("INVALID_ARGUMENT", `format must be "oci" or "docker"`);
   // Stops reading the registry when the destination failed.
   const stop = new AbortController();
   const call: RegistryCallOptions = { signal: options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal };
-  const names = (options.names ?? (image.tag !== undefined ? [formatImageReference(image)] : [])).map((name) => {
-    const parsed = parseImageReference(name);
-    return parsed.tag !== undefined ? parsed : withTag(parsed, "latest");
-  });
+  let names: ImageReference[];
   let plan: ArchivePlan;
   try {
+    if (options.format !== "oci" && options.format !== "docker") throw new BuildKitNodeError("INVALID_ARGUMENT", `format must be "oci" or "docker"`);
+    names = (options.names ?? (image.tag !== undefined ? [formatImageReference(image)] : [])).map((name) => {
+      const parsed = parseImageReference(name);
+      return parsed.tag !== undefined ? parsed : withTag(parsed, "latest");
+    });
     plan = await planArchive(client, image, options, call);
   } catch (err) {
-    // A Writable is the caller's reader's (a Docker load, say): it must learn that nothing comes.
-    if (typeof options.dest !== "string") options.dest.destroy(err as Error);
+    // A Writable is the caller's reader's (a Docker load, say): it must learn that nothing comes,
+    // as pipeline() would tell it, without crashing a caller that listens for nothing.
+    if (typeof options.dest !== "string") options.dest.once("error", () => {}).destroy(err as Error);
     throw err;
   }
 
   const pack = tar.pack();
+  // Its failures reach the caller through `writing` and `sinking`; a destroyed pack must not throw.
+  pack.on("error", () => {});
   const writing = writeEntries(client, image, plan, names, options, pack, call).then(
     () => pack.finalize(),
     (err: unknown) => {
@@ -102,11 +106,11 @@ export async function writeImageArchive(client: RegistryClient, image: ImageRefe
     stop.abort(err);
     throw err;
   });
-  try {
-    await Promise.all([writing, sinking]);
-  } catch (err) {
+  // Both sides settle (a partial file is removed) before the call does.
+  const [written, sunk] = await Promise.allSettled([writing, sinking]);
+  if (written.status === "rejected" || sunk.status === "rejected") {
     if (options.signal?.aborted) throw new AbortError("writing the image archive was aborted", { cause: options.signal.reason });
-    throw stop.signal.aborted ? stop.signal.reason : err;
+    throw stop.signal.aborted ? stop.signal.reason : written.status === "rejected" ? written.reason : (sunk as PromiseRejectedResult).reason;
   }
   return { descriptor: plan.top.descriptor, platforms: plan.platforms, names: names.map((name) => formatImageReference(name)) };
 }
@@ -114,15 +118,18 @@ export async function writeImageArchive(client: RegistryClient, image: ImageRefe
 /** Picks the manifest(s) the archive holds and lists their blobs. */
 async function planArchive(client: RegistryClient, image: ImageReference, options: ImageArchiveOptions, call: RegistryCallOptions): Promise<ArchivePlan> {
   const top = await client.getManifest(image, call);
-  const wanted = options.platform !== undefined ? parsePlatform(options.platform) : options.format === "docker" ? hostPlatform() : undefined;
+  const asked = options.platform !== undefined ? parsePlatform(options.platform) : undefined;
   if (top.kind === "image") {
+    // One image: it is what was asked for, unless a platform was named that it is not.
     const platform = await imagePlatform(client, image, top, call);
-    if (wanted && platform && !platformMatches(wanted, platform)) {
-      throw new BuildKitNodeError("NOT_FOUND", `${formatImageReference(image)} is a ${formatPlatform(platform)} image, not ${formatPlatform(wanted)}`);
+    if (asked && platform && !platformMatches(asked, platform)) {
+      throw new BuildKitNodeError("NOT_FOUND", `${formatImageReference(image)} is a ${formatPlatform(platform)} image, not ${formatPlatform(asked)}`);
     }
     return { top, manifests: [top], blobs: blobsOf(top), platforms: platform ? [platform] : [] };
   }
   const images = top.index.manifests.filter((entry) => !isAttestation(entry));
+  // From an index, Docker takes one platform: this machine's unless told otherwise.
+  const wanted = asked ?? (options.format === "docker" ? hostPlatform() : undefined);
   if (wanted) {
     const entry = images.find((candidate) => platformMatches(wanted, candidate.platform));
     if (!entry) {
@@ -232,7 +239,11 @@ async function addStream(
   const finished = new Promise<void>((resolve, reject) => {
     done = (err) => (err ? reject(err) : resolve());
   });
+  // Awaited at the end; when the loop fails first, the entry's own failure is a consequence.
+  finished.catch(() => {});
   const entry = pack.entry({ name, size, ...fileHeader }, (err) => done(err));
+  // (Its failure comes through the callback; destroyed with the pack, it must not throw.)
+  entry.on("error", () => {});
   let written = 0;
   try {
     for await (const chunk of body) {

@@ -49,7 +49,8 @@ const digestLengths: Record<string, number> = { sha256: 64, sha384: 96, sha512: 
  */
 export function parseImageReference(text: string): ImageReference {
   const invalid = (why: string) => new BuildKitNodeError("INVALID_ARGUMENT", `invalid image reference ${JSON.stringify(text)}: ${why}`);
-  if (typeof text !== "string" || text === "") throw invalid("it is empty");
+  if (typeof text !== "string") throw new BuildKitNodeError("INVALID_ARGUMENT", `an image reference must be a string, not ${text === null ? "null" : typeof text}`);
+  if (text === "") throw invalid("it is empty");
   if (identifierPattern.test(text)) throw invalid("a 64-character hexadecimal string is an image id, not a name");
 
   const at = text.indexOf("@");
@@ -130,9 +131,12 @@ function parsedCopy(image: ImageReference): ImageReference {
   return parseImageReference(formatImageReference(image));
 }
 
-/** Accepts a reference as text or as parsed. */
+/** Accepts a reference as text or as parsed (checked again: a plain object may come from anywhere). */
 export function toImageReference(image: string | ImageReference): ImageReference {
-  return typeof image === "string" ? parseImageReference(image) : image;
+  if (typeof image === "object" && image !== null && typeof image.domain === "string" && typeof image.repository === "string") {
+    return parsedCopy(image);
+  }
+  return parseImageReference(image as string);
 }
 
 /** The key docker's `config.json` and credential helpers hold this registry's credentials under. */

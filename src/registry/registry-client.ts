@@ -1,26 +1,27 @@
-import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
-import { setTimeout as delay } from "node:timers/promises";
-import { AbortError, BuildKitNodeError } from "../errors.js";
-import { createLogger } from "../log.js";
-import { type CredentialLookup, type RegistryAuth, type RegistryAuthOptions, registryCredentials } from "../session/auth.js";
-import { type BlobSource, type PushBlobOptions, type PushBlobResult, pushBlob, mountBlob } from "./blob-upload.js";
+import { BuildKitNodeError } from "../errors.js";
+import { type RegistryAuth, type RegistryAuthOptions, registryCredentials } from "../session/auth.js";
+import { type BlobSource, type PushBlobOptions, type PushBlobResult, mountBlob, pushBlob } from "./blob-upload.js";
 import { type CopyImageOptions, type CopyImageResult, copyImage } from "./copy-image.js";
-import { isRetryablePushFailure, RegistryError } from "./errors.js";
+import { sha256, verified } from "./digest.js";
+import { RegistryError } from "./errors.js";
 import { type ImageArchiveOptions, type ImageArchiveResult, writeImageArchive } from "./image-archive.js";
 import { type Descriptor, type Manifest, manifestMediaTypes, parseManifest } from "./manifest.js";
 import { type IndexSource, type PushIndexOptions, type PushIndexResult, pushIndex } from "./push-index.js";
+import { withRetries } from "./push-retry.js";
 import { type ImageReference, formatImageReference, toImageReference } from "./reference.js";
 import { RegistryHttp, type RegistryRequest, type RegistryResponse } from "./registry-http.js";
+import { pullScope, pushScope } from "./scopes.js";
 
 export interface RegistryClientOptions {
   /**
    * Where credentials come from: docker's `config.json` (`"docker-config"`,
    * the default: credential helpers, `credsStore`, `auths`), a record by
    * registry host (`{ "ghcr.io": { username, password } }`), or a function
-   * of the host (`registry-1.docker.io` for Docker Hub).
+   * of the host (`docker.io` for Docker Hub). Each host's answer is kept for
+   * the client's life.
    */
-  auth?: RegistryAuth | CredentialLookup;
+  auth?: RegistryAuth;
   /** How `"docker-config"` is read (its directory, the credential helpers' timeout). */
   authOptions?: RegistryAuthOptions;
   /**
@@ -49,8 +50,6 @@ export interface RegistryCallOptions {
   /** Aborts the call (and any transfer in flight): rejects with AbortError. */
   signal?: AbortSignal;
 }
-
-const log = createLogger("registry");
 
 const defaultTimeoutMs = 60_000;
 const defaultPushRetries = 3;
@@ -117,9 +116,10 @@ export class RegistryClient {
     await response.discard();
     if (response.status === 404) return undefined;
     const digest = response.headers.get("docker-content-digest") ?? ref.digest;
-    const size = Number(response.headers.get("content-length"));
+    const length = response.headers.get("content-length");
+    const size = length === null ? Number.NaN : Number(length);
     const mediaType = response.headers.get("content-type")?.split(";")[0]?.trim();
-    if (digest && Number.isFinite(size) && mediaType) return { mediaType, digest, size };
+    if (digest && Number.isSafeInteger(size) && mediaType) return { mediaType, digest, size };
     // A registry that leaves the digest out of a HEAD: read the manifest itself.
     return (await this.getManifest(ref, options)).descriptor;
   }
@@ -146,6 +146,31 @@ export class RegistryClient {
       await response.discard();
     }, options.signal);
     return { mediaType: manifest.mediaType, digest, size: manifest.bytes.byteLength };
+  }
+
+  /** The repository's tags, every page of them; none for a repository the registry does not know. */
+  async listTags(image: string | ImageReference, options: RegistryCallOptions = {}): Promise<string[]> {
+    const ref = toImageReference(image);
+    const tags: string[] = [];
+    let path: string | undefined = `/v2/${ref.repository}/tags/list?n=1000`;
+    for (let page = 0; path; page++) {
+      const response: RegistryResponse = await this.request(ref, { method: "GET", path, scopes: [pullScope(ref)], signal: options.signal, what: `listing the tags of ${ref.host}/${ref.repository}`, accept: [404] });
+      if (response.status === 404) {
+        await response.discard();
+        return tags;
+      }
+      let body: { tags?: unknown };
+      try {
+        body = JSON.parse(Buffer.from(await response.bytes()).toString("utf8")) as typeof body;
+      } catch {
+        throw new RegistryError("INTERNAL", `listing the tags of ${ref.host}/${ref.repository}: the answer is not JSON`, { host: ref.host });
+      }
+      if (Array.isArray(body.tags)) tags.push(...body.tags.filter((tag): tag is string => typeof tag === "string"));
+      // The next page, if any, is in an RFC 5988 Link header: `</v2/…/tags/list?last=x&n=1000>; rel="next"`.
+      const next = /<([^>]+)>;\s*rel="?next"?/.exec(response.headers.get("link") ?? "")?.[1];
+      path = next && page < 10_000 ? new URL(next, response.url).toString() : undefined;
+    }
+    return tags;
   }
 
   /** The descriptor of a blob in the repository (HEAD), or undefined when it has none. */
@@ -255,57 +280,11 @@ export class RegistryClient {
   }
 }
 
-export function pullScope(image: ImageReference): string {
-  return `repository:${image.repository}:pull`;
-}
-
-export function pushScope(image: ImageReference): string {
-  return `repository:${image.repository}:pull,push`;
-}
-
 function manifestPath(image: ImageReference): string {
   return `/v2/${image.repository}/manifests/${image.reference}`;
 }
 
 /** `127.0.0.1:5000/acme/app:1`, for messages. */
-export function describe(image: ImageReference): string {
+function describe(image: ImageReference): string {
   return `${image.host}/${image.repository}${image.digest ? `@${image.digest}` : `:${image.reference}`}`;
-}
-
-export function sha256(bytes: Uint8Array): string {
-  return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
-}
-
-/** Passes a blob's bytes on, failing at the end if they are not what the digest (and size) say. */
-async function* verified(body: AsyncIterable<Uint8Array>, digest: string, size: number | undefined, what: string, host: string): AsyncGenerator<Uint8Array> {
-  const [algorithm = "", expected = ""] = digest.split(":");
-  const hash = algorithm === "sha256" || algorithm === "sha512" || algorithm === "sha384" ? createHash(algorithm) : undefined;
-  let received = 0;
-  for await (const chunk of body) {
-    received += chunk.byteLength;
-    if (size !== undefined && size >= 0 && received > size) throw new RegistryError("INTERNAL", `${what}: the registry sent more than the ${size} bytes the descriptor says`, { host });
-    hash?.update(chunk);
-    yield chunk;
-  }
-  if (size !== undefined && size >= 0 && received !== size) throw new RegistryError("INTERNAL", `${what}: the registry sent ${received} of ${size} bytes`, { host });
-  if (hash && hash.digest("hex") !== expected) throw new RegistryError("INTERNAL", `${what}: the bytes the registry sent do not match the digest`, { host });
-}
-
-/**
- * Runs `step`, and again up to `retries` times, after a short growing pause,
- * while its failure is one a registry may not repeat (a 5xx, a digest it
- * computed differently while another push of the same blob ran).
- */
-export async function withRetries<T>(retries: number, what: string, step: (attempt: number) => Promise<T>, signal?: AbortSignal): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await step(attempt);
-    } catch (err) {
-      if (attempt >= retries || !isRetryablePushFailure(err) || signal?.aborted) throw err;
-      log(`${what}: trying again after ${(err as Error).message}`);
-      await delay(100 * 2 ** attempt, undefined, signal ? { signal } : {}).catch(() => {
-        throw new AbortError(`${what} was aborted`, { cause: signal?.reason });
-      });
-    }
-  }
 }

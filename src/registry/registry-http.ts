@@ -69,11 +69,13 @@ export class RegistryHttp {
     this.authorizer = new RegistryAuthorizer(options.credentials, (url, init, what) => this.#fetchToken(url, init, what));
   }
 
-  /** `http` or `https` for a registry host. */
+  /** `http` or `https` for a registry host; an `insecure` entry without a port covers every port. */
   scheme(host: string): "http" | "https" {
     const { insecure } = this.#options;
     if (isLoopback(host) || insecure === true) return "http";
-    return Array.isArray(insecure) && insecure.some((h) => h.toLowerCase() === host.toLowerCase()) ? "http" : "https";
+    const name = host.toLowerCase();
+    const bare = name.replace(/:\d+$/, "");
+    return Array.isArray(insecure) && insecure.some((entry) => [name, bare].includes(entry.toLowerCase())) ? "http" : "https";
   }
 
   url(host: string, path: string): URL {
@@ -104,7 +106,8 @@ export class RegistryHttp {
   async #send(request: RegistryRequest, authorization: string | undefined): Promise<RegistryResponse> {
     const url = /^https?:\/\//.test(request.path) ? new URL(request.path) : this.url(request.host, request.path);
     const headers: Record<string, string> = { "User-Agent": this.#options.userAgent, ...request.headers };
-    if (authorization) headers.Authorization = authorization;
+    // Only to the registry itself: an upload's Location may send the bytes to another host (storage).
+    if (authorization && url.host === this.url(request.host, "/").host) headers.Authorization = authorization;
     log(`${request.method} ${url.origin}${url.pathname}`);
     return this.#fetch(url, { method: request.method, headers, ...(request.body !== undefined ? { body: request.body } : {}) }, request.host, request.what, request.signal);
   }
@@ -132,14 +135,17 @@ export class RegistryHttp {
       throw networkError(err, host, what, url);
     };
     let body = init.body;
-    if (body !== undefined && typeof body !== "string" && !(body instanceof Uint8Array)) body = deadline.watch(body);
+    const streamed = body !== undefined && typeof body !== "string" && !(body instanceof Uint8Array);
+    if (streamed) body = deadline.watch(body as AsyncIterable<Uint8Array>);
     let raw: Response;
     try {
       raw = await fetch(url, {
         method: init.method,
         headers: init.headers,
         signal: aborts,
-        redirect: "follow",
+        // A streamed body cannot follow a redirect anyway; and with "follow", undici's fetch
+        // tees it and keeps every byte sent in memory until the end (nodejs/undici#4058).
+        redirect: streamed ? "error" : "follow",
         ...(body !== undefined ? { body, duplex: "half" } : {}),
       } as RequestInit);
     } catch (err) {
@@ -207,11 +213,22 @@ export class RegistryHttp {
     } else {
       await response.discard();
     }
-    // A 401 that says the token's scope fell short: the credentials are good, the access is not.
-    const insufficient = response.status === 401 && parseChallenge(response.headers.get("www-authenticate") ?? "")?.params.error === "insufficient_scope";
-    const code = insufficient ? "PERMISSION_DENIED" : codeForStatus(response.status, registryCode);
-    const hint =
-      code === "PERMISSION_DENIED" ? ` (the credentials for ${request.host} do not allow this)` : response.status === 401 ? ` (credentials for ${request.host} missing or refused)` : "";
+    let code = codeForStatus(response.status, registryCode);
+    let hint = "";
+    if (response.status === 401 || response.status === 403) {
+      const credentials = await this.#options.credentials(request.host).catch(() => undefined);
+      // A token whose scope fell short: with credentials, they do not allow this; without, they are missing.
+      const insufficient = parseChallenge(response.headers.get("www-authenticate") ?? "")?.params.error === "insufficient_scope";
+      if (!credentials) {
+        code = "UNAUTHENTICATED";
+        hint = ` (no credentials are configured for ${request.host})`;
+      } else if (insufficient || response.status === 403) {
+        code = "PERMISSION_DENIED";
+        hint = ` (the credentials for ${request.host} do not allow this)`;
+      } else {
+        hint = ` (the registry refused the credentials configured for ${request.host})`;
+      }
+    }
     return new RegistryError(code, `${request.what}: the registry answered ${response.status}${detail ? ` ${detail.slice(0, 300)}` : ""}${hint}`, {
       host: request.host,
       status: response.status,
@@ -276,6 +293,9 @@ function networkError(err: unknown, host: string, what: string, url: URL): Regis
   if (/^(ERR_SSL|ERR_TLS|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED|ERR_OSSL)/.test(code) || /SSL|TLS|certificate/i.test(text)) {
     const hint = /wrong version number|packet length too long/i.test(text) ? `; if ${host} speaks plain HTTP, pass it in the client's insecure option` : "";
     return new RegistryError("TLS", `${what}: TLS with ${url.host} failed (${code || text})${hint}`, { host, cause: err });
+  }
+  if (/redirect/i.test(text)) {
+    return new RegistryError("UNIMPLEMENTED", `${what}: ${url.host} redirected an upload, which cannot be followed with a streamed body`, { host, cause: err });
   }
   if (/TIMEOUT/i.test(code)) return new RegistryError("TIMEOUT", `${what}: ${url.host} did not answer in time (${code})`, { host, cause: err });
   return new RegistryError("UNAVAILABLE", `${what}: cannot reach ${url.host} (${code || text})`, { host, cause: err });
