@@ -19,7 +19,7 @@ import {
 import { Hardware, ProjectService } from "../src/gen/depot/core/v1/project_pb.js";
 import { connect, TransportError } from "../src/index.js";
 import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
-import { assertDockerd, DOCKER_BUILDKIT } from "./support/daemons.js";
+import { assertDaemon, assertDockerd, BUILD_DAEMONS, DOCKER_BUILDKIT } from "./support/daemons.js";
 
 const AMD64 = BuilderPlatform.AMD64;
 const ARM64 = BuilderPlatform.ARM64;
@@ -339,23 +339,19 @@ describe("projects", () => {
   });
 });
 
-describe("builds and machines", () => {
+describe.each(BUILD_DAEMONS)("a machine in front of $name", (daemon) => {
   let depot: LocalDepot;
   let c: Clients;
   const org = () => bearer(depot.token);
-  const newBuild = () => c.cli.createBuild({ projectId: "prj_builds" }, org());
   beforeAll(async () => {
-    depot = await startLocalDepot({ buildkit: DOCKER_BUILDKIT });
+    assertDaemon(daemon);
+    depot = await startLocalDepot({ ...daemon.backend, savedImageRegistry: false });
     c = clients(createConnectTransport({ baseUrl: depot.apiUrl, httpVersion: "2" }));
     depot.addProject({ name: "builds", projectId: "prj_builds" });
   });
-  afterEach(() => {
-    depot.faults.stayPending = false;
-    depot.faults.cancelsAt = undefined;
-  });
   afterAll(() => depot?.stop());
 
-  it("registers a build, answers pending twice, then hands out a real BuildKit behind mutual TLS", async () => {
+  it(`on ${daemon.name}: registers a build, answers pending twice, then hands out that BuildKit behind mutual TLS`, async () => {
     const build = await c.cli.createBuild(
       { projectId: "prj_builds", options: [{ tags: ["127.0.0.1:5000/app:1"], push: true, load: false }] },
       org(),
@@ -406,6 +402,23 @@ describe("builds and machines", () => {
     expect(record).toMatchObject({ status: "success", finishCalls: 2 });
     await expectCode(c.cli.getBuildKitConnection({ buildId: build.buildId, platform: AMD64 }, bearer(build.buildToken)), Code.FailedPrecondition);
   });
+});
+
+describe("builds and machines", () => {
+  let depot: LocalDepot;
+  let c: Clients;
+  const org = () => bearer(depot.token);
+  const newBuild = () => c.cli.createBuild({ projectId: "prj_builds" }, org());
+  beforeAll(async () => {
+    depot = await startLocalDepot({ buildkit: DOCKER_BUILDKIT });
+    c = clients(createConnectTransport({ baseUrl: depot.apiUrl, httpVersion: "2" }));
+    depot.addProject({ name: "builds", projectId: "prj_builds" });
+  });
+  afterEach(() => {
+    depot.faults.stayPending = false;
+    depot.faults.cancelsAt = undefined;
+  });
+  afterAll(() => depot?.stop());
 
   it("gives each platform its own machine, and concurrent polls one machine between them", async () => {
     const build = await newBuild();

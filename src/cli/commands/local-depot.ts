@@ -8,10 +8,13 @@ import { join, resolve } from "node:path";
 import { rootCertificates } from "node:tls";
 import { startLocalDepot } from "../../testing/local-depot.js";
 import { helpFlag, type ParsedArgs } from "../args.js";
-import { tlsFromFiles } from "../builder.js";
+import { connectionFlags, tlsFromFiles } from "../builder.js";
 import type { CliContext } from "../context.js";
 import { EXIT, UsageError } from "../errors.js";
 import type { Command } from "./command.js";
+
+// The --tls* flags as `build` names them (without --buildkit: BUILDKIT_TLS_* with BUILDKIT_HOST).
+const { builder: _builder, ...tlsFlags } = connectionFlags;
 
 export const localDepotCommand: Command = {
   name: "local-depot",
@@ -30,10 +33,7 @@ export const localDepotCommand: Command = {
       value: "ADDRESS",
       description: "The BuildKit behind the machines: unix:///PATH, tcp://HOST:PORT, docker://[/PATH] (default: $BUILDKIT_HOST, then docker://)",
     },
-    tlscacert: { type: "string", value: "PATH", description: "TLS: CA certificate (PEM) the BuildKit's certificate must chain to (default: $BUILDKIT_TLS_CA)" },
-    tlscert: { type: "string", value: "PATH", description: "TLS: client certificate (PEM) (default: $BUILDKIT_TLS_CERT)" },
-    tlskey: { type: "string", value: "PATH", description: "TLS: client private key (PEM) (default: $BUILDKIT_TLS_KEY)" },
-    tlsservername: { type: "string", value: "NAME", description: "TLS: the name the BuildKit's certificate must carry (default: $BUILDKIT_TLS_SERVER_NAME)" },
+    ...tlsFlags,
     port: { type: "string", value: "PORT", description: "Serve the API on this port of 127.0.0.1 (default: any free port)" },
     registry: {
       type: "string",
