@@ -10,10 +10,10 @@ import * as tarStream from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AbortError, BuildError, connect } from "../src/index.js";
 import { DepotClient } from "../src/depot/index.js";
-import type { DepotClientInternalOptions } from "../src/depot/depot-client.js";
-import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
+import type { LocalDepot } from "../src/testing/index.js";
 import { failureOf, logLines, runCollecting } from "./support/build-helpers.js";
-import { assertDaemon, BUILD_DAEMONS } from "./support/daemons.js";
+import { BUILD_DAEMONS } from "./support/daemons.js";
+import { depotOn } from "./support/depot.js";
 import { BASE_IMAGE, getBlobJson, getImageConfig, getManifest, listTags, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 
 describe.each(BUILD_DAEMONS)("on $name: depot.build()", (daemon) => {
@@ -22,11 +22,7 @@ describe.each(BUILD_DAEMONS)("on $name: depot.build()", (daemon) => {
   let projectId: string;
 
   beforeAll(async () => {
-    assertDaemon(daemon);
-    local = await startLocalDepot({ ...daemon.backend, pendingWaitMs: 50 });
-    const options: DepotClientInternalOptions = { token: local.token, apiUrl: local.apiUrl, healthIntervalMs: 250 };
-    depot = new DepotClient(options);
-    projectId = (await depot.projects.create({ name: "depot-build-tests", regionId: "us-east-1" })).projectId;
+    ({ local, depot, projectId } = await depotOn(daemon, "depot-build-tests"));
   });
   afterAll(async () => {
     await local?.stop();

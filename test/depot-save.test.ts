@@ -6,7 +6,6 @@
 // from their id and token. The local Depot stands in for Depot's API (the one
 // part no real component here provides); BuildKit, registries and dockerd are
 // real, on both daemons.
-import { request } from "node:http";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { createReadStream, existsSync } from "node:fs";
@@ -15,9 +14,10 @@ import * as tarStream from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DepotClient } from "../src/depot/index.js";
 import type { DepotClientInternalOptions } from "../src/depot/depot-client.js";
-import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
+import type { LocalDepot } from "../src/testing/index.js";
 import { runCollecting, tempDir } from "./support/build-helpers.js";
-import { assertDaemon, BUILD_DAEMONS } from "./support/daemons.js";
+import { BUILD_DAEMONS } from "./support/daemons.js";
+import { depotOn, dockerApi } from "./support/depot.js";
 import { BASE_IMAGE, getImageConfig, getManifest, listTags, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 
 describe.each(BUILD_DAEMONS)("on $name: saved Depot builds", (daemon) => {
@@ -26,11 +26,7 @@ describe.each(BUILD_DAEMONS)("on $name: saved Depot builds", (daemon) => {
   let projectId: string;
 
   beforeAll(async () => {
-    assertDaemon(daemon);
-    local = await startLocalDepot({ ...daemon.backend, pendingWaitMs: 50 });
-    const options: DepotClientInternalOptions = { token: local.token, apiUrl: local.apiUrl, healthIntervalMs: 250 };
-    depot = new DepotClient(options);
-    projectId = local.addProject({ name: "saves" }).projectId;
+    ({ local, depot, projectId } = await depotOn(daemon, "saves"));
   });
   afterAll(async () => {
     await local?.stop();
@@ -101,7 +97,7 @@ describe.each(BUILD_DAEMONS)("on $name: saved Depot builds", (daemon) => {
 
   it("a build that was not saved cannot be pulled, and says so", async () => {
     const { result } = await runCollecting(depot.build({ projectId, context: { files: {} }, dockerfileContent: `FROM ${BASE_IMAGE}\n` }));
-    await expect(depot.pull(result.buildId, { dest: "/nonexistent/x.tar" })).rejects.toMatchObject({ code: expect.stringMatching(/NOT_FOUND|UNAUTHENTICATED|PERMISSION_DENIED/) });
+    await expect(depot.pull(result.buildId, { dest: "/nonexistent/x.tar" })).rejects.toMatchObject({ code: "NOT_FOUND" });
   });
 
   it("Depot's UI sees the build: its steps and logs from the status stream, and their timings", async () => {
@@ -168,20 +164,6 @@ describe.each(BUILD_DAEMONS)("on $name: saved Depot builds", (daemon) => {
     expect(await depot.builds.fromEnvironment({})).toBeUndefined();
   });
 });
-
-/** One call to the local Docker Engine API. */
-function dockerApi(method: string, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath: "/var/run/docker.sock", method, path }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (chunk: string) => (body += chunk));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on("error", reject);
-    req.end();
-  });
-}
 
 /** The small text entries of a tar file (layers are skipped). */
 async function tarEntries(path: string): Promise<Map<string, string>> {
