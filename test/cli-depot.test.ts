@@ -9,6 +9,7 @@ import { DepotClient } from "../src/depot/index.js";
 import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
 import { cliEnv, runCli, scratchDir, startCli } from "./cli-harness.js";
 import { assertDaemon, assertDockerd, BUILD_DAEMONS, DOCKER_BUILDKIT } from "./support/daemons.js";
+import { dockerApi } from "./support/depot.js";
 import { BASE_IMAGE, getManifest, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 
 let local: LocalDepot;
@@ -111,6 +112,16 @@ describe.each(BUILD_DAEMONS)("on $name: build --depot", (daemon) => {
       const pulled = await runCli(["pull", "--output", archive, buildID], { env });
       expect(pulled.code, pulled.stderr).toBe(0);
       expect(statSync(archive).size).toBeGreaterThan(0);
+
+      const name = `${uniqueRepository("bkn-cli-pulled")}:dev`;
+      try {
+        const loaded = await runCli(["pull", "--tag", name, "--progress", "quiet", buildID], { env });
+        expect(loaded.code, loaded.stderr).toBe(0);
+        expect(loaded.stderr).toContain(`loaded ${name}`);
+        expect((await dockerApi("GET", `/images/${encodeURIComponent(name)}/json`)).status).toBe(200);
+      } finally {
+        await dockerApi("DELETE", `/images/${encodeURIComponent(name)}?force=true`);
+      }
 
       const repository = uniqueRepository("bkn-cli-pushed");
       const pushed = await runCli(["push", "--tag", `${PLAIN_REGISTRY}/${repository}:v1`, "--progress", "quiet", buildID], { env });
