@@ -78,6 +78,30 @@ describe.each(BUILD_DAEMONS)("on $name: saved Depot builds", (daemon) => {
     expect(await listTags(PLAIN_REGISTRY, repository)).toEqual(["v1"]);
   });
 
+  it("two platforms saved: one index under the saved names, the same that push copies on", async () => {
+    const repository = uniqueRepository("bkn-depot-multi-saved");
+    const { result } = await runCollecting(
+      depot.build({
+        projectId,
+        platforms: ["linux/amd64", "linux/arm64"],
+        context: { files: { "hello.txt": `${repository}\n` } },
+        dockerfileContent: "FROM scratch\nCOPY hello.txt /\n",
+        outputs: [{ type: "image", name: `${PLAIN_REGISTRY}/${repository}:v1`, push: true }],
+        save: true,
+      }),
+    );
+    const record = local.builds.get(result.buildId)!;
+    const saved = record.saves.find((s) => s.reference === result.saved!.reference);
+    expect(saved?.digest).toBe(result.digest); // the index, under the saved name too
+    expect(saved?.mediaType).toMatch(/manifest\.list|image\.index/);
+
+    const copy = uniqueRepository("bkn-depot-multi-pushed");
+    const pushed = await depot.push(result.buildId, { tag: `${PLAIN_REGISTRY}/${copy}:v1` });
+    expect(pushed.pushed[0]!.digest).toBe(result.digest);
+    const index = (await getManifest(PLAIN_REGISTRY, copy, "v1")) as unknown as { manifests: { platform: { architecture: string } }[] };
+    expect(index.manifests.map((m) => m.platform.architecture).sort()).toEqual(["amd64", "arm64"]);
+  });
+
   it("pull writes an OCI archive whose index names the saved image", async () => {
     const marker = uniqueRepository("oci");
     const result = await savedBuild(marker);
