@@ -10,7 +10,7 @@ import * as tarStream from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AbortError, BuildError, connect } from "../src/index.js";
 import { DepotClient } from "../src/depot/index.js";
-import type { LocalDepot } from "../src/testing/index.js";
+import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
 import { failureOf, logLines, runCollecting } from "./support/build-helpers.js";
 import { BUILD_DAEMONS } from "./support/daemons.js";
 import { depotOn } from "./support/depot.js";
@@ -216,6 +216,29 @@ describe.each(BUILD_DAEMONS)("on $name: depot.build()", (daemon) => {
       expect(await listTags(PLAIN_REGISTRY, repository)).toEqual([]);
     } finally {
       await bk.close();
+    }
+  });
+
+  it("builds when Depot asks for gzip'd traffic to the machine (sent plain to a BuildKit that cannot read gzip)", async () => {
+    const gzipDepot = await startLocalDepot({ ...daemon.backend, pendingWaitMs: 50, machineCompression: "gzip" });
+    try {
+      const client = new DepotClient({ token: gzipDepot.token, apiUrl: gzipDepot.apiUrl });
+      const project = gzipDepot.addProject({ name: "gzip" }).projectId;
+      const { result, events } = await runCollecting(
+        client.build({ projectId: project, context: { files: { "big.txt": "compressible ".repeat(50_000) } }, dockerfileContent: `FROM ${BASE_IMAGE}\nCOPY big.txt /\nRUN wc -c < /big.txt\n`, noCache: true }),
+      );
+      expect(gzipDepot.builds.get(result.buildId)!.finish?.result).toBe("success");
+      expect(logLines(events)).toContain("650000");
+    } finally {
+      await gzipDepot.stop();
+    }
+    // The option really compresses: dockerd's v0.8 refuses gzip'd requests outright.
+    if (daemon.embeddedInDocker) {
+      const refused = await connect(daemon.address, { ...daemon.connectOptions, compression: "gzip" }).then(
+        (bk) => bk.close().then(() => expect.unreachable("dockerd took gzip")),
+        (err: unknown) => err as Error,
+      );
+      expect(String((refused.cause as Error | undefined)?.message)).toMatch(/Decompressor is not installed for grpc-encoding "gzip"/);
     }
   });
 
