@@ -102,6 +102,35 @@ describe.each(BUILD_DAEMONS)("on $name: saved Depot builds", (daemon) => {
     expect(index.manifests.map((m) => m.platform.architecture).sort()).toEqual(["amd64", "arm64"]);
   });
 
+  it("step by step: the build's savedTags and registryAuth() save it, and pull reads it back", async () => {
+    const build = await depot.builds.create({ projectId, save: true, saveTags: ["step"] });
+    expect(build.savedTags).toEqual([`${local.savedImageRegistry}/${projectId}:${build.id}`, `${local.savedImageRegistry}/${projectId}:step`]);
+    const machine = await build.acquireMachine("amd64");
+    try {
+      const bk = await machine.connect();
+      await bk.build({
+        context: { files: {} },
+        dockerfileContent: `FROM ${BASE_IMAGE}\nLABEL step=by-step\n`,
+        registryAuth: build.registryAuth(),
+        outputs: [{ type: "image", name: build.savedTags.join(","), push: true }],
+      });
+      await build.finish();
+    } catch (err) {
+      await build.finish(err);
+      throw err;
+    } finally {
+      await machine.release();
+    }
+    expect(local.builds.get(build.id)!.saves.map((s) => s.reference).sort()).toEqual([...build.savedTags].sort());
+    const out = tempDir("depot-step-pull");
+    try {
+      const pulled = await depot.pull(build.id, { dest: join(out.path, "image.tar") });
+      expect(pulled.reference).toBe(build.savedTags[0]);
+    } finally {
+      out.remove();
+    }
+  });
+
   it("pull writes an OCI archive whose index names the saved image", async () => {
     const marker = uniqueRepository("oci");
     const result = await savedBuild(marker);
