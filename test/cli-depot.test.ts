@@ -101,7 +101,9 @@ describe.each(BUILD_DAEMONS)("on $name: build --depot", (daemon) => {
     const out = scratchDir("cli-save");
     try {
       const metadataFile = join(out.path, "metadata.json");
-      const built = await runCli(["build", "--depot", projectId, "--save", "--save-tag", "latest", "--progress", "plain", "--metadata-file", metadataFile, "fixtures/hello"], { env });
+      // Every log line on, to show that no token reaches one.
+      const debugEnv = { ...env, DEBUG: "buildkit-node:*" };
+      const built = await runCli(["build", "--depot", projectId, "--save", "--save-tag", "latest", "--progress", "plain", "--metadata-file", metadataFile, "fixtures/hello"], { env: debugEnv });
       expect(built.code, built.stderr).toBe(0);
       const metadata = JSON.parse(readFileSync(metadataFile, "utf8")) as { "depot.build": { buildID: string; projectID: string; saved: string } };
       const { buildID } = metadata["depot.build"];
@@ -109,7 +111,7 @@ describe.each(BUILD_DAEMONS)("on $name: build --depot", (daemon) => {
       expect(local.builds.get(buildID)!.options[0]).toMatchObject({ save: true, saveTags: ["latest"] });
 
       const archive = join(out.path, "image.tar");
-      const pulled = await runCli(["pull", "--output", archive, buildID], { env });
+      const pulled = await runCli(["pull", "--output", archive, buildID], { env: debugEnv });
       expect(pulled.code, pulled.stderr).toBe(0);
       expect(statSync(archive).size).toBeGreaterThan(0);
 
@@ -124,8 +126,14 @@ describe.each(BUILD_DAEMONS)("on $name: build --depot", (daemon) => {
       }
 
       const repository = uniqueRepository("bkn-cli-pushed");
-      const pushed = await runCli(["push", "--tag", `${PLAIN_REGISTRY}/${repository}:v1`, "--progress", "quiet", buildID], { env });
+      const pushed = await runCli(["push", "--tag", `${PLAIN_REGISTRY}/${repository}:v1`, "--progress", "quiet", buildID], { env: debugEnv });
       expect(pushed.code, pushed.stderr).toBe(0);
+      const buildToken = local.builds.get(buildID)!.token;
+      for (const output of [built, pulled, pushed]) {
+        const text = `${output.stdout}${output.stderr}`;
+        expect(text).toContain("buildkit-node:depot"); // the debug log was on
+        for (const secret of [buildToken, local.token, Buffer.from(`x-token:${buildToken}`).toString("base64")]) expect(text).not.toContain(secret);
+      }
       const manifest = await getManifest(PLAIN_REGISTRY, repository, "v1");
       expect(pushed.stdout.toString()).toBe(`${PLAIN_REGISTRY}/${repository}:v1@${manifest.digest}\n`);
     } finally {
