@@ -9,7 +9,7 @@ import { DepotClient } from "../src/depot/index.js";
 import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
 import { cliEnv, runCli, scratchDir, startCli } from "./cli-harness.js";
 import { assertDaemon, assertDockerd, BUILD_DAEMONS, DOCKER_BUILDKIT } from "./support/daemons.js";
-import { dockerApi } from "./support/depot.js";
+import { dockerApi } from "./support/docker-api.js";
 import { BASE_IMAGE, getManifest, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 
 let local: LocalDepot;

@@ -17,7 +17,8 @@ import type { DepotClientInternalOptions } from "../src/depot/depot-client.js";
 import type { LocalDepot } from "../src/testing/index.js";
 import { runCollecting, tempDir } from "./support/build-helpers.js";
 import { BUILD_DAEMONS } from "./support/daemons.js";
-import { depotOn, dockerApi } from "./support/depot.js";
+import { depotOn } from "./support/depot.js";
+import { dockerApi } from "./support/docker-api.js";
 import { BASE_IMAGE, getImageConfig, getManifest, listTags, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 
 describe.each(BUILD_DAEMONS)("on $name: saved Depot builds", (daemon) => {

@@ -1,6 +1,5 @@
 // The local Depot in front of one of the test daemons, and a DepotClient for
 // it, as the Depot end-to-end tests use them.
-import { request } from "node:http";
 import { DepotClient } from "../../src/depot/index.js";
 import type { DepotClientInternalOptions } from "../../src/depot/depot-client.js";
 import { type LocalDepot, startLocalDepot } from "../../src/testing/index.js";
@@ -18,18 +17,4 @@ export async function depotOn(daemon: BuildDaemon, projectName: string): Promise
   const local = await startLocalDepot({ ...daemon.backend, pendingWaitMs: 50 });
   const options: DepotClientInternalOptions = { token: local.token, apiUrl: local.apiUrl, healthIntervalMs: 250 };
   return { local, depot: new DepotClient(options), projectId: local.addProject({ name: projectName }).projectId };
-}
-
-/** One call to the local Docker Engine API. */
-export function dockerApi(method: string, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath: "/var/run/docker.sock", method, path }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (chunk: string) => (body += chunk));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on("error", reject);
-    req.end();
-  });
 }
