@@ -177,8 +177,8 @@ describe.each(BUILD_DAEMONS)("on $name: depot.build()", (daemon) => {
         depot.build({
           projectId,
           platforms: ["linux/amd64", "linux/arm64"],
-          context: { files: { "hello.txt": "refused, then pushed\n" } },
-          dockerfileContent: "FROM scratch\nCOPY hello.txt /\n",
+          // An upload: each push again reads it afresh from its spooled copy.
+          context: { tar: tarOf({ Dockerfile: "FROM scratch\nCOPY hello.txt /\n", "hello.txt": "refused, then pushed\n" }) },
           outputs: [{ type: "image", name: `${front.host}/${repository}:v1`, push: true }],
         }),
       );
@@ -320,4 +320,12 @@ async function startRegistryFront(
         server.closeAllConnections();
       }),
   };
+}
+
+/** A tar stream of `files`, as a user's upload arrives. */
+function tarOf(files: Record<string, string>): Readable {
+  const pack = tarStream.pack();
+  for (const [name, content] of Object.entries(files)) pack.entry({ name }, content);
+  pack.finalize();
+  return Readable.from(pack as AsyncIterable<Buffer>, { objectMode: false });
 }

@@ -89,7 +89,8 @@ async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, opt
           const machine = await build.acquireMachine(platform, { signal: controller.signal, ...(acquireTimeoutMs ? { timeoutMs: acquireTimeoutMs } : {}) });
           return await buildOnMachine(machine, {
             platform,
-            options: { ...buildOptions, ...uploads?.replay() },
+            options: buildOptions,
+            ...(uploads ? { replayUploads: () => uploads.replay() } : {}),
             ...(multi ? { outputsFor: (push: PlatformPush) => platformOutputs(outputs, platform, push) } : {}),
             signal: controller.signal,
             emit,

@@ -7,6 +7,7 @@ import type { PlatformBuild } from "./image-index.js";
 import type { PlatformPush } from "./platform-outputs.js";
 import type { StatusReporter } from "./status-reporter.js";
 import type { StepTimings } from "./step-timings.js";
+import { hasUploads, type ReplayedInputs } from "./upload-spool.js";
 
 const log = createLogger("depot");
 
@@ -25,6 +26,12 @@ export interface MachineBuildOptions {
   platform: string;
   /** The build's options, outputs as asked (before they are made per-platform). */
   options: BuildOptions;
+  /**
+   * Fresh reads of the uploaded contexts for each attempt (a spooled upload).
+   * Without it, a build whose context is an upload stream is not pushed
+   * again: the stream was read by the first attempt.
+   */
+  replayUploads?: () => ReplayedInputs;
   /**
    * Turns the outputs into this platform's, once it is known how the
    * machine's BuildKit can push (one platform only: `undefined`).
@@ -66,15 +73,16 @@ export async function buildOnMachine(machine: BuildMachine, build: MachineBuildO
         timings?.update(status);
       },
     };
+    const attempts = build.replayUploads || !hasUploads(options) ? PUSH_ATTEMPTS : 1;
     for (let attempt = 1; ; attempt++) {
-      const run = bk.build({ ...options, signal: AbortSignal.any([signal, machine.signal]) });
+      const run = bk.build({ ...options, ...build.replayUploads?.(), signal: AbortSignal.any([signal, machine.signal]) });
       for await (const event of run.events) emit({ ...event, platform });
       try {
         const result: BuildResult = await run;
         return { platform, result, ...(push ? { push } : {}) };
       } catch (err) {
-        if (attempt >= PUSH_ATTEMPTS || !isRefusedPush(err) || signal.aborted || machine.signal.aborted) throw err;
-        log(`the registry refused the ${platform} push (attempt ${attempt} of ${PUSH_ATTEMPTS}); pushing again`);
+        if (attempt >= attempts || !isRefusedPush(err) || signal.aborted || machine.signal.aborted) throw err;
+        log(`the registry refused the ${platform} push (attempt ${attempt} of ${attempts}); pushing again`);
         emit({ type: "warning", digest: "", message: `the registry refused the ${platform} image's push; pushing it again`, detail: [(err as Error).message], platform });
       }
     }

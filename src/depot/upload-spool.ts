@@ -20,6 +20,16 @@ export interface UploadSpool {
 
 type Upload = { tar: Readable | AsyncIterable<Uint8Array> };
 
+/** Whether any context input (main or named) is an upload stream, which can be read once. */
+export function hasUploads(options: Pick<BuildOptions, "context" | "extraContexts">): boolean {
+  return uploadsOf(options).length > 0;
+}
+
+function uploadsOf(options: Pick<BuildOptions, "context" | "extraContexts">): [string, Upload][] {
+  const inputs: [string, unknown][] = [["context", options.context], ...Object.entries(options.extraContexts ?? {}).map(([k, v]): [string, unknown] => [`extra:${k}`, v])];
+  return inputs.filter((entry): entry is [string, Upload] => typeof entry[1] === "object" && entry[1] !== null && "tar" in entry[1]);
+}
+
 /**
  * An upload stream (`{ tar }`, main or named context) can be read once, but
  * several machines' builds each read the whole of it: it is written to a
@@ -27,8 +37,7 @@ type Upload = { tar: Readable | AsyncIterable<Uint8Array> };
  * and in-memory files need no spool and are passed through as they are.
  */
 export async function spoolUploads(options: Pick<BuildOptions, "context" | "extraContexts">, signal: AbortSignal | undefined): Promise<UploadSpool> {
-  const inputs: [string, unknown][] = [["context", options.context], ...Object.entries(options.extraContexts ?? {}).map(([k, v]): [string, unknown] => [`extra:${k}`, v])];
-  const uploads = inputs.filter((entry): entry is [string, Upload] => typeof entry[1] === "object" && entry[1] !== null && "tar" in entry[1]);
+  const uploads = uploadsOf(options);
   if (uploads.length === 0) return { replay: () => ({}), remove: async () => {} };
 
   const dir = await mkdtemp(join(tmpdir(), "buildkit-node-upload-"));
