@@ -312,9 +312,10 @@ describe.each(BUILD_DAEMONS)("on $name: DepotClient against the local Depot", (d
 
     it("finishing the build ends an acquisition in progress", async () => {
       const build = await depot().builds.create({ projectId });
+      const record = local.builds.get(build.id)!;
       local.faults.stayPending = true;
       const acquiring = failure(build.acquireMachine("amd64"));
-      await delay(100);
+      await vi.waitFor(() => expect(record.connectionPolls.length).toBeGreaterThan(0)); // it is waiting for a machine
       await build.finish();
       expect(await acquiring).toMatchObject({ code: "FAILED_PRECONDITION" });
       await expect(build.acquireMachine("amd64")).rejects.toMatchObject({ code: "FAILED_PRECONDITION" });
