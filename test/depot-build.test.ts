@@ -10,10 +10,12 @@ import * as tarStream from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AbortError, BuildError, connect } from "../src/index.js";
 import { DepotClient } from "../src/depot/index.js";
+import type { DepotClientInternalOptions } from "../src/depot/depot-client.js";
 import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
 import { failureOf, logLines, runCollecting } from "./support/build-helpers.js";
 import { BUILD_DAEMONS } from "./support/daemons.js";
 import { depotOn } from "./support/depot.js";
+import { ManualClock } from "./support/manual-clock.js";
 import { BASE_IMAGE, getBlobJson, getImageConfig, getManifest, listTags, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 
 describe.each(BUILD_DAEMONS)("on $name: depot.build()", (daemon) => {
@@ -74,8 +76,10 @@ describe.each(BUILD_DAEMONS)("on $name: depot.build()", (daemon) => {
 
   it("reports an abort as canceled and releases the machine", async () => {
     const before = new Set(local.builds.keys());
+    const clock = new ManualClock(); // health reports and status batches wait on it
+    const client = new DepotClient({ token: local.token, apiUrl: local.apiUrl, clock } as DepotClientInternalOptions);
     const controller = new AbortController();
-    const run = depot.build({
+    const run = client.build({
       projectId,
       context: { files: {} },
       dockerfileContent: `FROM ${BASE_IMAGE}\nRUN echo started && sleep 120\n`,
@@ -88,9 +92,10 @@ describe.each(BUILD_DAEMONS)("on $name: depot.build()", (daemon) => {
     await expect(run).rejects.toBeInstanceOf(AbortError);
     const record = onlyBuild(before);
     expect(record.finish?.result).toBe("canceled");
+    expect(clock.pending()).toBe(0); // released: no health report or status batch waits any more
     const reports = record.healthReports.length;
-    await new Promise((resolve) => setTimeout(resolve, 700));
-    expect(record.healthReports.length).toBe(reports); // released: no more health reports
+    await clock.advance(60_000);
+    expect(record.healthReports.length).toBe(reports);
   });
 
   it("ends the build when Depot's cancels_at passes", async () => {
