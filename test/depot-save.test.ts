@@ -103,19 +103,24 @@ describe.each(BUILD_DAEMONS)("on $name: saved Depot builds", (daemon) => {
     expect(index.manifests.map((m) => m.platform.architecture).sort()).toEqual(["amd64", "arm64"]);
   });
 
-  it("step by step: the build's savedTags and registryAuth() save it, and pull reads it back", async () => {
+  it("step by step: savedTags and registryAuth() save it, machine.build() is seen by Depot, and pull reads it back", async () => {
     const build = await depot.builds.create({ projectId, save: true, saveTags: ["step"] });
     expect(build.savedTags).toEqual([`${local.savedImageRegistry}/${projectId}:${build.id}`, `${local.savedImageRegistry}/${projectId}:step`]);
+    const record = local.builds.get(build.id)!;
     const machine = await build.acquireMachine("amd64");
     try {
-      const bk = await machine.connect();
-      await bk.build({
+      await machine.build({
         context: { files: {} },
-        dockerfileContent: `FROM ${BASE_IMAGE}\nLABEL step=by-step\n`,
+        dockerfileContent: `FROM ${BASE_IMAGE}\nRUN echo step-by-step-${build.id}\n`,
+        noCache: true,
         registryAuth: build.registryAuth(),
         outputs: [{ type: "image", name: build.savedTags.join(","), push: true }],
       });
+      const run = record.steps.find((step) => step.name.includes(`RUN echo step-by-step-${build.id}`));
+      expect(run?.logs.map((l) => l.message).join("")).toContain(`step-by-step-${build.id}`);
+      expect(record.timings).toEqual([]); // they go with finish
       await build.finish();
+      expect(record.timings.map((t) => t.name)).toContain(run!.name);
     } catch (err) {
       await build.finish(err);
       throw err;

@@ -1,12 +1,13 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AbortError, BuildKitNodeError } from "../errors.js";
-import { type BuildStep, Command } from "../gen/depot/cli/v1/build_pb.js";
+import { Command } from "../gen/depot/cli/v1/build_pb.js";
 import { createLogger } from "../log.js";
 import type { RegistryAuth, RegistryCredentials } from "../session/auth.js";
 import { redact } from "./errors.js";
 import type { Clock } from "./clock.js";
 import { DEPOT_REGISTRY, type SavedImage, savedImage, withDepotCredentials } from "./saved-image.js";
 import { StatusReporter } from "./status-reporter.js";
+import type { StepTimings } from "./step-timings.js";
 import { type AcquireOptions, acquireMachine, type DepotMachine, type Machine } from "./machine.js";
 import { callDepot, type DepotApi } from "./transport.js";
 
@@ -72,7 +73,8 @@ export interface DepotBuild {
    * code CANCELED / ConnectError canceled → canceled; anything else → error
    * with its message. Later calls return the first call's promise. Uses its
    * own timeout (30 s), never the build's signal, so a canceled build can
-   * still report. Releases the build's machines first.
+   * still report. Releases the build's machines first, then tells Depot the
+   * steps `machine.build()` ran, with their times (ReportTimings, bounded).
    */
   finish(error?: unknown): Promise<void>;
   /**
@@ -84,17 +86,6 @@ export interface DepotBuild {
    * @internal
    */
   saveNames(saveTags: readonly string[], options?: { signal?: AbortSignal | undefined }): Promise<string[]>;
-  /**
-   * A reporter relaying one machine's BuildKit status to Depot's UI.
-   * @internal
-   */
-  statusReporter(platform: string): StatusReporter;
-  /**
-   * Tells Depot the build's steps and their times (ReportTimings) before it
-   * is finished. Bounded in time; a failure is logged, never thrown.
-   * @internal
-   */
-  reportTimings(steps: BuildStep[]): Promise<void>;
 }
 
 /** Not public API: settings tests may change. */
@@ -190,6 +181,8 @@ class Build implements DepotBuild {
   readonly #settings: BuildSettings;
   readonly #ended = new AbortController();
   readonly #machines = new Set<Machine>();
+  /** The solves `machine.build()` ran, for ReportTimings. */
+  readonly #steps: { platform: string; timings: StepTimings }[] = [];
   readonly #credentials: Map<string, RegistryCredentials>;
   readonly savedTags: readonly string[];
   #finish: Promise<void> | undefined;
@@ -237,6 +230,10 @@ class Build implements DepotBuild {
         healthIntervalMs: this.#settings.healthIntervalMs,
         ...(this.#settings.clock ? { clock: this.#settings.clock } : {}),
         ended: this.#ended.signal,
+        reporting: (machinePlatform) => ({
+          statusReporter: () => this.#statusReporter(machinePlatform),
+          recordSteps: (timings) => this.#steps.push({ platform: machinePlatform, timings }),
+        }),
       },
       platform,
       options,
@@ -274,7 +271,7 @@ class Build implements DepotBuild {
     return saved.tags;
   }
 
-  statusReporter(platform: string): StatusReporter {
+  #statusReporter(platform: string): StatusReporter {
     const { statusIntervalMs, clock } = this.#settings;
     return new StatusReporter({
       api: this.#api,
@@ -286,7 +283,10 @@ class Build implements DepotBuild {
     });
   }
 
-  async reportTimings(steps: BuildStep[]): Promise<void> {
+  /** Each machine's steps; named with their platform when machines of several platforms ran. */
+  async #reportTimings(): Promise<void> {
+    const multi = new Set(this.#steps.map((s) => s.platform)).size > 1;
+    const steps = this.#steps.flatMap(({ platform, timings }) => timings.steps(multi ? `linux/${platform}` : undefined));
     if (steps.length === 0) return;
     await callDepot("ReportTimings", this.#token, (call) => this.#api.builds.reportTimings({ buildId: this.id, buildSteps: steps }, call), {
       timeoutMs: TIMINGS_TIMEOUT_MS,
@@ -296,6 +296,7 @@ class Build implements DepotBuild {
   async #report(error: unknown): Promise<void> {
     this.#ended.abort();
     await Promise.all([...this.#machines].map((m) => m.release()));
+    await this.#reportTimings();
     const result = finishResult(error, this.#secrets);
     log(`build ${this.id}: finishing (${result.case})`);
     await callDepot("FinishBuild", this.#token, (call) => this.#api.builds.finishBuild({ buildId: this.id, result }, call), {

@@ -8,7 +8,6 @@ import { type PlatformBuild, pushIndexes } from "./image-index.js";
 import type { DepotBuild, DepotBuilds } from "./builds.js";
 import { buildOnMachine, type MachineBuild } from "./machine-build.js";
 import { checkMultiPlatformOutputs, type PlatformPush, platformOutputs, requestedImageNames } from "./platform-outputs.js";
-import { StepTimings } from "./step-timings.js";
 import { spoolUploads } from "./upload-spool.js";
 
 const log = createLogger("depot");
@@ -74,7 +73,6 @@ async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, opt
     throw err;
   });
   log(`build ${build.id}: ${platforms.join(", ")}`);
-  const timings = platforms.map(() => new StepTimings());
   const controller = new AbortController();
   const onAbort = () => controller.abort(signal?.reason);
   signal?.addEventListener("abort", onAbort, { once: true });
@@ -84,7 +82,7 @@ async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, opt
     const outputs = withSavedTags(requested.outputs ?? [], savedTags);
     const buildOptions: BuildOptions = { ...requested, outputs, registryAuth: build.registryAuth(requested.registryAuth) };
     const perPlatform = await Promise.all(
-      platforms.map(async (platform, i) => {
+      platforms.map(async (platform) => {
         try {
           const machine = await build.acquireMachine(platform, { signal: controller.signal, ...(acquireTimeoutMs ? { timeoutMs: acquireTimeoutMs } : {}) });
           return await buildOnMachine(machine, {
@@ -94,8 +92,6 @@ async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, opt
             ...(multi ? { outputsFor: (push: PlatformPush) => platformOutputs(outputs, platform, push) } : {}),
             signal: controller.signal,
             emit,
-            reporter: build.statusReporter(platform),
-            timings: timings[i]!,
           });
         } catch (err) {
           controller.abort(err); // one platform failed: stop the others
@@ -112,7 +108,6 @@ async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, opt
     throw failure;
   } finally {
     signal?.removeEventListener("abort", onAbort);
-    await build.reportTimings(timings.flatMap((t, i) => t.steps(multi ? platforms[i] : undefined)));
     // Exactly once, whatever happened; its own timeout, not the build's signal.
     await build.finish(failure).catch((err: unknown) => log(`finishing build ${build.id}: ${(err as Error).message}`));
     await uploads?.remove();

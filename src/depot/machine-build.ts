@@ -1,12 +1,11 @@
 import type { BuildOptions, BuildResult, Output } from "../buildkit/build-options.js";
+import type { BuildRun } from "../buildkit/build.js";
 import type { BuildKitClient } from "../buildkit/client.js";
 import type { BuildEvent } from "../buildkit/events.js";
 import { BuildError, BuildKitNodeError } from "../errors.js";
 import { createLogger } from "../log.js";
 import type { PlatformBuild } from "./image-index.js";
 import type { PlatformPush } from "./platform-outputs.js";
-import type { StatusReporter } from "./status-reporter.js";
-import type { StepTimings } from "./step-timings.js";
 import { hasUploads, type ReplayedInputs } from "./upload-spool.js";
 
 const log = createLogger("depot");
@@ -19,6 +18,8 @@ export interface BuildMachine {
   /** Aborted when the machine is released or Depot ends it. */
   readonly signal: AbortSignal;
   connect(options?: { signal?: AbortSignal }): Promise<BuildKitClient>;
+  /** A build whose status Depot's UI sees (see DepotMachine.build). */
+  build(options: BuildOptions, connectOptions?: { signal?: AbortSignal }): BuildRun;
   release(): Promise<void>;
 }
 
@@ -40,10 +41,6 @@ export interface MachineBuildOptions {
   /** Aborted when the whole Depot build stops (another platform failed, or the caller aborted). */
   signal: AbortSignal;
   emit(event: BuildEvent): void;
-  /** Relays the solve's status to Depot; closed when the machine's builds end. */
-  reporter?: StatusReporter;
-  /** Records the solve's steps for ReportTimings. */
-  timings?: StepTimings;
 }
 
 export interface MachineBuild extends PlatformBuild {
@@ -63,19 +60,10 @@ export async function buildOnMachine(machine: BuildMachine, build: MachineBuildO
   try {
     const bk = await machine.connect({ signal });
     const push = build.outputsFor ? ((await bk.features()).imageExporter ? "by-digest" : "helper-tags") : undefined;
-    const { reporter, timings } = build;
-    const options: BuildOptions = {
-      ...build.options,
-      ...(push && build.outputsFor ? { outputs: build.outputsFor(push) } : {}),
-      platforms: [platform],
-      onStatus: (status) => {
-        reporter?.push(status);
-        timings?.update(status);
-      },
-    };
+    const options: BuildOptions = { ...build.options, ...(push && build.outputsFor ? { outputs: build.outputsFor(push) } : {}), platforms: [platform] };
     const attempts = build.replayUploads || !hasUploads(options) ? PUSH_ATTEMPTS : 1;
     for (let attempt = 1; ; attempt++) {
-      const run = bk.build({ ...options, ...build.replayUploads?.(), signal: AbortSignal.any([signal, machine.signal]) });
+      const run = machine.build({ ...options, ...build.replayUploads?.(), signal: AbortSignal.any([signal, machine.signal]) }, { signal });
       for await (const event of run.events) emit({ ...event, platform });
       try {
         const result: BuildResult = await run;
@@ -93,7 +81,6 @@ export async function buildOnMachine(machine: BuildMachine, build: MachineBuildO
     }
     throw err;
   } finally {
-    await build.reporter?.close();
     await machine.release();
   }
 }

@@ -1,3 +1,5 @@
+import type { BuildOptions } from "../buildkit/build-options.js";
+import type { BuildRun } from "../buildkit/build.js";
 import { connect } from "../buildkit/connect.js";
 import type { BuildKitClient } from "../buildkit/client.js";
 import { AbortError, BuildKitNodeError } from "../errors.js";
@@ -8,6 +10,7 @@ import { DepotError, depotCallError } from "./errors.js";
 import type { Clock } from "./clock.js";
 import { HealthReporter, MAX_TIMER_MS } from "./health.js";
 import { builderPlatform, type MachinePlatform, normalizePlatform } from "./platform.js";
+import { type BuildReporting, reportedBuild } from "./reported-build.js";
 import { backoffMs, isTransient, sleep } from "./retry.js";
 import { API_CALL_TIMEOUT_MS, callOptions, type DepotApi } from "./transport.js";
 
@@ -51,6 +54,14 @@ export interface DepotMachine extends AsyncDisposable {
    * second call returns the same client.
    */
   connect(options?: MachineConnectOptions): Promise<BuildKitClient>;
+  /**
+   * Builds on this machine (connecting first, as `connect(connectOptions)`),
+   * with its BuildKit status relayed to Depot's UI as it happens and its
+   * steps kept for the timings the build reports when it is finished: what
+   * `depot.build()` does on each machine. `client.build()` on `connect()`'s
+   * client builds without telling Depot.
+   */
+  build(options: BuildOptions, connectOptions?: MachineConnectOptions): BuildRun;
   /** Idempotent: stops health reports, closes the BuildKit client. */
   release(): Promise<void>;
 }
@@ -65,6 +76,8 @@ export interface BuildContext {
   clock?: Clock;
   /** Aborted when the build is finished: acquisitions in progress stop. */
   ended: AbortSignal;
+  /** Where the machine's builds report (`machine.build()`). */
+  reporting(platform: MachinePlatform): BuildReporting;
 }
 
 /**
@@ -193,6 +206,11 @@ export class Machine implements DepotMachine {
       throw err;
     });
     return this.#client;
+  }
+
+  build(options: BuildOptions, connectOptions: MachineConnectOptions = {}): BuildRun {
+    const signal = connectOptions.signal ?? options.signal;
+    return reportedBuild(this.connect({ ...connectOptions, ...(signal ? { signal } : {}) }), options, this.#build.reporting(this.platform));
   }
 
   release(): Promise<void> {
