@@ -2,6 +2,7 @@
 export { connect, type ConnectOptions } from "./buildkit/connect.js";
 export {
   BuildKitClient,
+  type BuildKitFeatures,
   type BuildKitInfo,
   type BuildKitVersion,
   type CallOptions,

@@ -1,4 +1,5 @@
 import type { Readable, Writable } from "node:stream";
+import type { StatusResponse } from "../gen/moby/buildkit/v1/control_pb.js";
 import type { RegistryAuth } from "../session/auth.js";
 import type { SecretSource } from "../session/secrets.js";
 import type { SshSource } from "../session/ssh.js";
@@ -13,7 +14,21 @@ export type ContextInput = string | { tar: Readable | AsyncIterable<Uint8Array> 
 /** Where a build's result goes. */
 export type Output =
   /** An image in the daemon's store, pushed to `name` (comma-separated names allowed) with `push`. */
-  | { type: "image"; name: string; push?: boolean; /** Allow a plain-HTTP registry. */ insecure?: boolean }
+  | {
+      type: "image";
+      name: string;
+      push?: boolean;
+      /** Allow a plain-HTTP registry. */
+      insecure?: boolean;
+      /**
+       * With `push`: push the image by its digest only, leaving no tag (BuildKit's
+       * `push-by-digest`); each name's tag is dropped and the image is reported as
+       * `repository@digest`. How one platform of a multi-platform image is pushed
+       * before an index names them all. Needs the `image` exporter: dockerd's
+       * embedded BuildKit refuses it (UNIMPLEMENTED).
+       */
+      pushByDigest?: boolean;
+    }
   /** An image loaded into the local Docker Engine (`DOCKER_HOST` or /var/run/docker.sock). */
   | { type: "docker"; load: true; name?: string }
   /** An archive streamed to a file path or a Writable: docker-load format, an OCI layout, or the result's files. */
@@ -68,6 +83,12 @@ export interface BuildOptions {
   outputs?: Output[];
   /** Aborts the solve, the session and the progress stream. */
   signal?: AbortSignal;
+  /**
+   * Each status update of the solve as the daemon sent it (the Depot client
+   * relays them to Depot's UI). Must not throw or block.
+   * @internal
+   */
+  onStatus?: (status: StatusResponse) => void;
 }
 
 /** What a successful build gives back. */

@@ -5,7 +5,7 @@ import { hostname } from "node:os";
 import { basename, dirname, posix, resolve } from "node:path";
 import { Readable } from "node:stream";
 import { AbortError, BuildError, BuildKitNodeError } from "../errors.js";
-import type { Control } from "../gen/moby/buildkit/v1/control_pb.js";
+import type { Control, StatusResponse } from "../gen/moby/buildkit/v1/control_pb.js";
 import { createLogger } from "../log.js";
 import type { Attachable } from "../session/attachable.js";
 import { authAttachable, resolveCredentials } from "../session/auth.js";
@@ -130,7 +130,7 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
 
     const tracker = new ProgressTracker();
     const statusController = new AbortController();
-    const progress = followStatus(target, ref, tracker, emit, AbortSignal.any([signal, statusController.signal]));
+    const progress = followStatus(target, ref, tracker, emit, AbortSignal.any([signal, statusController.signal]), options.onStatus);
 
     const exporters = plan.exporters;
     const cacheImports = cacheEntries(options.cacheFrom, "cacheFrom");
@@ -196,9 +196,17 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
   }
 }
 
-async function followStatus(target: BuildTarget, ref: string, tracker: ProgressTracker, emit: (e: BuildEvent) => void, signal: AbortSignal): Promise<void> {
+async function followStatus(
+  target: BuildTarget,
+  ref: string,
+  tracker: ProgressTracker,
+  emit: (e: BuildEvent) => void,
+  signal: AbortSignal,
+  onStatus?: (status: StatusResponse) => void,
+): Promise<void> {
   try {
     for await (const status of target.control.status({ ref }, { signal })) {
+      onStatus?.(status);
       for (const event of tracker.update(status)) emit(event);
     }
   } catch (err) {

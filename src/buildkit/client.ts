@@ -84,6 +84,12 @@ export interface PruneResult {
  * A connection to one BuildKit daemon. Get one from `connect()`; close it
  * with `close()` or `await using`.
  */
+/** See `BuildKitClient.features()`. */
+export interface BuildKitFeatures {
+  /** The `image` exporter: BuildKit pushes images itself, by tag or by digest (`pushByDigest`). */
+  imageExporter: boolean;
+}
+
 export class BuildKitClient implements AsyncDisposable {
   readonly #channel: Channel;
   readonly #control: Client<typeof Control>;
@@ -170,6 +176,17 @@ export class BuildKitClient implements AsyncDisposable {
       },
       options,
     );
+  }
+
+  /**
+   * What this BuildKit can do that others cannot, as buildx's driver features
+   * tell: dockerd's embedded BuildKit has no `image` exporter, so it neither
+   * pushes by digest nor writes OCI layouts itself.
+   */
+  async features(): Promise<BuildKitFeatures> {
+    if (this.#closed) throw new BuildKitNodeError("FAILED_PRECONDITION", `features: the client for ${this.address} is closed`);
+    const daemon = await this.#daemonKind();
+    return { imageExporter: !daemon.embeddedInDocker };
   }
 
   #exporterLimit: Promise<number> | undefined;

@@ -16,6 +16,8 @@ export interface ConnectOptions {
   tls?: TlsOptions;
   /** Bounds connecting, handshakes and the first call included. Default 30 s. */
   connectTimeoutMs?: number;
+  /** gRPC compression of the messages sent to the daemon. Default none; a Depot machine may ask for `gzip`. */
+  compression?: "gzip" | "identity";
   signal?: AbortSignal;
 }
 
@@ -76,7 +78,7 @@ function localCandidates(): { address: string; path: string }[] {
 async function connectTo(address: string, options: ConnectOptions): Promise<BuildKitClient> {
   const started = Date.now();
   const timeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-  const channel = await openChannel(address, { tls: options.tls, connectTimeoutMs: timeoutMs, signal: options.signal });
+  const channel = await openChannel(address, { tls: options.tls, connectTimeoutMs: timeoutMs, signal: options.signal, compression: options.compression });
   const client = new BuildKitClient(channel);
   try {
     // One cheap call proves the daemon accepted us and speaks BuildKit's API.

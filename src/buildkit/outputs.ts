@@ -59,6 +59,15 @@ export function planOutputs(outputs: Output[], daemon: DaemonKind, signal?: Abor
     switch (output.type) {
       case "image": {
         const names = splitNames(output.name);
+        if (output.pushByDigest) {
+          if (!output.push) invalid("pushByDigest needs push: true");
+          if (daemon.embeddedInDocker) {
+            throw new BuildKitNodeError("UNIMPLEMENTED", "dockerd's embedded BuildKit cannot push by digest (its Engine API pushes tags); use a standalone buildkitd");
+          }
+          exporters.push({ type: "image", attrs: pushByDigestAttrs(names, output.insecure) });
+          after.push(async ({ exporterResponse }) => pushedByDigest(names, exporterResponse));
+          break;
+        }
         if (daemon.embeddedInDocker) {
           // dockerd stores the image (moby exporter), then pushes it itself.
           exporters.push({ type: "moby", attrs: { name: names.join(",") } });
@@ -145,6 +154,33 @@ export function planOutputs(outputs: Output[], daemon: DaemonKind, signal?: Abor
     },
     clientFailure: () => clientFailure,
   };
+}
+
+/**
+ * BuildKit refuses to push a tagged name by digest: each name becomes its
+ * repository, and `name-canonical` has the exporter report `repo@digest`.
+ */
+function pushByDigestAttrs(names: string[], insecure: boolean | undefined): Record<string, string> {
+  const repositories = [...new Set(names.map(untagged))];
+  return {
+    name: repositories.join(","),
+    push: "true",
+    "push-by-digest": "true",
+    "name-canonical": "true",
+    ...(insecure ? { "registry.insecure": "true" } : {}),
+  };
+}
+
+function pushedByDigest(names: string[], exporterResponse: Record<string, string>): { name: string; digest: string }[] {
+  const digest = exporterResponse["containerimage.digest"];
+  if (!digest) throw new BuildKitNodeError("INTERNAL", "the daemon pushed by digest but reported no digest");
+  return [...new Set(names.map(untagged))].map((repository) => ({ name: `${repository}@${digest}`, digest }));
+}
+
+/** `host/repo:tag` or `host/repo@sha256:…` → `host/repo`. */
+function untagged(name: string): string {
+  const { domain, repository } = parseImageReference(name);
+  return `${domain}/${repository}`;
 }
 
 function splitNames(names: string): string[] {

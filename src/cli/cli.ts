@@ -5,13 +5,14 @@ import type { Command } from "./commands/command.js";
 import { duCommand } from "./commands/du.js";
 import { localDepotCommand } from "./commands/local-depot.js";
 import { projectsCommands } from "./commands/projects.js";
+import { pullCommand, pushCommand } from "./commands/saved-builds.js";
 import { workersCommand } from "./commands/workers.js";
 import type { CliContext } from "./context.js";
 import { EXIT, Interrupted, UsageError } from "./errors.js";
 import { packageVersion } from "./version.js";
 
 /** Every command, by the words that name it. */
-export const COMMANDS: Command[] = [buildCommand, workersCommand, duCommand, ...projectsCommands, localDepotCommand];
+export const COMMANDS: Command[] = [buildCommand, workersCommand, duCommand, pullCommand, pushCommand, ...projectsCommands, localDepotCommand];
 
 /** Commands made of two words share their first, e.g. `projects`. */
 const GROUPS: Record<string, string> = { projects: "Manage Depot projects (DEPOT_TOKEN)" };

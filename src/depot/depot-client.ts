@@ -1,9 +1,11 @@
 import type { BuildRun } from "../buildkit/build.js";
 import { BuildKitNodeError } from "../errors.js";
 import { createBuildsApi, type DepotBuilds } from "./builds.js";
+import type { Clock } from "./clock.js";
 import { type DepotBuildOptions, type DepotBuildResult, startDepotBuild } from "./depot-build.js";
 import { HEALTH_INTERVAL_MS } from "./health.js";
 import { createProjectsApi, type DepotProjects } from "./projects.js";
+import { type PullOptions, type PullResult, type PushOptions, type PushResult, SavedBuilds } from "./saved-builds.js";
 import { createDepotApi, DEFAULT_DEPOT_API_URL } from "./transport.js";
 
 export interface DepotClientOptions {
@@ -22,6 +24,10 @@ export interface DepotClientOptions {
 export interface DepotClientInternalOptions extends DepotClientOptions {
   /** How often a held machine reports health. Default 5 s. */
   healthIntervalMs?: number;
+  /** How often status batches go to Depot. Default 1 s. */
+  statusIntervalMs?: number;
+  /** The timers of health reports, cancellations and status batches. Default the system's. */
+  clock?: Clock;
 }
 
 /**
@@ -32,6 +38,7 @@ export interface DepotClientInternalOptions extends DepotClientOptions {
 export class DepotClient {
   readonly projects: DepotProjects;
   readonly builds: DepotBuilds;
+  readonly #saved: SavedBuilds;
 
   constructor(options: DepotClientOptions = {}) {
     const internal = options as DepotClientInternalOptions;
@@ -51,7 +58,12 @@ export class DepotClient {
     };
     const api = createDepotApi(apiUrl, httpVersion);
     this.projects = createProjectsApi(api, orgToken);
-    this.builds = createBuildsApi(api, orgToken, { healthIntervalMs: internal.healthIntervalMs ?? HEALTH_INTERVAL_MS });
+    this.#saved = new SavedBuilds(api, orgToken);
+    this.builds = createBuildsApi(api, orgToken, {
+      healthIntervalMs: internal.healthIntervalMs ?? HEALTH_INTERVAL_MS,
+      ...(internal.statusIntervalMs !== undefined ? { statusIntervalMs: internal.statusIntervalMs } : {}),
+      ...(internal.clock ? { clock: internal.clock } : {}),
+    });
   }
 
   /**
@@ -62,5 +74,25 @@ export class DepotClient {
    */
   build(options: DepotBuildOptions): BuildRun<DepotBuildResult> {
     return startDepotBuild(this, options);
+  }
+
+  /**
+   * Gets a saved build (`save: true`) out of Depot's registry: loads it into
+   * a Docker Engine (the default; `tags` name it there) or writes it to
+   * `dest` as a `docker load` tar or an OCI layout (`format`). Streams; the
+   * image never sits in memory or, for Docker, on disk.
+   */
+  pull(buildId: string, options?: PullOptions): Promise<PullResult> {
+    return this.#saved.pull(buildId, options);
+  }
+
+  /**
+   * Copies a saved build to another registry under `tag` (index, manifests
+   * and blobs, digests unchanged), with the destination's credentials from
+   * `registryAuth` (default docker's config). Blobs already there are not
+   * sent again; on the same registry they are mounted across repositories.
+   */
+  push(buildId: string, options: PushOptions): Promise<PushResult> {
+    return this.#saved.push(buildId, options);
   }
 }

@@ -49,7 +49,13 @@ export const buildCommand: Command = {
     quiet: { type: "boolean", short: "q", description: "No progress; print the image digest on stdout" },
     "metadata-file": { type: "string", value: "PATH", description: "Write the build's result (exporter response, image digest) as JSON" },
     ...connectionFlags,
-    depot: { type: "string", value: "PROJECT_ID", description: "Build on Depot machines, in this project (token: $DEPOT_TOKEN or --token)" },
+    depot: {
+      type: "string",
+      value: "PROJECT_ID",
+      description: "Build on Depot machines, in this project (token: $DEPOT_TOKEN or --token); with $DEPOT_BUILD_ID set, into that build (its token in $DEPOT_TOKEN)",
+    },
+    save: { type: "boolean", description: "With --depot: also save the image in Depot's registry (get it back with pull/push and the build ID)" },
+    "save-tag": { type: "string", multiple: true, value: "TAG", description: "With --save: another tag for the saved image" },
     help: helpFlag,
   },
   footer: [
@@ -109,7 +115,13 @@ async function runBuild(args: ParsedArgs, ctx: CliContext): Promise<number> {
  */
 async function openBuilder(args: ParsedArgs, ctx: CliContext): Promise<Builder> {
   const projectId = args.string("depot");
-  if (projectId === undefined) return openBuildKitBuilder(args, ctx);
+  if (projectId === undefined) {
+    for (const flag of ["save", "save-tag"]) {
+      if (args.has(flag)) throw new UsageError(`--${flag} saves in Depot's registry: it needs --depot`, "build");
+    }
+    return openBuildKitBuilder(args, ctx);
+  }
+  if (args.has("save-tag") && !args.boolean("save")) throw new UsageError("--save-tag needs --save", "build");
   if (projectId === "") throw new UsageError("--depot needs a project ID", "build");
   for (const flag of ["builder", "tlscacert", "tlscert", "tlskey", "tlsservername"]) {
     if (args.has(flag)) throw new UsageError(`--depot and --${flag} cannot be used together`, "build");
@@ -242,6 +254,11 @@ export function metadataOf(result: BuildResult): Record<string, unknown> {
   if (result.digest) metadata["containerimage.digest"] = result.digest;
   if (result.pushed.length > 0 && metadata["image.name"] === undefined) metadata["image.name"] = result.pushed.map((p) => p.name).join(",");
   metadata["buildkit-node.build.ref"] = result.ref;
+  // As the depot CLI writes it: what `pull`/`push` need later.
+  const depot = result as BuildResult & { buildId?: string; projectId?: string; saved?: { reference: string } };
+  if (depot.buildId) {
+    metadata["depot.build"] = { buildID: depot.buildId, ...(depot.projectId ? { projectID: depot.projectId } : {}), ...(depot.saved ? { saved: depot.saved.reference } : {}) };
+  }
   return metadata;
 }
 
