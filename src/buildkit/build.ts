@@ -38,8 +38,8 @@ export interface BuildTarget {
   daemon(): Promise<DaemonKind>;
   /** Exporters the daemon accepts in one solve (1 before BuildKit v0.13). */
   maxExporters(): Promise<number>;
-  /** Maps a failed call to the error a caller should see (transport vs. daemon). */
-  callError(err: unknown, context: string, signal: AbortSignal): BuildKitNodeError;
+  /** Maps a failed call that started at `since` (epoch ms) to the error a caller should see (see call-error.ts). */
+  callError(err: unknown, context: string, signal: AbortSignal | undefined, since: number): BuildKitNodeError;
 }
 
 /**
@@ -325,7 +325,7 @@ function sharedKeyFor(context: ContextInput, identities: string[]): string {
 
 function solveFailure(err: unknown, tracker: ProgressTracker, target: BuildTarget, signal: AbortSignal): BuildKitNodeError {
   const isDaemonAnswer = err instanceof ConnectError && ![Code.Unavailable, Code.Canceled, Code.DeadlineExceeded].includes(err.code);
-  if (!isDaemonAnswer) return target.callError(err, `building on ${target.address}`, signal);
+  if (!isDaemonAnswer) return target.callError(err, `building on ${target.address}`, signal, 0);
   const daemonMessage = err.rawMessage;
   const failed = tracker.failedVertex();
   const exitCode = /exit code: (\d+)/.exec(daemonMessage)?.[1];

@@ -1,0 +1,455 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import * as http2 from "node:http2";
+import type { Duplex } from "node:stream";
+import { TransportError } from "../errors.js";
+import { createLogger } from "../log.js";
+import { abortError, isTlsError } from "./dial.js";
+
+const log = createLogger("transport");
+
+/**
+ * HTTP/2 PING keepalive, as gRPC clients do it (gRPC proposal A8): while
+ * calls are open, a connection that has carried nothing from the server for
+ * `intervalMs` is pinged, and one that does not answer within `timeoutMs` is
+ * declared dead, failing its calls with UNAVAILABLE.
+ */
+export interface KeepaliveOptions {
+  /** Quiet time (no frame from the server) before a ping. Default 30 s. */
+  intervalMs?: number;
+  /** How long a ping may go unanswered. Default 20 s. */
+  timeoutMs?: number;
+}
+
+export const DEFAULT_KEEPALIVE_INTERVAL_MS = 30_000;
+export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 20_000;
+
+/**
+ * gRPC servers (grpc-go's default enforcement policy, which buildkitd and
+ * dockerd use) count a ping as a strike when it comes less than 5 minutes
+ * after the previous one, unless the server sent data since, and close the
+ * connection with GOAWAY `too_many_pings` at the third strike. So after a
+ * server frame, three pings may go at the keepalive interval; later ones
+ * wait 5 minutes until the server sends something again.
+ */
+const SERVER_PING_POLICY_MS = 5 * 60_000;
+const PINGS_PER_SERVER_FRAME = 3;
+
+export interface Http2ConnectionsOptions {
+  /** `http://host:port` or `https://name`: the `:scheme` and `:authority` of every request. */
+  origin: string;
+  /** The address as the caller gave it, for errors. */
+  address: string;
+  /** Opens the byte stream of a new connection; rejects with a TransportError. */
+  dial(signal: AbortSignal): Promise<Duplex>;
+  /** Bounds dialing and the server's first SETTINGS frame. */
+  connectTimeoutMs: number;
+  keepalive: Required<KeepaliveOptions>;
+  /** A connection without calls for this long is closed (the next call dials again). */
+  idleTimeoutMs: number;
+  /**
+   * Says what answered when a new connection failed before the server's
+   * first SETTINGS frame (not HTTP/2, a TLS port, …). Default: `cause`.
+   */
+  explainEarlyFailure?(cause: TransportError, signal: AbortSignal): Promise<TransportError>;
+}
+
+/** A connection lost while calls were open: what broke it, and when. */
+export interface ConnectionLoss {
+  error: TransportError;
+  at: number;
+}
+
+const notSent = new WeakSet<Error>();
+
+/**
+ * Whether a failed call never left this process: its connection could not
+ * be opened (refused, TLS, timeout), so the server cannot have seen it and
+ * even a call that is not idempotent may be tried again.
+ */
+export function wasNeverSent(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (notSent.has(e)) return true;
+  }
+  return false;
+}
+
+/**
+ * The HTTP/2 connections of one gRPC channel, as connect-es's transport
+ * asks for them (`authority`, `request`, `notifyResponseByteRead`): one
+ * connection at a time, dialed on demand with our own dialer, kept alive
+ * with PINGs while calls are open, closed when idle.
+ *
+ * Every socket, session and stream has an `error` listener for its whole
+ * life, so nothing a peer does can crash the process. When a connection is
+ * lost (reset, closed, silent, GOAWAY with an error), its open streams are
+ * failed first with a ConnectError `unavailable` whose cause is the
+ * TransportError saying why, so that every call sees the same reason,
+ * whatever the timing, instead of HTTP/2's bare CANCEL.
+ */
+export class Http2Connections {
+  readonly authority: string;
+  readonly #options: Http2ConnectionsOptions;
+  #current: Connection | undefined;
+  #connecting: Promise<Connection> | undefined;
+  readonly #all = new Set<Connection>();
+  readonly #closeController = new AbortController();
+  #intervalMs: number;
+  #lastLoss: ConnectionLoss | undefined;
+
+  constructor(options: Http2ConnectionsOptions) {
+    this.#options = options;
+    this.authority = new URL(options.origin).origin;
+    this.#intervalMs = options.keepalive.intervalMs;
+  }
+
+  /** The last time a connection was lost with calls open, and why. */
+  get lastLoss(): ConnectionLoss | undefined {
+    return this.#lastLoss;
+  }
+
+  /** Opens a connection now, if none is open, and waits for the server's SETTINGS. */
+  async connect(signal?: AbortSignal): Promise<void> {
+    await this.#ready(signal);
+  }
+
+  async request(
+    method: string,
+    path: string,
+    headers: http2.OutgoingHttpHeaders,
+    options: http2.ClientSessionRequestOptions,
+  ): Promise<http2.ClientHttp2Stream> {
+    for (let attempt = 0; ; attempt++) {
+      let connection: Connection;
+      try {
+        connection = await this.#ready();
+      } catch (err) {
+        throw unsentCallError(err);
+      }
+      try {
+        return connection.open({ ...headers, ":method": method, ":path": path }, options);
+      } catch (err) {
+        // The session went away between our check and the request (a GOAWAY
+        // just arrived): the stream was never sent, so a new connection may take it.
+        if (attempt < 2 && connection.unusable) continue;
+        throw unsentCallError(err);
+      }
+    }
+  }
+
+  notifyResponseByteRead(stream: http2.ClientHttp2Stream): void {
+    connectionOf.get(stream.session as http2.ClientHttp2Session)?.frameReceived(true);
+  }
+
+  /** Fails every open call with CANCELED (a TransportError naming why) and closes every connection. Idempotent. */
+  close(reason: string): void {
+    if (this.#closeController.signal.aborted) return;
+    this.#closeController.abort();
+    const error = new TransportError("CANCELED", this.#options.address, reason);
+    for (const connection of this.#all) connection.destroy(error);
+    this.#all.clear();
+    this.#current = undefined;
+  }
+
+  async #ready(signal?: AbortSignal): Promise<Connection> {
+    const current = this.#current;
+    if (current && !current.unusable) return current;
+    if (this.#closeController.signal.aborted) {
+      throw new TransportError("CANCELED", this.#options.address, `the connection to ${this.#options.address} was closed`);
+    }
+    this.#connecting ??= this.#open().finally(() => (this.#connecting = undefined));
+    if (!signal) return this.#connecting;
+    // The caller may give up; the connection attempt goes on for the others.
+    return raceAbort(this.#connecting, signal, () => abortError(signal, this.#options.address));
+  }
+
+  async #open(): Promise<Connection> {
+    const { address, connectTimeoutMs } = this.#options;
+    const signal = AbortSignal.any([this.#closeController.signal, AbortSignal.timeout(connectTimeoutMs)]);
+    const socket = await this.#options.dial(signal);
+    const connection = new Connection(socket, this.authority, {
+      address,
+      keepalive: { intervalMs: this.#intervalMs, timeoutMs: this.#options.keepalive.timeoutMs },
+      idleTimeoutMs: this.#options.idleTimeoutMs,
+      onLoss: (lost, error, hadStreams) => this.#onLoss(lost, error, hadStreams),
+      onClosed: (closed) => this.#forget(closed),
+      onTooManyPings: () => {
+        // gRPC A8: a client told off for pinging too often doubles its interval.
+        this.#intervalMs *= 2;
+        log(`${address} asked for fewer pings; keepalive interval now ${this.#intervalMs} ms`);
+      },
+    });
+    this.#all.add(connection);
+    try {
+      await connection.settled(signal);
+    } catch (err) {
+      connection.destroy();
+      this.#forget(connection);
+      const failure = asTransportError(err, address, signal);
+      throw this.#options.explainEarlyFailure && failure.code !== "TIMEOUT" && failure.code !== "CANCELED"
+        ? await this.#options.explainEarlyFailure(failure, signal)
+        : failure;
+    }
+    if (this.#closeController.signal.aborted) {
+      connection.destroy();
+      throw new TransportError("CANCELED", address, `the connection to ${address} was closed`);
+    }
+    this.#current = connection;
+    log(`HTTP/2 connection to ${address} ready`);
+    return connection;
+  }
+
+  #onLoss(connection: Connection, error: TransportError, hadStreams: boolean): void {
+    if (hadStreams) this.#lastLoss = { error, at: Date.now() };
+    log(`connection to ${this.#options.address} lost: ${error.message}`);
+    this.#forget(connection);
+  }
+
+  #forget(connection: Connection): void {
+    this.#all.delete(connection);
+    if (this.#current === connection) this.#current = undefined;
+  }
+}
+
+const connectionOf = new WeakMap<http2.ClientHttp2Session, Connection>();
+
+interface ConnectionHooks {
+  address: string;
+  keepalive: Required<KeepaliveOptions>;
+  idleTimeoutMs: number;
+  onLoss(connection: Connection, error: TransportError, hadStreams: boolean): void;
+  onClosed(connection: Connection): void;
+  onTooManyPings(): void;
+}
+
+/** One HTTP/2 session over one dialed byte stream. */
+class Connection {
+  readonly #socket: Duplex;
+  readonly #session: http2.ClientHttp2Session;
+  readonly #hooks: ConnectionHooks;
+  readonly #streams = new Set<http2.ClientHttp2Stream>();
+  readonly #settings: Promise<void>;
+  /** The last frame from the server of any kind (data, headers, a PING answer). */
+  #lastAliveAt = Date.now();
+  /** Pings sent since the server last sent data or headers (see SERVER_PING_POLICY_MS). */
+  #pingsSinceData = 0;
+  #lastPingAt = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #pingTimer: NodeJS.Timeout | undefined;
+  /** Set once: why this connection ended, when it ended badly. */
+  #lost: TransportError | undefined;
+  /** We are closing it (idle, drained after GOAWAY, or the channel closed). */
+  #closing = false;
+  /** A GOAWAY arrived: open streams finish, new ones go elsewhere. */
+  #draining = false;
+
+  constructor(socket: Duplex, origin: string, hooks: ConnectionHooks) {
+    this.#socket = socket;
+    this.#hooks = hooks;
+    // These run before HTTP/2's own socket listeners (added below), so open
+    // calls fail with the reason rather than HTTP/2's CANCEL.
+    socket.on("error", (err: Error) => this.#lose(brokenConnection(err, hooks.address)));
+    socket.on("close", () => this.#lose(new TransportError("UNAVAILABLE", hooks.address, `the connection to ${hooks.address} was closed by the other side`)));
+
+    this.#session = http2.connect(origin, { createConnection: () => socket as never });
+    connectionOf.set(this.#session, this);
+    const session = this.#session;
+    session.on("error", (err: Error) => this.#lose(new TransportError("UNAVAILABLE", hooks.address, `the HTTP/2 connection to ${hooks.address} failed: ${err.message}`, { cause: err })));
+    session.on("close", () => {
+      this.#stopTimers();
+      if (!this.#closing) this.#lose(new TransportError("UNAVAILABLE", hooks.address, `the HTTP/2 connection to ${hooks.address} closed`));
+      hooks.onClosed(this);
+    });
+    session.on("goaway", (code: number, _lastStreamId: number, data?: Buffer) => this.#onGoaway(code, data));
+    session.on("frameError", (type: number, code: number) => log(`${hooks.address}: could not send a frame of type ${type} (error ${code})`));
+    session.on("remoteSettings", () => this.frameReceived(false));
+    this.#settings = new Promise<void>((resolve, reject) => {
+      session.once("remoteSettings", () => resolve());
+      session.once("close", () => reject(this.#lost ?? new TransportError("UNAVAILABLE", hooks.address, `${hooks.address} closed the connection before speaking HTTP/2`)));
+    });
+    this.#settings.catch(() => {}); // observed through settled()
+    session.unref(); // no calls yet: nothing to keep the process alive for
+    this.#armIdle();
+  }
+
+  /** True once no new stream may start on it. */
+  get unusable(): boolean {
+    return this.#lost !== undefined || this.#closing || this.#draining || this.#session.destroyed || this.#session.closed;
+  }
+
+  /** Resolves on the server's first SETTINGS frame; rejects if the connection fails first or `signal` aborts. */
+  settled(signal: AbortSignal): Promise<void> {
+    return raceAbort(this.#settings, signal, () => abortError(signal, this.#hooks.address));
+  }
+
+  open(headers: http2.OutgoingHttpHeaders, options: http2.ClientSessionRequestOptions): http2.ClientHttp2Stream {
+    if (this.unusable) throw new TransportError("UNAVAILABLE", this.#hooks.address, `the connection to ${this.#hooks.address} is closing`);
+    const stream = this.#session.request(headers, options);
+    // Whoever reads the stream adds its own listener; this one only keeps a
+    // late error (after that reader is gone) from becoming an uncaught one.
+    stream.on("error", () => {});
+    this.#streams.add(stream);
+    if (this.#streams.size === 1) {
+      this.#session.ref();
+      this.#armKeepalive();
+    }
+    stream.once("response", () => this.frameReceived(true));
+    stream.once("close", () => {
+      this.#streams.delete(stream);
+      if (this.#streams.size > 0) return;
+      this.#session.unref();
+      if (this.#draining) this.#close();
+      else this.#armIdle();
+    });
+    return stream;
+  }
+
+  /** A frame came from the server: `data` for DATA/HEADERS (which also clear the server's ping strikes). */
+  frameReceived(data: boolean): void {
+    this.#lastAliveAt = Date.now();
+    if (data) this.#pingsSinceData = 0;
+  }
+
+  /** Ends the connection at our request; open streams fail with `reason` (a CANCELED error), if given. */
+  destroy(reason?: TransportError): void {
+    if (this.#lost || this.#closing) return;
+    this.#closing = true;
+    this.#teardown(reason && wrapForConnect(reason, Code.Canceled));
+  }
+
+  /** The connection is gone: fail its streams with why, then tear it down. */
+  #lose(error: TransportError): void {
+    if (this.#lost || this.#closing) return;
+    this.#lost = error;
+    const hadStreams = this.#streams.size > 0;
+    this.#teardown(wrapForConnect(error, Code.Unavailable));
+    this.#hooks.onLoss(this, error, hadStreams);
+  }
+
+  #teardown(streamError: Error | undefined): void {
+    this.#stopTimers();
+    for (const stream of this.#streams) if (!stream.destroyed) stream.destroy(streamError);
+    this.#session.destroy();
+    this.#socket.destroy();
+  }
+
+  #onGoaway(code: number, data: Buffer | undefined): void {
+    this.#draining = true;
+    if (code === http2.constants.NGHTTP2_NO_ERROR) {
+      // A graceful goodbye (the daemon is shutting down or recycling the
+      // connection): open calls may finish; new ones dial again.
+      if (this.#streams.size === 0) this.#close();
+      return;
+    }
+    const tooManyPings = code === http2.constants.NGHTTP2_ENHANCE_YOUR_CALM && data?.toString("latin1") === "too_many_pings";
+    if (tooManyPings) this.#hooks.onTooManyPings();
+    const why = tooManyPings ? "it found our keepalive pings too frequent" : `HTTP/2 error code ${code}`;
+    this.#lose(new TransportError("UNAVAILABLE", this.#hooks.address, `${this.#hooks.address} ended the connection (GOAWAY: ${why})`));
+  }
+
+  /** A graceful close: nothing in flight, nothing lost. */
+  #close(): void {
+    if (this.#closing || this.#lost) return;
+    this.#closing = true;
+    this.#stopTimers();
+    this.#session.close(() => this.#socket.destroy());
+  }
+
+  #armIdle(): void {
+    this.#setTimer(this.#hooks.idleTimeoutMs, () => {
+      if (this.#streams.size === 0) this.#close();
+    });
+  }
+
+  #armKeepalive(): void {
+    if (this.#streams.size === 0 || this.unusable) return;
+    this.#setTimer(Math.max(0, this.#nextPingAt() - Date.now()), () => this.#onKeepaliveTimer());
+  }
+
+  #nextPingAt(): number {
+    const next = this.#lastAliveAt + this.#hooks.keepalive.intervalMs;
+    if (this.#pingsSinceData < PINGS_PER_SERVER_FRAME) return next;
+    return Math.max(next, this.#lastPingAt + SERVER_PING_POLICY_MS);
+  }
+
+  #onKeepaliveTimer(): void {
+    if (this.#streams.size === 0 || this.unusable) return;
+    // Frames that arrived meanwhile moved the deadline: just wait longer.
+    if (Date.now() < this.#nextPingAt()) return this.#armKeepalive();
+    const { address, keepalive } = this.#hooks;
+    this.#pingsSinceData++;
+    this.#lastPingAt = Date.now();
+    this.#pingTimer = setTimeout(() => {
+      this.#lose(new TransportError("UNAVAILABLE", address, `${address} did not answer a keepalive ping within ${keepalive.timeoutMs} ms; the connection is dead`));
+    }, keepalive.timeoutMs).unref();
+    const sent = this.#session.ping((err) => {
+      clearTimeout(this.#pingTimer);
+      if (err) return; // the session ended meanwhile; its own events say why
+      this.frameReceived(false);
+      this.#armKeepalive();
+    });
+    if (!sent) {
+      // Too many pings in flight already: the one pending will decide.
+      clearTimeout(this.#pingTimer);
+      this.#armKeepalive();
+    }
+  }
+
+  #setTimer(ms: number, run: () => void): void {
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(run, Math.min(ms, 0x7fffffff)).unref();
+  }
+
+  #stopTimers(): void {
+    clearTimeout(this.#timer);
+    clearTimeout(this.#pingTimer);
+  }
+}
+
+/** A socket error on a connection in use; TLS alerts (a refused client certificate, say) keep the TLS code. */
+function brokenConnection(err: NodeJS.ErrnoException, address: string): TransportError {
+  if (isTlsError(err)) return new TransportError("TLS", address, `TLS with ${address} failed: ${err.message}`, { cause: err });
+  return new TransportError("UNAVAILABLE", address, `the connection to ${address} broke: ${err.message}`, { cause: err });
+}
+
+/**
+ * The error a stream is failed with: connect-es passes a ConnectError on
+ * as it is, so the call gets this code, with the TransportError as cause.
+ */
+function wrapForConnect(error: TransportError, code: Code): ConnectError {
+  return new ConnectError(error.message, code, undefined, undefined, error);
+}
+
+/** A request that could not be sent: its connection never came up. */
+function unsentCallError(err: unknown): ConnectError {
+  const transport = err instanceof TransportError ? err : undefined;
+  const code = transport?.code === "TIMEOUT" ? Code.DeadlineExceeded : transport?.code === "CANCELED" ? Code.Canceled : Code.Unavailable;
+  const error = new ConnectError(err instanceof Error ? err.message : String(err), code, undefined, undefined, err);
+  notSent.add(error);
+  return error;
+}
+
+function asTransportError(err: unknown, address: string, signal: AbortSignal): TransportError {
+  if (err instanceof TransportError) return err;
+  if (signal.aborted) return abortError(signal, address);
+  const text = err instanceof Error ? err.message : String(err);
+  return new TransportError("UNAVAILABLE", address, `cannot connect to ${address}: ${text}`, { cause: err });
+}
+
+/** `promise`, or a rejection with `onAbort()` as soon as `signal` aborts; leaves no listener behind. */
+function raceAbort<T>(promise: Promise<T>, signal: AbortSignal, onAbort: () => Error): Promise<T> {
+  if (signal.aborted) return Promise.reject(onAbort());
+  return new Promise<T>((resolve, reject) => {
+    const abort = () => reject(onAbort());
+    signal.addEventListener("abort", abort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", abort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener("abort", abort);
+        reject(err);
+      },
+    );
+  });
+}
