@@ -25,8 +25,10 @@ export type {
 } from "./buildkit/events.js";
 export type { RegistryAuth, RegistryCredentials } from "./session/auth.js";
 export type { SecretSource } from "./session/secrets.js";
+export type { TarLimits } from "./session/filesync/tar-source.js";
 export type { SshSource } from "./session/ssh.js";
 export type { TlsOptions } from "./transport/tls-options.js";
+export type { KeepaliveOptions } from "./transport/http2-connection.js";
 export { AbortError, BuildError, BuildKitNodeError, TransportError, type ErrorCode } from "./errors.js";
 export {
   createRenderer,

@@ -8,6 +8,7 @@ import { DEFAULT_DOCKER_SOCKET } from "../transport/address.js";
 import type { BuildOptions } from "./build-options.js";
 import { BuildRun, startBuild } from "./build.js";
 import { callError } from "./call-error.js";
+import { validateCallOptions } from "./validate-options.js";
 import type { DaemonKind } from "./outputs.js";
 
 /** Options every daemon call takes. */
@@ -102,6 +103,7 @@ export class BuildKitClient implements AsyncDisposable {
   }
 
   async listWorkers(options: CallOptions & { filter?: string[] } = {}): Promise<Worker[]> {
+    validateCallOptions(options, "listWorkers");
     const response = await this.#call("ListWorkers", () =>
       this.#control.listWorkers({ filter: options.filter ?? [] }, options),
     options.signal);
@@ -114,6 +116,7 @@ export class BuildKitClient implements AsyncDisposable {
   }
 
   async info(options: CallOptions = {}): Promise<BuildKitInfo> {
+    validateCallOptions(options, "info");
     try {
       const response = await this.#call("Info", () => this.#control.info({}, options), options.signal);
       return { status: "ok", buildkitVersion: versionOf(response.buildkitVersion) };
@@ -129,6 +132,7 @@ export class BuildKitClient implements AsyncDisposable {
   }
 
   async diskUsage(options: DiskUsageOptions = {}): Promise<UsageRecord[]> {
+    validateCallOptions(options, "diskUsage");
     const response = await this.#call("DiskUsage", () =>
       this.#control.diskUsage({ filter: options.filter ?? [] }, options),
     options.signal);
@@ -136,6 +140,7 @@ export class BuildKitClient implements AsyncDisposable {
   }
 
   async prune(options: PruneOptions = {}): Promise<PruneResult> {
+    validateCallOptions(options, "prune");
     return this.#call("Prune", async () => {
       const deleted: UsageRecord[] = [];
       const stream = this.#control.prune(

@@ -25,3 +25,4 @@ export {
   type LocalPlatform,
   type LocalProject,
 } from "./local-depot.js";
+export { startFaultRelay, type FaultMode, type FaultRelay, type FaultRelayOptions } from "./fault-relay.js";

@@ -25,14 +25,25 @@ export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 20_000;
 
 /**
  * gRPC servers (grpc-go's default enforcement policy, which buildkitd and
- * dockerd use) count a ping as a strike when it comes less than 5 minutes
- * after the previous one, unless the server sent data since, and close the
- * connection with GOAWAY `too_many_pings` at the third strike. So after a
- * server frame, three pings may go at the keepalive interval; later ones
- * wait 5 minutes until the server sends something again.
+ * dockerd use) count a PING as a strike when it comes less than 5 minutes
+ * after the previous one unless the server sent headers or data since, and
+ * close the connection (GOAWAY `too_many_pings`) at the third strike. So at
+ * most two PINGs go out after the server's last data; the next liveness
+ * check is a gRPC health check instead, whose answer (SERVING, or
+ * UNIMPLEMENTED from a server without that service) proves the server alive
+ * and, being headers, clears the strikes.
  */
-const SERVER_PING_POLICY_MS = 5 * 60_000;
-const PINGS_PER_SERVER_FRAME = 3;
+const PINGS_BETWEEN_SERVER_DATA = 2;
+/**
+ * Node's HTTP/2 gives a session 10 MB for frames not yet sent, and past it
+ * resets every other stream with ENHANCE_YOUR_CALM: one large request (a
+ * Solve with 12 MB of build args; gRPC allows 16 MiB) would kill the build's
+ * own session and status streams. Room for the largest message and then some.
+ */
+const MAX_SESSION_MEMORY_MB = 64;
+const HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check";
+/** A gRPC message frame holding an empty HealthCheckRequest. */
+const EMPTY_GRPC_MESSAGE = new Uint8Array(5);
 
 export interface Http2ConnectionsOptions {
   /** `http://host:port` or `https://name`: the `:scheme` and `:authority` of every request. */
@@ -152,7 +163,12 @@ export class Http2Connections {
 
   async #ready(signal?: AbortSignal): Promise<Connection> {
     const current = this.#current;
-    if (current && !current.unusable) return current;
+    if (current && !current.unusable) {
+      // A connection that sat idle may have died silently (a NAT forgot it):
+      // check before giving it a call, as gRPC clients do.
+      if (!current.needsCheck || (await current.checkLiveness())) return current;
+      if (this.#current && this.#current !== current && !this.#current.unusable) return this.#current;
+    }
     if (this.#closeController.signal.aborted) {
       throw new TransportError("CANCELED", this.#options.address, `the connection to ${this.#options.address} was closed`);
     }
@@ -230,9 +246,8 @@ class Connection {
   readonly #settings: Promise<void>;
   /** The last frame from the server of any kind (data, headers, a PING answer). */
   #lastAliveAt = Date.now();
-  /** Pings sent since the server last sent data or headers (see SERVER_PING_POLICY_MS). */
+  /** PINGs sent since the server last sent data or headers (see PINGS_BETWEEN_SERVER_DATA). */
   #pingsSinceData = 0;
-  #lastPingAt = 0;
   #timer: NodeJS.Timeout | undefined;
   #pingTimer: NodeJS.Timeout | undefined;
   /** Set once: why this connection ended, when it ended badly. */
@@ -250,7 +265,7 @@ class Connection {
     socket.on("error", (err: Error) => this.#lose(brokenConnection(err, hooks.address)));
     socket.on("close", () => this.#lose(new TransportError("UNAVAILABLE", hooks.address, `the connection to ${hooks.address} was closed by the other side`)));
 
-    this.#session = http2.connect(origin, { createConnection: () => socket as never });
+    this.#session = http2.connect(origin, { createConnection: () => socket as never, maxSessionMemory: MAX_SESSION_MEMORY_MB });
     connectionOf.set(this.#session, this);
     const session = this.#session;
     session.on("error", (err: Error) => this.#lose(new TransportError("UNAVAILABLE", hooks.address, `the HTTP/2 connection to ${hooks.address} failed: ${err.message}`, { cause: err })));
@@ -266,8 +281,13 @@ class Connection {
       session.once("remoteSettings", () => resolve());
       session.once("close", () => reject(this.#lost ?? new TransportError("UNAVAILABLE", hooks.address, `${hooks.address} closed the connection before speaking HTTP/2`)));
     });
-    this.#settings.catch(() => {}); // observed through settled()
-    session.unref(); // no calls yet: nothing to keep the process alive for
+    this.#settings.then(
+      () => {
+        // Someone awaits the connection until now; from here on only calls keep the process alive.
+        if (this.#streams.size === 0) session.unref();
+      },
+      () => {}, // observed through settled()
+    );
     this.#armIdle();
   }
 
@@ -362,36 +382,75 @@ class Connection {
 
   #armKeepalive(): void {
     if (this.#streams.size === 0 || this.unusable) return;
-    this.#setTimer(Math.max(0, this.#nextPingAt() - Date.now()), () => this.#onKeepaliveTimer());
-  }
-
-  #nextPingAt(): number {
-    const next = this.#lastAliveAt + this.#hooks.keepalive.intervalMs;
-    if (this.#pingsSinceData < PINGS_PER_SERVER_FRAME) return next;
-    return Math.max(next, this.#lastPingAt + SERVER_PING_POLICY_MS);
-  }
-
-  #onKeepaliveTimer(): void {
-    if (this.#streams.size === 0 || this.unusable) return;
-    // Frames that arrived meanwhile moved the deadline: just wait longer.
-    if (Date.now() < this.#nextPingAt()) return this.#armKeepalive();
-    const { address, keepalive } = this.#hooks;
-    this.#pingsSinceData++;
-    this.#lastPingAt = Date.now();
-    this.#pingTimer = setTimeout(() => {
-      this.#lose(new TransportError("UNAVAILABLE", address, `${address} did not answer a keepalive ping within ${keepalive.timeoutMs} ms; the connection is dead`));
-    }, keepalive.timeoutMs).unref();
-    const sent = this.#session.ping((err) => {
-      clearTimeout(this.#pingTimer);
-      if (err) return; // the session ended meanwhile; its own events say why
-      this.frameReceived(false);
-      this.#armKeepalive();
+    const due = this.#lastAliveAt + this.#hooks.keepalive.intervalMs;
+    this.#setTimer(Math.max(0, due - Date.now()), () => {
+      if (this.#streams.size === 0 || this.unusable) return;
+      // Frames that arrived meanwhile moved the deadline: just wait longer.
+      if (Date.now() < this.#lastAliveAt + this.#hooks.keepalive.intervalMs) return this.#armKeepalive();
+      this.#checkLiveness().then((alive) => {
+        if (alive) this.#armKeepalive();
+      });
     });
-    if (!sent) {
-      // Too many pings in flight already: the one pending will decide.
-      clearTimeout(this.#pingTimer);
-      this.#armKeepalive();
-    }
+  }
+
+  /** Whether a connection idle for longer than the keepalive interval should be checked before it takes a call. */
+  get needsCheck(): boolean {
+    return this.#streams.size === 0 && Date.now() - this.#lastAliveAt > this.#hooks.keepalive.intervalMs;
+  }
+
+  /**
+   * Asks the server for a sign of life (a PING, or a health check when the
+   * server's ping policy calls for one) and waits `timeoutMs` at most; a
+   * server that stays silent loses the connection with UNAVAILABLE.
+   * Concurrent callers share one check.
+   */
+  checkLiveness(): Promise<boolean> {
+    return this.#checkLiveness();
+  }
+
+  #checking: Promise<boolean> | undefined;
+
+  #checkLiveness(): Promise<boolean> {
+    this.#checking ??= new Promise<boolean>((resolve) => {
+      const { address, keepalive } = this.#hooks;
+      const quietMs = Date.now() - this.#lastAliveAt;
+      const byPing = this.#pingsSinceData < PINGS_BETWEEN_SERVER_DATA;
+      log(`${address}: ${byPing ? "ping" : "health check"} after ${quietMs} ms without a frame`);
+      let settled = false;
+      const settle = (alive: boolean) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(this.#pingTimer);
+        this.#checking = undefined;
+        if (alive) this.frameReceived(!byPing);
+        resolve(alive && !this.unusable);
+      };
+      this.#pingTimer = setTimeout(() => {
+        this.#lose(new TransportError("UNAVAILABLE", address, `${address} did not answer a keepalive ping within ${keepalive.timeoutMs} ms; the connection is dead`));
+        settle(false);
+      }, keepalive.timeoutMs).unref();
+      try {
+        if (byPing) {
+          this.#pingsSinceData++;
+          // A false return means pings are already in flight: the timer decides.
+          this.#session.ping((err) => settle(err === null));
+        } else {
+          this.#healthCheck(settle);
+        }
+      } catch {
+        settle(false); // the session is gone; its own events say why
+      }
+    });
+    return this.#checking;
+  }
+
+  /** Any answer counts, UNIMPLEMENTED included: the server is alive. */
+  #healthCheck(settle: (alive: boolean) => void): void {
+    const stream = this.#session.request({ ":method": "POST", ":path": HEALTH_CHECK_PATH, "content-type": "application/grpc", te: "trailers" });
+    stream.on("error", () => settle(false));
+    stream.once("response", () => settle(true));
+    stream.resume(); // the answer's body and trailers are not needed
+    stream.end(EMPTY_GRPC_MESSAGE);
   }
 
   #setTimer(ms: number, run: () => void): void {
