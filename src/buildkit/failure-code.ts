@@ -20,8 +20,17 @@ const REGISTRY_UNREACHABLE = /\bdial tcp [^ ]+: (?:connect: connection refused|c
 export function solveFailureCode(code: Code, daemonMessage: string, exitCode: number | undefined): ErrorCode {
   if (code === Code.ResourceExhausted) return "RESOURCE_EXHAUSTED";
   if (exitCode !== undefined) return "BUILD_FAILED";
-  if (REGISTRY_UNAUTHENTICATED.test(daemonMessage)) return "UNAUTHENTICATED";
-  if (REGISTRY_DENIED.test(daemonMessage)) return "PERMISSION_DENIED";
-  if (REGISTRY_UNREACHABLE.test(daemonMessage)) return "UNAVAILABLE";
-  return "BUILD_FAILED";
+  return registryFailureCode(daemonMessage) ?? "BUILD_FAILED";
+}
+
+/**
+ * The code of a registry failure a daemon reports in words (BuildKit's
+ * exporter, dockerd's push): refused credentials, refused access, not
+ * reachable; undefined when the message is none of those.
+ */
+export function registryFailureCode(message: string): ErrorCode | undefined {
+  if (REGISTRY_UNAUTHENTICATED.test(message)) return "UNAUTHENTICATED";
+  if (REGISTRY_DENIED.test(message)) return "PERMISSION_DENIED";
+  if (REGISTRY_UNREACHABLE.test(message)) return "UNAVAILABLE";
+  return undefined;
 }
