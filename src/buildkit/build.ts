@@ -155,7 +155,8 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
     const attrs = { ...frontendAttrs(options, locals.dockerfileName), ...locals.contextAttrs };
     const registryAuth = options.registryAuth ?? "docker-config";
     const attachables: Attachable[] = [fileSyncAttachable(locals.dirs), authAttachable(registryAuth)];
-    if (plan.targets.size > 0) attachables.push(fileSendAttachable(plan.targets));
+    const fileSend = plan.targets.size > 0 ? fileSendAttachable(plan.targets) : undefined;
+    if (fileSend) attachables.push(fileSend);
     if (options.secrets) attachables.push(secretsAttachable(options.secrets));
     if (options.ssh?.length) {
       const ssh = sshAttachable(options.ssh);
@@ -172,6 +173,8 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
       if (daemonReachable) await settledWithin(tunnel.closed, SESSION_CLOSE_GRACE_MS);
       served.close();
       tunnel.connection.destroy();
+      // Outputs cut short clean up after themselves; the build settles after that.
+      if (fileSend) await settledWithin(fileSend.drained(), SESSION_CLOSE_GRACE_MS);
     });
 
     const exporters = plan.exporters;

@@ -4,6 +4,7 @@ import { createBuildsApi, type DepotBuilds } from "./builds.js";
 import { type DepotBuildOptions, type DepotBuildResult, startDepotBuild } from "./depot-build.js";
 import { HEALTH_INTERVAL_MS } from "./health.js";
 import { createProjectsApi, type DepotProjects } from "./projects.js";
+import type { KeepaliveOptions } from "../transport/http2-connection.js";
 import { createDepotApi, DEFAULT_DEPOT_API_URL } from "./transport.js";
 
 export interface DepotClientOptions {
@@ -13,6 +14,8 @@ export interface DepotClientOptions {
   apiUrl?: string;
   /** Default "2" (h2c with prior knowledge on an http:// URL). */
   httpVersion?: "1.1" | "2";
+  /** HTTP/2 PING keepalive of the API connection: default every 30 s of silence, 20 s to answer (see `connect()`). */
+  keepalive?: KeepaliveOptions;
 }
 
 /**
@@ -49,7 +52,7 @@ export class DepotClient {
       if (!token) throw new BuildKitNodeError("INVALID_ARGUMENT", "no Depot token: set DEPOT_TOKEN or pass { token } to new DepotClient()");
       return token;
     };
-    const api = createDepotApi(apiUrl, httpVersion);
+    const api = createDepotApi(apiUrl, httpVersion, options.keepalive);
     this.projects = createProjectsApi(api, orgToken);
     this.builds = createBuildsApi(api, orgToken, { healthIntervalMs: internal.healthIntervalMs ?? HEALTH_INTERVAL_MS });
   }

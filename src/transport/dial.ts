@@ -24,6 +24,25 @@ export function dial(endpoint: Endpoint, address: string, tlsSettings: TlsSettin
   }
 }
 
+/**
+ * Opens a connection for HTTP/2 to an `http://` (h2c with prior knowledge)
+ * or `https://` URL (TLS with the system's trusted roots, ALPN h2), as an
+ * API client needs. Rejects with a TransportError naming the origin.
+ */
+export function dialUrl(url: URL, signal: AbortSignal): Promise<Duplex> {
+  const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
+  const address = url.origin;
+  if (url.protocol === "http:") return dialSocket(net.connect({ host, port: Number(url.port || 80) }), address, signal, "connect");
+  const socket = tls.connect({ host, port: Number(url.port || 443), servername: net.isIP(host) ? undefined : host, ALPNProtocols: ["h2"], minVersion: "TLSv1.2" });
+  return dialSocket(socket, address, signal, "secureConnect").then((ready) => {
+    if (socket.alpnProtocol !== "h2") {
+      ready.destroy();
+      throw new TransportError("UNAVAILABLE", address, `${address} does not offer HTTP/2 (ALPN ${JSON.stringify(socket.alpnProtocol || "none")}); use HTTP/1.1`);
+    }
+    return ready;
+  });
+}
+
 /** The name a server certificate is checked against, and the HTTP/2 authority. */
 export function serverNameOf(host: string, tlsSettings: Pick<TlsSettings, "serverName"> | undefined): string {
   return tlsSettings?.serverName ?? host;

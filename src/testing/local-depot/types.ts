@@ -53,7 +53,7 @@ export interface LocalBuildRecord {
 }
 
 /** The Connect codes a fault can fail a call with. */
-export type LocalFaultCode = "unavailable" | "internal" | "unauthenticated" | "permission_denied" | "not_found";
+export type LocalFaultCode = "unavailable" | "internal" | "unauthenticated" | "permission_denied" | "not_found" | "deadline_exceeded" | "aborted";
 
 export interface LocalDepotFaults {
   /**
