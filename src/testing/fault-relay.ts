@@ -9,6 +9,8 @@ const log = createLogger("fault-relay");
 
 /** How often a slowed relay hands out its byte allowance. */
 const SLOW_TICK_MS = 50;
+/** What a stalled direction holds before it stops reading. */
+const STALL_BUFFER_BYTES = 4 * 1024 * 1024;
 
 export interface FaultRelayOptions {
   /**
@@ -25,10 +27,16 @@ export interface FaultRelayOptions {
 export type FaultMode =
   /** Passes everything. */
   | "pass"
-  /** Passes nothing either way and keeps every connection open: a peer that vanished without a word. */
+  /**
+   * Passes nothing either way and keeps every connection open: a peer that
+   * vanished without a word. What arrives meanwhile is held (up to 4 MiB a
+   * direction, as a network would buffer), and flows on after `heal()`.
+   */
   | "stall"
   /** Passes at most `bytesPerSecond` each way. */
-  | "slow";
+  | "slow"
+  /** Resets every new connection as it arrives (open ones carry on): nothing listening, or no backend behind a balancer. */
+  | "refuse";
 
 export interface FaultRelay extends AsyncDisposable {
   /** Where a BuildKit client connects: `tcp://127.0.0.1:PORT`. */
@@ -39,6 +47,8 @@ export interface FaultRelay extends AsyncDisposable {
   readonly connections: number;
   /** Connections open now. */
   readonly active: number;
+  /** Bytes received from clients so far (passed on or held). */
+  readonly bytesFromClients: number;
   readonly mode: FaultMode;
   /** Closes every open connection at once, both ways (FIN): a daemon that went away. */
   cut(): void;
@@ -48,6 +58,8 @@ export interface FaultRelay extends AsyncDisposable {
   stall(): void;
   /** From now on, passes at most `bytesPerSecond` in each direction of each connection. */
   slow(bytesPerSecond: number): void;
+  /** From now on, resets every new connection at once. */
+  refuse(): void;
   /** Back to passing everything; bytes held meanwhile flow on. */
   heal(): void;
   /** Closes the listener and every connection. Idempotent. */
@@ -64,11 +76,18 @@ export async function startFaultRelay(options: FaultRelayOptions): Promise<Fault
   const connectUpstream = upstreamOf(options.target);
   const pipes = new Set<RelayedConnection>();
   let accepted = 0;
+  let fromClients = 0;
   let mode: FaultMode = "pass";
   let rate = 0;
 
   const server = net.createServer((client) => {
     accepted++;
+    if (mode === "refuse") {
+      client.on("error", () => {});
+      client.resetAndDestroy();
+      return;
+    }
+    client.on("data", (chunk: Buffer) => (fromClients += chunk.length));
     const pipe = new RelayedConnection(client, connectUpstream(), () => ({ mode, rate }));
     pipes.add(pipe);
     pipe.closed.then(() => pipes.delete(pipe));
@@ -105,6 +124,9 @@ export async function startFaultRelay(options: FaultRelayOptions): Promise<Fault
     get active() {
       return pipes.size;
     },
+    get bytesFromClients() {
+      return fromClients;
+    },
     get mode() {
       return mode;
     },
@@ -115,6 +137,7 @@ export async function startFaultRelay(options: FaultRelayOptions): Promise<Fault
       if (!(bytesPerSecond > 0)) throw new BuildKitNodeError("INVALID_ARGUMENT", "slow(): bytesPerSecond must be a positive number");
       setMode("slow", bytesPerSecond);
     },
+    refuse: () => setMode("refuse"),
     heal: () => setMode("pass"),
     stop,
     [Symbol.asyncDispose]: stop,
@@ -248,7 +271,8 @@ class Direction {
   /** Passes on what the mode allows; reads more only when nothing is held. */
   #flush(): void {
     if (this.#mode === "stall") {
-      this.from.pause();
+      if (this.#held.reduce((n, c) => n + c.length, 0) >= STALL_BUFFER_BYTES) this.from.pause();
+      else this.from.resume();
       return;
     }
     while (this.#held.length > 0) {
