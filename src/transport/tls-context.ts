@@ -86,6 +86,9 @@ function reasonOf(err: unknown): string {
   return e.reason ?? e.code ?? "unknown reason";
 }
 
+/** A value's kind for a message, never the value: it may be a key. */
 function describeType(value: unknown): string {
-  return value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  return typeof value === "object" ? "an object" : `a ${typeof value}`;
 }
