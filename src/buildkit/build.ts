@@ -438,7 +438,8 @@ function solveFailure(err: unknown, tracker: ProgressTracker, target: BuildTarge
 
 /** The Solve request (build args, labels, …) is over a gRPC message limit: ours (16 MiB) or the daemon's (dockerd: 4 MiB). */
 function requestTooLarge(target: BuildTarget, cause: Error): BuildKitNodeError {
-  const detail = cause instanceof ConnectError ? cause.rawMessage : cause.message;
+  const connectError = cause instanceof ConnectError ? cause : cause.cause instanceof ConnectError ? cause.cause : undefined;
+  const detail = connectError?.rawMessage ?? cause.message;
   return new BuildKitNodeError(
     "RESOURCE_EXHAUSTED",
     `building on ${target.address}: the build request is larger than a gRPC message may be (${detail}); build args and labels travel in it, so keep large values in the context or in secrets`,

@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { AbortError, BuildKitNodeError, codeFromConnect, TransportError } from "../errors.js";
+import { AbortError, BuildKitNodeError, codeFromConnect, type ErrorCode, TransportError } from "../errors.js";
 import type { ConnectionLoss } from "../transport/http2-connection.js";
 
 /** What decides the error a failed daemon call becomes. */
@@ -40,7 +40,8 @@ export function callError(err: unknown, call: FailedCall): BuildKitNodeError {
     if (err.code === Code.Canceled) {
       return new BuildKitNodeError("UNAVAILABLE", `${call.what}: the daemon canceled the call (${err.rawMessage})`, { cause: err });
     }
-    return new BuildKitNodeError(codeFromConnect(err.code), `${call.what}: ${err.rawMessage}`, { cause: err });
+    const code = err.code === Code.Unknown ? (containerdCode(err.rawMessage) ?? "UNKNOWN") : codeFromConnect(err.code);
+    return new BuildKitNodeError(code, `${call.what}: ${err.rawMessage}`, { cause: err });
   }
   // Failed on our side of the wire.
   if (err.code === Code.DeadlineExceeded) return new BuildKitNodeError("TIMEOUT", `${call.what}: ${err.rawMessage}`, { cause: err });
@@ -51,6 +52,23 @@ export function callError(err: unknown, call: FailedCall): BuildKitNodeError {
     return new TransportError("UNAVAILABLE", call.address, `${call.what}: the connection to ${call.address} failed: ${err.rawMessage}`, { cause: err });
   }
   return new BuildKitNodeError(codeFromConnect(err.code), `${call.what}: ${err.rawMessage}`, { cause: err });
+}
+
+/**
+ * BuildKit answers many refusals with gRPC's UNKNOWN but ends the message
+ * with the text of containerd's error kind ("…: invalid argument"); those
+ * texts are stable, so the kind is not lost.
+ */
+function containerdCode(message: string): ErrorCode | undefined {
+  const kind = /: (invalid argument|not found|already exists|failed precondition|not implemented)$/.exec(message)?.[1];
+  const codes: Record<string, ErrorCode> = {
+    "invalid argument": "INVALID_ARGUMENT",
+    "not found": "NOT_FOUND",
+    "already exists": "ALREADY_EXISTS",
+    "failed precondition": "FAILED_PRECONDITION",
+    "not implemented": "UNIMPLEMENTED",
+  };
+  return kind === undefined ? undefined : codes[kind];
 }
 
 /**

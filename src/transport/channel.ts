@@ -52,6 +52,13 @@ export interface Channel {
    * failed meanwhile should report.
    */
   readonly lastConnectionLoss: ConnectionLoss | undefined;
+  /**
+   * Starts a call on the channel's connection and hands over its HTTP/2
+   * stream, for a caller that frames the call's messages itself. The stream
+   * lives under the same care as any call's: keepalive, and a lost
+   * connection failing it with the TransportError saying why.
+   */
+  openStream(path: string, headers: http2.OutgoingHttpHeaders): Promise<http2.ClientHttp2Stream>;
   /** Closes the HTTP/2 connection; calls in flight fail with CANCELED. Idempotent. */
   close(): void;
 }
@@ -94,9 +101,10 @@ export async function openChannel(address: string, options: ChannelOptions = {})
   }
   log(`connected to ${address}`);
 
+  const requests = withRepeatedHeaders(connections);
   const transport = createGrpcTransport({
     baseUrl: origin,
-    sessionManager: withRepeatedHeaders(connections),
+    sessionManager: requests,
     readMaxBytes: MAX_MESSAGE_BYTES,
     writeMaxBytes: MAX_MESSAGE_BYTES,
   });
@@ -106,6 +114,12 @@ export async function openChannel(address: string, options: ChannelOptions = {})
     transport,
     get lastConnectionLoss() {
       return connections.lastLoss;
+    },
+    async openStream(path, headers) {
+      const stream = await requests.request("POST", path, headers, {});
+      // Data read from it proves the connection alive, as for any call.
+      stream.on("data", () => requests.notifyResponseByteRead(stream));
+      return stream;
     },
     close() {
       connections.close(`the client for ${address} was closed`);
