@@ -6,13 +6,8 @@ import { TransportError } from "../errors.js";
 import { createLogger } from "../log.js";
 import { type Endpoint, parseAddress } from "./address.js";
 import { dial, serverNameOf } from "./dial.js";
-import {
-  type ConnectionLoss,
-  DEFAULT_KEEPALIVE_INTERVAL_MS,
-  DEFAULT_KEEPALIVE_TIMEOUT_MS,
-  Http2Connections,
-  type KeepaliveOptions,
-} from "./http2-connection.js";
+import { DEFAULT_KEEPALIVE_INTERVAL_MS, DEFAULT_KEEPALIVE_TIMEOUT_MS, type KeepaliveOptions } from "./http2-connection.js";
+import { type ConnectionLoss, Http2Connections } from "./http2-connections.js";
 import { explainNotHttp2 } from "./peer-probe.js";
 import { type TlsSettings, tlsSettingsFor } from "./tls-context.js";
 import type { TlsOptions } from "./tls-options.js";

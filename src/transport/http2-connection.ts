@@ -45,190 +45,7 @@ const HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check";
 /** A gRPC message frame holding an empty HealthCheckRequest. */
 const EMPTY_GRPC_MESSAGE = new Uint8Array(5);
 
-export interface Http2ConnectionsOptions {
-  /** `http://host:port` or `https://name`: the `:scheme` and `:authority` of every request. */
-  origin: string;
-  /** The address as the caller gave it, for errors. */
-  address: string;
-  /** Opens the byte stream of a new connection; rejects with a TransportError. */
-  dial(signal: AbortSignal): Promise<Duplex>;
-  /** Bounds dialing and the server's first SETTINGS frame. */
-  connectTimeoutMs: number;
-  keepalive: Required<KeepaliveOptions>;
-  /** A connection without calls for this long is closed (the next call dials again). */
-  idleTimeoutMs: number;
-  /**
-   * Says what answered when a new connection failed before the server's
-   * first SETTINGS frame (not HTTP/2, a TLS port, …). Default: `cause`.
-   */
-  explainEarlyFailure?(cause: TransportError, signal: AbortSignal): Promise<TransportError>;
-}
-
-/** A connection lost while calls were open: what broke it, and when. */
-export interface ConnectionLoss {
-  error: TransportError;
-  at: number;
-}
-
-const notSent = new WeakSet<Error>();
-
-/**
- * Whether a failed call never left this process: its connection could not
- * be opened (refused, TLS, timeout), so the server cannot have seen it and
- * even a call that is not idempotent may be tried again.
- */
-export function wasNeverSent(err: unknown): boolean {
-  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
-    if (notSent.has(e)) return true;
-  }
-  return false;
-}
-
-/**
- * The HTTP/2 connections of one gRPC channel, as connect-es's transport
- * asks for them (`authority`, `request`, `notifyResponseByteRead`): one
- * connection at a time, dialed on demand with our own dialer, kept alive
- * with PINGs while calls are open, closed when idle.
- *
- * Every socket, session and stream has an `error` listener for its whole
- * life, so nothing a peer does can crash the process. When a connection is
- * lost (reset, closed, silent, GOAWAY with an error), its open streams are
- * failed first with a ConnectError `unavailable` whose cause is the
- * TransportError saying why, so that every call sees the same reason,
- * whatever the timing, instead of HTTP/2's bare CANCEL.
- */
-export class Http2Connections {
-  readonly authority: string;
-  readonly #options: Http2ConnectionsOptions;
-  #current: Connection | undefined;
-  #connecting: Promise<Connection> | undefined;
-  readonly #all = new Set<Connection>();
-  readonly #closeController = new AbortController();
-  #intervalMs: number;
-  #lastLoss: ConnectionLoss | undefined;
-
-  constructor(options: Http2ConnectionsOptions) {
-    this.#options = options;
-    this.authority = new URL(options.origin).origin;
-    this.#intervalMs = options.keepalive.intervalMs;
-  }
-
-  /** The last time a connection was lost with calls open, and why. */
-  get lastLoss(): ConnectionLoss | undefined {
-    return this.#lastLoss;
-  }
-
-  /** Opens a connection now, if none is open, and waits for the server's SETTINGS. */
-  async connect(signal?: AbortSignal): Promise<void> {
-    await this.#ready(signal);
-  }
-
-  async request(
-    method: string,
-    path: string,
-    headers: http2.OutgoingHttpHeaders,
-    options: http2.ClientSessionRequestOptions,
-  ): Promise<http2.ClientHttp2Stream> {
-    for (let attempt = 0; ; attempt++) {
-      let connection: Connection;
-      try {
-        connection = await this.#ready();
-      } catch (err) {
-        throw unsentCallError(err);
-      }
-      try {
-        return connection.open({ ...headers, ":method": method, ":path": path }, options);
-      } catch (err) {
-        // The session went away between our check and the request (a GOAWAY
-        // just arrived): the stream was never sent, so a new connection may take it.
-        if (attempt < 2 && connection.unusable) continue;
-        throw unsentCallError(err);
-      }
-    }
-  }
-
-  notifyResponseByteRead(stream: http2.ClientHttp2Stream): void {
-    connectionOf.get(stream.session as http2.ClientHttp2Session)?.frameReceived(true);
-  }
-
-  /** Fails every open call with CANCELED (a TransportError naming why) and closes every connection. Idempotent. */
-  close(reason: string): void {
-    if (this.#closeController.signal.aborted) return;
-    this.#closeController.abort();
-    const error = new TransportError("CANCELED", this.#options.address, reason);
-    for (const connection of this.#all) connection.destroy(error);
-    this.#all.clear();
-    this.#current = undefined;
-  }
-
-  async #ready(signal?: AbortSignal): Promise<Connection> {
-    const current = this.#current;
-    if (current && !current.unusable) {
-      // A connection that sat idle may have died silently (a NAT forgot it):
-      // check before giving it a call, as gRPC clients do.
-      if (!current.needsCheck || (await current.checkLiveness())) return current;
-      if (this.#current && this.#current !== current && !this.#current.unusable) return this.#current;
-    }
-    if (this.#closeController.signal.aborted) {
-      throw new TransportError("CANCELED", this.#options.address, `the connection to ${this.#options.address} was closed`);
-    }
-    this.#connecting ??= this.#open().finally(() => (this.#connecting = undefined));
-    if (!signal) return this.#connecting;
-    // The caller may give up; the connection attempt goes on for the others.
-    return raceAbort(this.#connecting, signal, () => abortError(signal, this.#options.address));
-  }
-
-  async #open(): Promise<Connection> {
-    const { address, connectTimeoutMs } = this.#options;
-    const signal = AbortSignal.any([this.#closeController.signal, AbortSignal.timeout(connectTimeoutMs)]);
-    const socket = await this.#options.dial(signal);
-    const connection = new Connection(socket, this.authority, {
-      address,
-      keepalive: { intervalMs: this.#intervalMs, timeoutMs: this.#options.keepalive.timeoutMs },
-      idleTimeoutMs: this.#options.idleTimeoutMs,
-      onLoss: (lost, error, hadStreams) => this.#onLoss(lost, error, hadStreams),
-      onClosed: (closed) => this.#forget(closed),
-      onTooManyPings: () => {
-        // gRPC A8: a client told off for pinging too often doubles its interval.
-        this.#intervalMs *= 2;
-        log(`${address} asked for fewer pings; keepalive interval now ${this.#intervalMs} ms`);
-      },
-    });
-    this.#all.add(connection);
-    try {
-      await connection.settled(signal);
-    } catch (err) {
-      connection.destroy();
-      this.#forget(connection);
-      const failure = asTransportError(err, address, signal);
-      throw this.#options.explainEarlyFailure && failure.code !== "TIMEOUT" && failure.code !== "CANCELED"
-        ? await this.#options.explainEarlyFailure(failure, signal)
-        : failure;
-    }
-    if (this.#closeController.signal.aborted) {
-      connection.destroy();
-      throw new TransportError("CANCELED", address, `the connection to ${address} was closed`);
-    }
-    this.#current = connection;
-    log(`HTTP/2 connection to ${address} ready`);
-    return connection;
-  }
-
-  #onLoss(connection: Connection, error: TransportError, hadStreams: boolean): void {
-    if (hadStreams) this.#lastLoss = { error, at: Date.now() };
-    log(`connection to ${this.#options.address} lost: ${error.message}`);
-    this.#forget(connection);
-  }
-
-  #forget(connection: Connection): void {
-    this.#all.delete(connection);
-    if (this.#current === connection) this.#current = undefined;
-  }
-}
-
-const connectionOf = new WeakMap<http2.ClientHttp2Session, Connection>();
-
-interface ConnectionHooks {
+export interface ConnectionHooks {
   address: string;
   keepalive: Required<KeepaliveOptions>;
   idleTimeoutMs: number;
@@ -238,7 +55,7 @@ interface ConnectionHooks {
 }
 
 /** One HTTP/2 session over one dialed byte stream. */
-class Connection {
+export class Connection {
   readonly #socket: Duplex;
   readonly #session: http2.ClientHttp2Session;
   readonly #hooks: ConnectionHooks;
@@ -250,6 +67,7 @@ class Connection {
   #pingsSinceData = 0;
   #timer: NodeJS.Timeout | undefined;
   #pingTimer: NodeJS.Timeout | undefined;
+  #checking: Promise<boolean> | undefined;
   /** Set once: why this connection ended, when it ended badly. */
   #lost: TransportError | undefined;
   /** We are closing it (idle, drained after GOAWAY, or the channel closed). */
@@ -266,7 +84,6 @@ class Connection {
     socket.on("close", () => this.#lose(new TransportError("UNAVAILABLE", hooks.address, `the connection to ${hooks.address} was closed by the other side`)));
 
     this.#session = http2.connect(origin, { createConnection: () => socket as never, maxSessionMemory: MAX_SESSION_MEMORY_MB });
-    connectionOf.set(this.#session, this);
     const session = this.#session;
     session.on("error", (err: Error) => this.#lose(new TransportError("UNAVAILABLE", hooks.address, `the HTTP/2 connection to ${hooks.address} failed: ${err.message}`, { cause: err })));
     session.on("close", () => {
@@ -289,6 +106,11 @@ class Connection {
       () => {}, // observed through settled()
     );
     this.#armIdle();
+  }
+
+  /** Whether `stream` is one of this connection's. */
+  carries(stream: http2.ClientHttp2Stream): boolean {
+    return stream.session === this.#session;
   }
 
   /** True once no new stream may start on it. */
@@ -387,7 +209,7 @@ class Connection {
       if (this.#streams.size === 0 || this.unusable) return;
       // Frames that arrived meanwhile moved the deadline: just wait longer.
       if (Date.now() < this.#lastAliveAt + this.#hooks.keepalive.intervalMs) return this.#armKeepalive();
-      this.#checkLiveness().then((alive) => {
+      this.checkLiveness().then((alive) => {
         if (alive) this.#armKeepalive();
       });
     });
@@ -405,23 +227,19 @@ class Connection {
    * Concurrent callers share one check.
    */
   checkLiveness(): Promise<boolean> {
-    return this.#checkLiveness();
-  }
-
-  #checking: Promise<boolean> | undefined;
-
-  #checkLiveness(): Promise<boolean> {
     this.#checking ??= new Promise<boolean>((resolve) => {
       const { address, keepalive } = this.#hooks;
-      const quietMs = Date.now() - this.#lastAliveAt;
       const byPing = this.#pingsSinceData < PINGS_BETWEEN_SERVER_DATA;
-      log(`${address}: ${byPing ? "ping" : "health check"} after ${quietMs} ms without a frame`);
+      log(`${address}: ${byPing ? "ping" : "health check"} after ${Date.now() - this.#lastAliveAt} ms without a frame`);
+      // A caller may be waiting on this check (an idle connection about to take a call).
+      this.#session.ref();
       let settled = false;
       const settle = (alive: boolean) => {
         if (settled) return;
         settled = true;
         clearTimeout(this.#pingTimer);
         this.#checking = undefined;
+        if (this.#streams.size === 0 && !this.#session.destroyed) this.#session.unref();
         if (alive) this.frameReceived(!byPing);
         resolve(alive && !this.unusable);
       };
@@ -478,24 +296,8 @@ function wrapForConnect(error: TransportError, code: Code): ConnectError {
   return new ConnectError(error.message, code, undefined, undefined, error);
 }
 
-/** A request that could not be sent: its connection never came up. */
-function unsentCallError(err: unknown): ConnectError {
-  const transport = err instanceof TransportError ? err : undefined;
-  const code = transport?.code === "TIMEOUT" ? Code.DeadlineExceeded : transport?.code === "CANCELED" ? Code.Canceled : Code.Unavailable;
-  const error = new ConnectError(err instanceof Error ? err.message : String(err), code, undefined, undefined, err);
-  notSent.add(error);
-  return error;
-}
-
-function asTransportError(err: unknown, address: string, signal: AbortSignal): TransportError {
-  if (err instanceof TransportError) return err;
-  if (signal.aborted) return abortError(signal, address);
-  const text = err instanceof Error ? err.message : String(err);
-  return new TransportError("UNAVAILABLE", address, `cannot connect to ${address}: ${text}`, { cause: err });
-}
-
 /** `promise`, or a rejection with `onAbort()` as soon as `signal` aborts; leaves no listener behind. */
-function raceAbort<T>(promise: Promise<T>, signal: AbortSignal, onAbort: () => Error): Promise<T> {
+export function raceAbort<T>(promise: Promise<T>, signal: AbortSignal, onAbort: () => Error): Promise<T> {
   if (signal.aborted) return Promise.reject(onAbort());
   return new Promise<T>((resolve, reject) => {
     const abort = () => reject(onAbort());
