@@ -8,6 +8,9 @@ const expected = {
   "buildkit-node/depot": ["BuildKitNodeError"],
   "buildkit-node/testing": ["startBuildKitFront", "createCertificateAuthority"],
 };
+
+// The registry client's entry points.
+expected["buildkit-node"].push("RegistryClient", "RegistryError", "parseImageReference", "loadRegistryImage");
 for (const [specifier, names] of Object.entries(expected)) {
   const imported = await import(specifier);
   const required = require(specifier);

@@ -132,7 +132,7 @@ describe("the build lifecycle", () => {
     expect(build.token).toBe(record.token);
     expect(build.projectId).toBe(projectId);
     expect(build.url).toContain(build.id);
-    expect(record.options).toEqual([{ tags: ["127.0.0.1:5000/x:1"], push: true, load: false }]);
+    expect(record.options).toEqual([{ command: "BUILD", tags: ["127.0.0.1:5000/x:1"], push: true, load: false, save: false, saveTags: [] }]);
     expect(JSON.stringify(build)).not.toContain(build.token); // the token is not an own property
 
     const [arm, amd] = await Promise.all([build.acquireMachine("arm64"), build.acquireMachine("linux/amd64")]);

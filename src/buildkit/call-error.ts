@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AbortError, BuildKitNodeError, codeFromConnect, type ErrorCode, TransportError } from "../errors.js";
-import type { ConnectionLoss } from "../transport/http2-connection.js";
+import type { ConnectionLoss } from "../transport/http2-connections.js";
 
 /** What decides the error a failed daemon call becomes. */
 export interface FailedCall {

@@ -1,6 +1,7 @@
 import * as http from "node:http";
 import type { Readable } from "node:stream";
 import { AbortError, BuildKitNodeError, TransportError } from "../errors.js";
+import { formatImageReference, parseImageReference } from "../registry/reference.js";
 import type { RegistryCredentials } from "../session/auth.js";
 import { registryFailureCode } from "./failure-code.js";
 
@@ -162,13 +163,11 @@ export class DockerEngine {
   }
 }
 
-/** `registry:5000/repo/name:tag` → repository and tag (default `latest`). */
+/** `registry:5000/repo/name:tag` → the repository as Docker names it, and the tag (default `latest`). */
 function splitReference(reference: string): { repository: string; tag: string } {
-  if (reference.includes("@")) throw new BuildKitNodeError("INVALID_ARGUMENT", `cannot push a digest reference: ${reference}`);
-  const slash = reference.lastIndexOf("/");
-  const colon = reference.lastIndexOf(":");
-  if (colon > slash) return { repository: reference.slice(0, colon), tag: reference.slice(colon + 1) };
-  return { repository: reference, tag: "latest" };
+  const image = parseImageReference(reference);
+  if (image.digest !== undefined) throw new BuildKitNodeError("INVALID_ARGUMENT", `cannot push a digest reference: ${reference}`);
+  return { repository: formatImageReference({ ...image, tag: undefined }, "familiar"), tag: image.tag ?? "latest" };
 }
 
 function registryAuthHeader(credentials: RegistryCredentials | undefined): string {

@@ -4,11 +4,11 @@ import { dirname } from "node:path";
 import { PassThrough, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { BuildKitNodeError } from "../errors.js";
+import { parseImageReference } from "../registry/reference.js";
 import type { OutputTarget } from "../session/filesend/targets.js";
 import type { Output } from "./build-options.js";
 import { DockerEngine } from "./docker-engine.js";
 import type { BuildEvent } from "./events.js";
-import { parseImageReference } from "./registry-client.js";
 
 export interface Exporter {
   type: string;

@@ -10,9 +10,9 @@ import { BuildRun } from "../buildkit/build.js";
 import type { BuildKitClient } from "../buildkit/client.js";
 import { EventQueue } from "../buildkit/event-queue.js";
 import type { BuildEvent } from "../buildkit/events.js";
-import { type ManifestDescriptor, parseImageReference, RegistryClient } from "../buildkit/registry-client.js";
-import { resolveCredentials } from "../session/auth.js";
 import { createLogger } from "../log.js";
+import { parseImageReference, withDigest } from "../registry/reference.js";
+import { RegistryClient } from "../registry/registry-client.js";
 
 const log = createLogger("depot");
 
@@ -221,26 +221,23 @@ async function pushIndexes(
   options: BuildOptions,
   signal: AbortSignal,
 ): Promise<{ name: string; digest?: string }[]> {
-  const registry = new RegistryClient((host) => resolveCredentials(options.registryAuth ?? "docker-config", host));
   const pushed: { name: string; digest?: string }[] = [];
   for (const output of outputs) {
     if (output.type !== "image" || !output.push) continue;
-    for (const name of output.name.split(",").map((n) => n.trim())) {
-      const image = parseImageReference(name);
-      const children: (ManifestDescriptor & { platform: Record<string, string> })[] = [];
-      for (const { platform, result } of perPlatform) {
+    const names = output.name.split(",").map((n) => n.trim());
+    const registry = new RegistryClient({
+      auth: options.registryAuth ?? "docker-config",
+      ...(output.insecure ? { insecure: names.map((name) => parseImageReference(name).host) } : {}),
+    });
+    for (const name of names) {
+      const sources = perPlatform.map(({ platform, result }) => {
         const digest = result.pushed.find((p) => p.name === platformTag(name, platform.replaceAll("/", "-")))?.digest;
         if (!digest) throw new BuildKitNodeError("INTERNAL", `no digest was reported for the ${platform} image of ${name}`);
-        const descriptor = await registry.manifestDescriptor({ ...image, reference: digest }, signal);
-        const [os = "linux", architecture = "", variant] = platform.split("/");
-        children.push({ ...descriptor, platform: { os, architecture, ...(variant ? { variant } : {}) } });
-      }
-      const oci = children.every((c) => c.mediaType.startsWith("application/vnd.oci."));
-      const mediaType = oci ? "application/vnd.oci.image.index.v1+json" : "application/vnd.docker.distribution.manifest.list.v2+json";
-      const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType, manifests: children }));
-      const digest = await registry.putManifest(image, mediaType, index, signal);
-      log(`pushed index ${name} ${digest} (${perPlatform.map((p) => p.platform).join(", ")})`);
-      pushed.push({ name, digest });
+        return { image: withDigest(parseImageReference(name), digest), platform };
+      });
+      const { descriptor } = await registry.pushIndex(name, sources, { signal });
+      log(`pushed index ${name} ${descriptor.digest} (${perPlatform.map((p) => p.platform).join(", ")})`);
+      pushed.push({ name, digest: descriptor.digest });
     }
   }
   return pushed;

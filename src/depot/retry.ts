@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createLogger } from "../log.js";
-import { wasNeverSent } from "../transport/http2-connection.js";
+import { wasNeverSent } from "../transport/http2-connections.js";
 
 const log = createLogger("depot");
 

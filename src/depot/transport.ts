@@ -1,12 +1,8 @@
 import { type CallOptions, type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { dialUrl } from "../transport/dial.js";
-import {
-  DEFAULT_KEEPALIVE_INTERVAL_MS,
-  DEFAULT_KEEPALIVE_TIMEOUT_MS,
-  Http2Connections,
-  type KeepaliveOptions,
-} from "../transport/http2-connection.js";
+import { DEFAULT_KEEPALIVE_INTERVAL_MS, DEFAULT_KEEPALIVE_TIMEOUT_MS, type KeepaliveOptions } from "../transport/http2-connection.js";
+import { Http2Connections } from "../transport/http2-connections.js";
 import { BuildService } from "../gen/depot/cli/v1/build_pb.js";
 import { ProjectService } from "../gen/depot/core/v1/project_pb.js";
 import { depotCallError } from "./errors.js";

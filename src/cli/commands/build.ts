@@ -2,7 +2,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, relative, resolve } from "node:path";
 import { text } from "node:stream/consumers";
-import { type BuildEvent, BuildError, type BuildOptions, type BuildResult, type ContextInput } from "../../index.js";
+import { type BuildEvent, BuildError, type BuildOptions, type BuildResult, type ContextInput, parseImageReference } from "../../index.js";
 import { helpFlag, type ParsedArgs } from "../args.js";
 import { type Builder, connectionFlags, openBuildKitBuilder } from "../builder.js";
 import {
@@ -197,7 +197,15 @@ async function planBuild(args: ParsedArgs, ctx: CliContext): Promise<BuildPlan> 
   if (args.boolean("pull")) options.pull = true;
 
   const tags = args.strings("tag");
-  for (const tag of tags) if (!/^[^\s,]+$/.test(tag)) throw usage(`-t/--tag "${tag}" is not an image name`);
+  for (const tag of tags) {
+    // Read as Docker reads names (commas separate names in an output's name=, so none here).
+    if (tag.includes(",")) throw usage(`-t/--tag "${tag}" is not an image name`);
+    try {
+      parseImageReference(tag);
+    } catch (err) {
+      throw usage(`-t/--tag: ${(err as Error).message}`);
+    }
+  }
   const stdout: Stdout = { stream: ctx.stdout };
   const outputs = parseOutputs({ outputs: args.strings("output"), tags, push: args.boolean("push"), load: args.boolean("load") }, ctx.cwd, stdout);
   if (outputs.length > 0) options.outputs = outputs;
