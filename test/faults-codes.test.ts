@@ -156,10 +156,10 @@ const rows: Record<ErrorCode, Row> = {
     },
   },
   RESOURCE_EXHAUSTED: {
-    what: "build args larger than a gRPC message may be (dockerd: 4 MiB; buildkitd and this client: 16 MiB)",
+    what: "build args larger than a gRPC message may be (10 MB on dockerd, which takes 4 MiB; 17 MB on buildkitd, which takes 16 MiB)",
     classes: [BuildKitNodeError],
     run: async (bk, daemon) => {
-      const size = (daemon.embeddedInDocker ? 5 : 17) * 1024 * 1024;
+      const size = daemon.embeddedInDocker ? 10_000_000 : 17 * 1024 * 1024;
       return (await failureOf(bk.build({ context: dockerfile(""), buildArgs: { BIG: "x".repeat(size) } }))).error;
     },
   },

@@ -3,6 +3,7 @@
 // silent, and a long quiet step on a live connection. Each failure must be
 // a TransportError UNAVAILABLE with its cause, whatever the timing; each
 // test prints how long the failure took and leaves nothing running.
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -114,6 +115,19 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
     await connectThroughRelay({ intervalMs: 300, timeoutMs: 300 });
     const { events } = await runCollecting(bk.build({ context: { files: quietStep(4) } }));
     expect(events.some((e) => e.type === "log" && e.line === "step-done")).toBe(true);
+  });
+
+  it("a slow connection (128 KiB/s each way) is not taken for a dead one: a build with a 1 MiB context succeeds", async () => {
+    await connectThroughRelay({ intervalMs: 300, timeoutMs: 1000 });
+    relay.slow(128 * 1024);
+    const started = Date.now();
+    const { events } = await runCollecting(
+      bk.build({
+        context: { files: { Dockerfile: `FROM ${BASE_IMAGE}\nCOPY data.bin /\nRUN wc -c /data.bin && echo ${Date.now()}\n`, "data.bin": randomBytes(1024 * 1024) } },
+      }),
+    );
+    console.log(`[${daemon.name}] slow: built in ${Date.now() - started} ms at 128 KiB/s`);
+    expect(events.some((e) => e.type === "log" && e.line.startsWith("1048576 "))).toBe(true);
   });
 
   it("after a build lost its connection, the next build on the same client dials again", async () => {

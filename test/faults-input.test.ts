@@ -5,11 +5,11 @@ import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { BuildKitNodeError, type BuildKitClient, type BuildOptions, connect } from "../src/index.js";
 import { failureOf, runCollecting, tempDir } from "./support/build-helpers.js";
 import { assertDaemon, BUILD_DAEMONS } from "./support/daemons.js";
-import { gzipBomb, tarFile } from "./support/faults.js";
+import { activeResources, expectNoLeaks, gzipBomb, tarFile } from "./support/faults.js";
 import { BASE_IMAGE } from "./support/registry.js";
 
 /** Reads a tar stream's entry names and contents (small archives only). */
@@ -62,6 +62,14 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
   afterAll(async () => {
     await bk?.close();
     project?.remove();
+  });
+  let before: string[];
+  beforeEach(() => {
+    before = activeResources();
+  });
+  afterEach(async (context) => {
+    // No child, socket or timer left behind by a refused or finished build.
+    if (context.task.result?.state !== "fail") await expectNoLeaks(before, context.task.name);
   });
 
   /** Builds `context` and returns the files of the result (the context's copy under /ctx). */

@@ -19,13 +19,13 @@ import { secretsAttachable, validateSecrets } from "../session/secrets.js";
 import { BuildSession } from "../session/session.js";
 import { sshAttachable } from "../session/ssh.js";
 import type { BuildOptions, BuildResult, ContextInput } from "./build-options.js";
+import { isDaemonAnswer } from "./call-error.js";
 import type { BuildEvent } from "./events.js";
 import { EventQueue } from "./event-queue.js";
+import { solveFailureCode } from "./failure-code.js";
 import { type DaemonKind, planOutputs } from "./outputs.js";
 import { ProgressTracker } from "./progress.js";
 import { openSessionTunnel } from "./session-tunnel.js";
-import { isDaemonAnswer } from "./call-error.js";
-import { solveFailureCode } from "./failure-code.js";
 import { cacheEntries, entitlements, frontendAttrs } from "./solve-request.js";
 import { validateBuildOptions } from "./validate-options.js";
 
