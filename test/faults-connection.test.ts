@@ -108,6 +108,13 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
     expect((error as Error).message).toMatch(/did not answer a keepalive ping within 1000 ms/);
   });
 
+  it("close() on the client mid-build is the caller's doing: CANCELED, not UNAVAILABLE", async () => {
+    const { error } = await buildFaultedMidStep(() => void bk.close());
+    expect(error).toBeInstanceOf(TransportError);
+    expect(error).toMatchObject({ code: "CANCELED", address: relay.address });
+    expect((error as Error).message).toBe(`the client for ${relay.address} was closed`);
+  });
+
   it("a step quiet for longer than keepalive interval + timeout, on a live connection, is not failed", async () => {
     // BuildKit v0.24 sends nothing while a step sleeps: only our liveness
     // checks cross, and they must stay within gRPC's ping policy (a fourth
