@@ -4,11 +4,18 @@
 // reads keep their retries; a silent API connection fails within the
 // keepalive's bounds. Server-side answers (deadline_exceeded, aborted) come
 // from the local Depot's fault switches: no real part can produce them.
+import { spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { PassThrough } from "node:stream";
+import * as tarStream from "tar-stream";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { DepotClient, DepotError } from "../src/depot/index.js";
 import { type FaultRelay, type LocalDepot, startFaultRelay, startLocalDepot } from "../src/testing/index.js";
 import { assertDaemon, BUILD_DAEMONS } from "./support/daemons.js";
+import { tempDir } from "./support/build-helpers.js";
 import { activeResources, expectNoLeaks } from "./support/faults.js";
+import { BASE_IMAGE } from "./support/registry.js";
 
 async function failure(promise: Promise<unknown>): Promise<Error> {
   return promise.then(
@@ -105,6 +112,40 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
     relay.heal();
     expect((await listing).map((p) => p.projectId)).toContain(projectId);
     expect(relay.connections).toBe(2);
+  });
+
+  it("depot.build() takes a child's stdout as { tar } in hand before registering the build: every file arrives", async () => {
+    const project = tempDir("faults-depot-tar");
+    try {
+      writeFileSync(join(project.path, "Dockerfile"), `FROM ${BASE_IMAGE}\nCOPY . /ctx\n`);
+      writeFileSync(join(project.path, "hello.txt"), "hello through Depot\n");
+      const child = spawn("tar", ["-cf", "-", "."], { cwd: project.path, stdio: ["ignore", "pipe", "inherit"] });
+      const archive = new PassThrough();
+      const names: string[] = [];
+      const listing = (async () => {
+        const extract = tarStream.extract();
+        archive.pipe(extract);
+        for await (const entry of extract) {
+          names.push(entry.header.name.replace(/^\.\//, ""));
+          entry.resume();
+        }
+      })();
+      // Through the relay, whose stop() closes the API connection the client keeps for later calls.
+      const run = depot().build({ projectId, context: { tar: child.stdout }, outputs: [{ type: "tar", dest: archive }] });
+      await run;
+      await listing;
+      expect(names).toContain("ctx/hello.txt");
+    } finally {
+      project.remove();
+    }
+  });
+
+  it("depot.build() refuses invalid options at once, before any Depot call", () => {
+    const builds = local.builds.size;
+    expect(() => depot().build({ projectId, context: null } as never)).toThrow(
+      /^invalid option context: must be/,
+    );
+    expect(local.builds.size).toBe(builds);
   });
 
   it("a silent API connection fails a call with UNAVAILABLE after keepalive interval + timeout, not the call timeout", async () => {

@@ -3,8 +3,7 @@ import { createHash, type Hash, randomBytes } from "node:crypto";
 import { existsSync, statSync } from "node:fs";
 import { hostname } from "node:os";
 import { basename, dirname, posix, resolve } from "node:path";
-import { PassThrough, Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import { Readable } from "node:stream";
 import { AbortError, BuildError, BuildKitNodeError } from "../errors.js";
 import type { Control } from "../gen/moby/buildkit/v1/control_pb.js";
 import { createLogger } from "../log.js";
@@ -20,6 +19,7 @@ import { BuildSession } from "../session/session.js";
 import { sshAttachable } from "../session/ssh.js";
 import type { BuildOptions, BuildResult, ContextInput } from "./build-options.js";
 import { isDaemonAnswer } from "./call-error.js";
+import { takeContextsInHand } from "./context-hold.js";
 import type { BuildEvent } from "./events.js";
 import { EventQueue } from "./event-queue.js";
 import { solveFailureCode } from "./failure-code.js";
@@ -86,7 +86,7 @@ export class BuildRun<R extends BuildResult = BuildResult> implements PromiseLik
 export function startBuild(target: BuildTarget, options: BuildOptions): BuildRun {
   validateBuildOptions(options);
   // Before anything is awaited: a stream read only later could lose data meanwhile.
-  const held = holdContextStreams(options);
+  const held = takeContextsInHand(options);
   const ref = randomBytes(13).toString("hex").slice(0, 25);
   const events = new EventQueue<BuildEvent>();
   const result = runBuild(target, held.options, ref, (event) => events.push(event))
@@ -99,32 +99,6 @@ export function startBuild(target: BuildTarget, options: BuildOptions): BuildRun
       events.end();
     });
   return new BuildRun(ref, events, result);
-}
-
-/**
- * Takes every `{ tar: Readable }` context in hand at once, piping it into a
- * stream the build holds. A child process's stdout, say, must be read before
- * the child exits: Node then resumes (and so discards) whatever of its output
- * nobody reads. `release()` ends the hold once the build has settled, which
- * destroys an upload the build never read (a refused build).
- */
-function holdContextStreams(options: BuildOptions): { options: BuildOptions; release(): void } {
-  const holds: PassThrough[] = [];
-  const hold = (input: ContextInput): ContextInput => {
-    if (typeof input !== "object" || !("tar" in input) || !(input.tar instanceof Readable)) return input;
-    const held = new PassThrough();
-    // Errors reach whoever reads `held`; destroying `held` destroys the upload.
-    pipeline(input.tar, held).catch(() => {});
-    holds.push(held);
-    return { tar: held };
-  };
-  const extraContexts = options.extraContexts
-    ? Object.fromEntries(Object.entries(options.extraContexts).map(([name, input]) => [name, hold(input)]))
-    : undefined;
-  return {
-    options: { ...options, context: hold(options.context), ...(extraContexts ? { extraContexts } : {}) },
-    release: () => holds.forEach((held) => held.destroy()),
-  };
 }
 
 async function runBuild(target: BuildTarget, options: BuildOptions, ref: string, emit: (event: BuildEvent) => void): Promise<BuildResult> {

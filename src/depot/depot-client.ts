@@ -1,4 +1,6 @@
 import type { BuildRun } from "../buildkit/build.js";
+import { takeContextsInHand } from "../buildkit/context-hold.js";
+import { validateBuildOptions } from "../buildkit/validate-options.js";
 import { BuildKitNodeError } from "../errors.js";
 import { createBuildsApi, type DepotBuilds } from "./builds.js";
 import { type DepotBuildOptions, type DepotBuildResult, startDepotBuild } from "./depot-build.js";
@@ -64,6 +66,11 @@ export class DepotClient {
    * result to Depot and releases every machine, whatever happens.
    */
   build(options: DepotBuildOptions): BuildRun<DepotBuildResult> {
-    return startDepotBuild(this, options);
+    validateBuildOptions(options);
+    // Before anything is awaited (registering the build, acquiring machines).
+    const held = takeContextsInHand(options);
+    const run = startDepotBuild(this, held.options);
+    run.then(held.release, held.release);
+    return run;
   }
 }
