@@ -84,7 +84,7 @@ function isConnectionFailure(err: ConnectError): boolean {
   return [Code.Canceled, Code.Aborted, Code.Unavailable, Code.Internal, Code.Unknown].includes(err.code);
 }
 
-export function findCause<T extends Error>(err: unknown, type: abstract new (...args: never[]) => T): T | undefined {
+function findCause<T extends Error>(err: unknown, type: abstract new (...args: never[]) => T): T | undefined {
   for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
     if (e instanceof type) return e;
   }
