@@ -35,8 +35,10 @@ export type { ImageArchiveOptions, ImageArchiveResult } from "./registry/image-a
 export type { IndexSource, PushIndexOptions, PushIndexResult } from "./registry/push-index.js";
 export { loadRegistryImage, type LoadRegistryImageOptions, type LoadRegistryImageResult } from "./buildkit/registry-load.js";
 export type { SecretSource } from "./session/secrets.js";
+export type { TarLimits } from "./session/filesync/tar-source.js";
 export type { SshSource } from "./session/ssh.js";
 export type { TlsOptions } from "./transport/tls-options.js";
+export type { KeepaliveOptions } from "./transport/http2-connection.js";
 export { AbortError, BuildError, BuildKitNodeError, TransportError, type ErrorCode } from "./errors.js";
 export {
   createRenderer,

@@ -1,6 +1,7 @@
 import type { Readable, Writable } from "node:stream";
 import type { StatusResponse } from "../gen/moby/buildkit/v1/control_pb.js";
 import type { RegistryAuth } from "../session/auth.js";
+import type { TarLimits } from "../session/filesync/tar-source.js";
 import type { SecretSource } from "../session/secrets.js";
 import type { SshSource } from "../session/ssh.js";
 
@@ -81,6 +82,13 @@ export interface BuildOptions {
   registryAuth?: RegistryAuth;
   /** No outputs: the build runs and its result stays in the cache. */
   outputs?: Output[];
+  /**
+   * Ceilings for `{ tar }` contexts, which are untrusted input: the size once
+   * decompressed (default 8 GiB), the compression ratio (default 100, checked
+   * past 64 MiB) and the number of entries (default 1,000,000). A tarball
+   * over one is refused with RESOURCE_EXHAUSTED the moment it crosses it.
+   */
+  tarLimits?: TarLimits;
   /** Aborts the solve, the session and the progress stream. */
   signal?: AbortSignal;
   /**

@@ -18,7 +18,7 @@ export const FINISH_TIMEOUT_MS = 30_000;
 const SAVE_REGISTRY_TIMEOUT_MS = 10_000;
 /** Step timings are for Depot's UI: not worth holding a build's end up for long. */
 const TIMINGS_TIMEOUT_MS = 5_000;
-/** CreateBuild: 200 ms doubling, at most 6 tries (about 6 s of waiting in all). */
+/** CreateBuild: 200 ms doubling, at most 6 tries (about 6 s of waiting in all), only while the request cannot have reached Depot. */
 const CREATE_ATTEMPTS = 6;
 
 export interface CreateBuildInput {
@@ -128,6 +128,8 @@ export function createBuildsApi(api: DepotApi, orgToken: () => string, settings:
       const reply = await callDepot("CreateBuild", token, (call) => api.builds.createBuild(request, call), {
         signal: options.signal,
         maxAttempts: CREATE_ATTEMPTS,
+        // Two tries that both reach Depot would register two builds.
+        idempotent: false,
       });
       if (!reply.buildId || !reply.buildToken) {
         throw new BuildKitNodeError("INTERNAL", "Depot CreateBuild returned no build id or build token");

@@ -1,4 +1,6 @@
 import type { BuildRun } from "../buildkit/build.js";
+import { takeContextsInHand } from "../buildkit/context-hold.js";
+import { validateBuildOptions } from "../buildkit/validate-options.js";
 import { BuildKitNodeError } from "../errors.js";
 import { createBuildsApi, type DepotBuilds } from "./builds.js";
 import type { Clock } from "./clock.js";
@@ -6,6 +8,7 @@ import { type DepotBuildOptions, type DepotBuildResult, startDepotBuild } from "
 import { HEALTH_INTERVAL_MS } from "./health.js";
 import { createProjectsApi, type DepotProjects } from "./projects.js";
 import { type PullOptions, type PullResult, type PushOptions, type PushResult, SavedBuilds } from "./saved-builds.js";
+import type { KeepaliveOptions } from "../transport/http2-connection.js";
 import { createDepotApi, DEFAULT_DEPOT_API_URL } from "./transport.js";
 
 export interface DepotClientOptions {
@@ -15,6 +18,8 @@ export interface DepotClientOptions {
   apiUrl?: string;
   /** Default "2" (h2c with prior knowledge on an http:// URL). */
   httpVersion?: "1.1" | "2";
+  /** HTTP/2 PING keepalive of the API connection: default every 30 s of silence, 20 s to answer (see `connect()`). */
+  keepalive?: KeepaliveOptions;
 }
 
 /**
@@ -56,7 +61,7 @@ export class DepotClient {
       if (!token) throw new BuildKitNodeError("INVALID_ARGUMENT", "no Depot token: set DEPOT_TOKEN or pass { token } to new DepotClient()");
       return token;
     };
-    const api = createDepotApi(apiUrl, httpVersion);
+    const api = createDepotApi(apiUrl, httpVersion, options.keepalive);
     this.projects = createProjectsApi(api, orgToken);
     this.#saved = new SavedBuilds(api, orgToken);
     this.builds = createBuildsApi(api, orgToken, {
@@ -73,7 +78,12 @@ export class DepotClient {
    * result to Depot and releases every machine, whatever happens.
    */
   build(options: DepotBuildOptions): BuildRun<DepotBuildResult> {
-    return startDepotBuild(this, options);
+    validateBuildOptions(options);
+    // Before anything is awaited (registering the build, acquiring machines).
+    const held = takeContextsInHand(options);
+    const run = startDepotBuild(this, held.options);
+    run.then(held.release, held.release);
+    return run;
   }
 
   /**

@@ -35,6 +35,7 @@ export {
   type LocalStepLog,
   type LocalTimedStep,
 } from "./local-depot.js";
+export { startFaultRelay, type FaultMode, type FaultRelay, type FaultRelayOptions } from "./fault-relay.js";
 export {
   startRegistryFront,
   type AccessDecision,

@@ -5,7 +5,18 @@ import { text } from "node:stream/consumers";
 import { type BuildEvent, BuildError, type BuildOptions, type BuildResult, type ContextInput, parseImageReference } from "../../index.js";
 import { helpFlag, type ParsedArgs } from "../args.js";
 import { type Builder, connectionFlags, openBuildKitBuilder } from "../builder.js";
-import { parseAddHosts, parseCacheEntries, parseKeyValues, parseOutputs, parsePlatforms, parseSecrets, parseSsh, type Stdout } from "../build-flags.js";
+import {
+  parseAddHosts,
+  parseCacheEntries,
+  parseKeyValues,
+  parseOutputs,
+  parsePlatforms,
+  parsePositive,
+  parseSecrets,
+  parseSize,
+  parseSsh,
+  type Stdout,
+} from "../build-flags.js";
 import type { CliContext } from "../context.js";
 import { openDepotBuilder } from "../depot.js";
 import { EXIT, UsageError } from "../errors.js";
@@ -48,6 +59,9 @@ export const buildCommand: Command = {
     progress: { type: "string", value: "MODE", description: `Progress output: ${PROGRESS_MODES.join(", ")} (default: $BUILDKIT_PROGRESS or auto)` },
     quiet: { type: "boolean", short: "q", description: "No progress; print the image digest on stdout" },
     "metadata-file": { type: "string", value: "PATH", description: "Write the build's result (exporter response, image digest) as JSON" },
+    "max-context-size": { type: "string", value: "SIZE", description: 'With CONTEXT "-": refuse a tar archive larger than this once decompressed (default 8GiB)' },
+    "max-compression-ratio": { type: "string", value: "N", description: 'With CONTEXT "-": refuse a gzip archive that expands more than N times (default 100, checked past 64MiB)' },
+    "max-context-entries": { type: "string", value: "N", description: 'With CONTEXT "-": refuse a tar archive with more entries (default 1000000)' },
     ...connectionFlags,
     depot: {
       type: "string",
@@ -160,6 +174,8 @@ async function planBuild(args: ParsedArgs, ctx: CliContext): Promise<BuildPlan> 
   }
 
   const options: BuildOptions = { context };
+  const tarLimits = parseTarLimits(args, contextArg === "-");
+  if (tarLimits) options.tarLimits = tarLimits;
   let dockerfile: BuildPlan["dockerfile"];
   if (fileArg === "-") {
     if (ctx.stdin.isTTY) throw usage('-f/--file "-" reads the Dockerfile from stdin, but stdin is a terminal');
@@ -228,6 +244,21 @@ async function planBuild(args: ParsedArgs, ctx: CliContext): Promise<BuildPlan> 
   const metadataFile = args.string("metadata-file");
   if (metadataFile === "") throw usage("--metadata-file needs a path");
   return { options, progress, quiet, metadataFile: metadataFile && resolve(ctx.cwd, metadataFile), dockerfile };
+}
+
+/** `--max-context-size`, `--max-compression-ratio`, `--max-context-entries`: for a tar context on stdin only. */
+function parseTarLimits(args: ParsedArgs, tarContext: boolean): BuildOptions["tarLimits"] {
+  const given = ["max-context-size", "max-compression-ratio", "max-context-entries"].filter((flag) => args.has(flag));
+  if (given.length === 0) return undefined;
+  if (!tarContext) throw new UsageError(`--${given[0]} applies to a tar archive on stdin (CONTEXT "-"), not to a directory`, "build");
+  const size = args.string("max-context-size");
+  const ratio = args.string("max-compression-ratio");
+  const entries = args.string("max-context-entries");
+  return {
+    ...(size !== undefined ? { maxBytes: parseSize("max-context-size", size) } : {}),
+    ...(ratio !== undefined ? { maxCompressionRatio: parsePositive("max-compression-ratio", ratio) } : {}),
+    ...(entries !== undefined ? { maxEntries: parsePositive("max-context-entries", entries) } : {}),
+  };
 }
 
 /** `--progress`, else BUILDKIT_PROGRESS, else auto (BUILDKIT_PROGRESS also overrides an explicit auto, as in buildx). */

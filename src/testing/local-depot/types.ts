@@ -156,7 +156,7 @@ export interface LocalPushRecord {
 }
 
 /** The Connect codes a fault can fail a call with. */
-export type LocalFaultCode = "unavailable" | "internal" | "unauthenticated" | "permission_denied" | "not_found";
+export type LocalFaultCode = "unavailable" | "internal" | "unauthenticated" | "permission_denied" | "not_found" | "deadline_exceeded" | "aborted";
 
 export interface LocalDepotFaults {
   /**
