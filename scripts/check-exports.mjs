@@ -8,6 +8,11 @@ const expected = {
   "buildkit-node/depot": ["BuildKitNodeError"],
   "buildkit-node/testing": ["startBuildKitFront", "createCertificateAuthority"],
 };
+
+// The registry client's entry points.
+expected["buildkit-node"].push("RegistryClient", "RegistryError", "parseImageReference", "loadRegistryImage");
+// The fault relay for users' own tests.
+expected["buildkit-node/testing"].push("startFaultRelay");
 for (const [specifier, names] of Object.entries(expected)) {
   const imported = await import(specifier);
   const required = require(specifier);

@@ -6,21 +6,23 @@ import { Code, ConnectError } from "@connectrpc/connect";
 export type ErrorCode =
   /** Bad input from the caller: a malformed address, a missing option. */
   | "INVALID_ARGUMENT"
-  /** The daemon or API could not be reached, or the connection broke. */
+  /** The daemon, API or registry could not be reached, or the connection broke or went silent. */
   | "UNAVAILABLE"
   /** TLS failed: untrusted or mismatched certificate, or a plaintext peer. */
   | "TLS"
   /** A deadline passed (connect timeout, acquire timeout). */
   | "TIMEOUT"
-  /** Aborted through an AbortSignal or canceled by the peer. */
+  /** Aborted by the caller: its AbortSignal, or `close()` on the client. Never a peer's doing. */
   | "CANCELED"
   /** The daemon does not have this call (e.g. Info on BuildKit < v0.11). */
   | "UNIMPLEMENTED"
   | "NOT_FOUND"
   | "ALREADY_EXISTS"
   | "PERMISSION_DENIED"
+  /** Credentials missing or refused (a registry, the Depot API). */
   | "UNAUTHENTICATED"
   | "FAILED_PRECONDITION"
+  /** Input over a limit: a message larger than gRPC takes, a tar context past its ceilings. */
   | "RESOURCE_EXHAUSTED"
   /** The build itself failed; see BuildError. */
   | "BUILD_FAILED"
@@ -51,7 +53,31 @@ export class BuildKitNodeError extends Error {
       return new BuildKitNodeError(codeFromConnect(err.code), message, { cause: err });
     }
     const text = err instanceof Error ? err.message : String(err);
-    return new BuildKitNodeError("UNKNOWN", context ? `${context}: ${text}` : text, { cause: err });
+    return new BuildKitNodeError(codeFromErrno(err), context ? `${context}: ${text}` : text, { cause: err });
+  }
+}
+
+/** A Node.js system error's code (ENOENT, EACCES, …) as ours; UNKNOWN for anything else. */
+function codeFromErrno(err: unknown): ErrorCode {
+  switch ((err as NodeJS.ErrnoException | undefined)?.code) {
+    case "ENOENT":
+      return "NOT_FOUND";
+    case "EACCES":
+    case "EPERM":
+      return "PERMISSION_DENIED";
+    case "ENOSPC":
+    case "EMFILE":
+    case "ENFILE":
+      return "RESOURCE_EXHAUSTED";
+    case "ECONNREFUSED":
+    case "ECONNRESET":
+    case "EPIPE":
+    case "ETIMEDOUT":
+    case "EHOSTUNREACH":
+    case "ENETUNREACH":
+      return "UNAVAILABLE";
+    default:
+      return "UNKNOWN";
   }
 }
 
@@ -79,7 +105,9 @@ const connectCodes: Record<Code, ErrorCode> = {
   [Code.PermissionDenied]: "PERMISSION_DENIED",
   [Code.ResourceExhausted]: "RESOURCE_EXHAUSTED",
   [Code.FailedPrecondition]: "FAILED_PRECONDITION",
-  [Code.Aborted]: "CANCELED",
+  // What connect-node makes of a reset connection; a server's own ABORTED
+  // (a conflict) is worth a retry too. CANCELED is kept for the caller's abort.
+  [Code.Aborted]: "UNAVAILABLE",
   [Code.OutOfRange]: "INVALID_ARGUMENT",
   [Code.Unimplemented]: "UNIMPLEMENTED",
   [Code.Internal]: "INTERNAL",
@@ -116,6 +144,10 @@ export interface BuildErrorSource {
  * `[2/3] RUN make`), `logTail` holds its last lines of output and `source`
  * the Dockerfile lines it came from. The message reads as buildx prints the
  * error: the Dockerfile excerpt, then the error, then the step's last lines.
+ *
+ * `code` says why: BUILD_FAILED for the build itself (a step, the
+ * Dockerfile); UNAUTHENTICATED or PERMISSION_DENIED when a registry refused
+ * the daemon's pull or push; UNAVAILABLE when it could not reach a registry.
  */
 export class BuildError extends BuildKitNodeError {
   override name = "BuildError";
@@ -139,13 +171,15 @@ export class BuildError extends BuildKitNodeError {
   constructor(details: {
     message: string;
     daemonMessage: string;
+    /** Default BUILD_FAILED. */
+    code?: ErrorCode;
     step?: { digest: string; name: string };
     logTail?: string[];
     exitCode?: number;
     source?: BuildErrorSource;
     cause?: unknown;
   }) {
-    super("BUILD_FAILED", details.message, { cause: details.cause });
+    super(details.code ?? "BUILD_FAILED", details.message, { cause: details.cause });
     this.step = details.step;
     this.logTail = details.logTail ?? [];
     this.exitCode = details.exitCode;

@@ -4,6 +4,7 @@ export { connect, type ConnectOptions } from "./buildkit/connect.js";
 // exported as types only, so that nobody constructs one by hand.
 export type {
   BuildKitClient,
+  BuildKitFeatures,
   BuildKitInfo,
   BuildKitVersion,
   CallOptions,
@@ -25,10 +26,21 @@ export type {
   VertexStarted,
   Warning,
 } from "./buildkit/events.js";
-export type { RegistryAuth, RegistryCredentials } from "./session/auth.js";
+export type { CredentialLookup, RegistryAuth, RegistryAuthOptions, RegistryCredentials } from "./session/auth.js";
+export { RegistryClient, type RegistryCallOptions, type RegistryClientOptions } from "./registry/registry-client.js";
+export { formatImageReference, parseImageReference, withDigest, withTag, type ImageReference } from "./registry/reference.js";
+export { RegistryError } from "./registry/errors.js";
+export { MediaType, type Descriptor, type ImageIndex, type ImageManifest, type Manifest, type Platform } from "./registry/manifest.js";
+export type { BlobSource, PushBlobOptions, PushBlobResult } from "./registry/blob-upload.js";
+export type { CopyImageOptions, CopyImageResult, CopyProgress } from "./registry/copy-image.js";
+export type { ImageArchiveOptions, ImageArchiveResult } from "./registry/image-archive.js";
+export type { IndexSource, PushIndexOptions, PushIndexResult } from "./registry/push-index.js";
+export { loadRegistryImage, type LoadRegistryImageOptions, type LoadRegistryImageResult } from "./buildkit/registry-load.js";
 export type { SecretSource } from "./session/secrets.js";
+export type { TarLimits } from "./session/filesync/tar-source.js";
 export type { SshSource } from "./session/ssh.js";
 export type { TlsOptions } from "./transport/tls-options.js";
+export type { KeepaliveOptions } from "./transport/http2-connection.js";
 export { AbortError, BuildError, BuildKitNodeError, TransportError, type BuildErrorSource, type ErrorCode } from "./errors.js";
 export {
   createRenderer,

@@ -54,6 +54,7 @@ describe("bad usage", () => {
     ["an unknown output type", ["build", "-o", "type=nope,dest=x", "fixtures/hello"], /-o\/--output "type=nope,dest=x": unknown type "nope"/],
     ["an output key the type does not take", ["build", "-o", "type=local,dest=x,compression=zstd", "fixtures/hello"], /type=local takes dest, not "compression"/],
     ["--push without a tag", ["build", "--push", "fixtures/hello"], /--push needs at least one -t\/--tag/],
+    ["an image name Docker would refuse", ["build", "-t", "127.0.0.1:5000/App:v1", "fixtures/hello"], /-t\/--tag: invalid image reference "127.0.0.1:5000\/App:v1": the repository name "App" must be lowercase/],
     ["a secret file that does not exist", ["build", "--secret", "id=npmrc,src=/nonexistent/npmrc", "fixtures/hello"], /--secret id=npmrc: cannot read \/nonexistent\/npmrc \(ENOENT\)/],
     ["a malformed platform", ["build", "--platform", "linux", "fixtures/hello"], /--platform "linux"/],
     ["a context that is not a directory", ["build", "no/such/dir"], /CONTEXT "no\/such\/dir" is not a directory/],

@@ -1,40 +1,41 @@
 // depot.build() end to end: the local Depot-compatible server (a stand-in
 // for Depot's cloud API, the one part no real component here provides) hands
-// out mTLS machines fronting the real BuildKit inside dockerd; images go to
-// the real local registry.
+// out mTLS machines fronting a real BuildKit (dockerd's, and the standalone
+// buildkitd v0.24 when the environment names it); images go to the real
+// local registry.
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import * as tarStream from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AbortError, BuildError } from "../src/index.js";
+import { AbortError, BuildError, connect } from "../src/index.js";
 import { DepotClient } from "../src/depot/index.js";
 import type { DepotClientInternalOptions } from "../src/depot/depot-client.js";
 import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
 import { failureOf, logLines, runCollecting } from "./support/build-helpers.js";
-import { assertDockerd, DOCKER_BUILDKIT } from "./support/daemons.js";
-import { BASE_IMAGE, getBlobJson, getImageConfig, getManifest, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
+import { BUILD_DAEMONS } from "./support/daemons.js";
+import { depotOn } from "./support/depot.js";
+import { ManualClock } from "./support/manual-clock.js";
+import { BASE_IMAGE, getBlobJson, getImageConfig, getManifest, listTags, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 
-let local: LocalDepot;
-let depot: DepotClient;
-let projectId: string;
+describe.each(BUILD_DAEMONS)("on $name: depot.build()", (daemon) => {
+  let local: LocalDepot;
+  let depot: DepotClient;
+  let projectId: string;
 
-beforeAll(async () => {
-  assertDockerd();
-  local = await startLocalDepot({ buildkit: DOCKER_BUILDKIT, pendingWaitMs: 50 });
-  const options: DepotClientInternalOptions = { token: local.token, apiUrl: local.apiUrl, healthIntervalMs: 250, dockerEngine: local.dockerEngine };
-  depot = new DepotClient(options);
-  projectId = (await depot.projects.create({ name: "depot-build-tests", regionId: "us-east-1" })).projectId;
-});
-afterAll(async () => {
-  await local?.stop();
-});
+  beforeAll(async () => {
+    ({ local, depot, projectId } = await depotOn(daemon, "depot-build-tests"));
+  });
+  afterAll(async () => {
+    await local?.stop();
+  });
 
-function onlyBuild(before: Set<string>) {
-  const created = [...local.builds.values()].filter((b) => !before.has(b.id));
-  expect(created).toHaveLength(1);
-  return created[0]!;
-}
+  function onlyBuild(before: Set<string>) {
+    const created = [...local.builds.values()].filter((b) => !before.has(b.id));
+    expect(created).toHaveLength(1);
+    return created[0]!;
+  }
 
-describe("depot.build()", () => {
   it("registers the build, builds on a machine, pushes, and finishes with success", async () => {
     const before = new Set(local.builds.keys());
     const repository = uniqueRepository("bkn-depot");
@@ -75,8 +76,10 @@ describe("depot.build()", () => {
 
   it("reports an abort as canceled and releases the machine", async () => {
     const before = new Set(local.builds.keys());
+    const clock = new ManualClock(); // health reports and status batches wait on it
+    const client = new DepotClient({ token: local.token, apiUrl: local.apiUrl, clock } as DepotClientInternalOptions);
     const controller = new AbortController();
-    const run = depot.build({
+    const run = client.build({
       projectId,
       context: { files: {} },
       dockerfileContent: `FROM ${BASE_IMAGE}\nRUN echo started && sleep 120\n`,
@@ -89,9 +92,10 @@ describe("depot.build()", () => {
     await expect(run).rejects.toBeInstanceOf(AbortError);
     const record = onlyBuild(before);
     expect(record.finish?.result).toBe("canceled");
+    expect(clock.pending()).toBe(0); // released: no health report or status batch waits any more
     const reports = record.healthReports.length;
-    await new Promise((resolve) => setTimeout(resolve, 700));
-    expect(record.healthReports.length).toBe(reports); // released: no more health reports
+    await clock.advance(60_000);
+    expect(record.healthReports.length).toBe(reports);
   });
 
   it("ends the build when Depot's cancels_at passes", async () => {
@@ -119,7 +123,7 @@ describe("depot.build()", () => {
     }
   });
 
-  it("builds two platforms on two machines and pushes one index with both", async () => {
+  it("builds two platforms on two machines and pushes one index with both, leaving only the requested tag where BuildKit pushes by digest", async () => {
     const before = new Set(local.builds.keys());
     const repository = uniqueRepository("bkn-multi-platform");
     const { result, events } = await runCollecting(
@@ -148,6 +152,98 @@ describe("depot.build()", () => {
       const manifest = await getManifest(PLAIN_REGISTRY, repository, child.digest);
       const config = await getBlobJson<{ architecture: string }>(PLAIN_REGISTRY, repository, manifest.config.digest);
       expect(config.architecture).toBe(child.platform.architecture);
+    }
+    // dockerd pushes through its Engine API, which pushes tags only: the
+    // platforms' helper tags stay there. buildkitd pushes by digest.
+    const tags = await listTags(PLAIN_REGISTRY, repository);
+    expect(tags).toEqual(daemon.embeddedInDocker ? ["v1", "v1-linux-amd64", "v1-linux-arm64"] : ["v1"]);
+    expect(result.platforms.map((p) => p.result.pushed[0]?.name)).toEqual(
+      daemon.embeddedInDocker
+        ? [`${PLAIN_REGISTRY}/${repository}:v1-linux-amd64`, `${PLAIN_REGISTRY}/${repository}:v1-linux-arm64`]
+        : index.manifests.map((m) => `${PLAIN_REGISTRY}/${repository}@${m.digest}`),
+    );
+  });
+
+  it("pushes a platform again when the registry refused its push (a digest mismatch, a 5xx)", async () => {
+    // The registry is real; the front before it refuses the first blob upload
+    // (digest mismatch) and the first manifest PUT (500), as a registry can
+    // when two platforms push one blob into one repository at once. BuildKit
+    // retries a 5xx itself and dockerd a blob upload; the rest is ours.
+    const refused = { blob: 0, manifest: 0 };
+    const front = await startRegistryFront(PLAIN_REGISTRY, (request) => {
+      if (request.method !== "PUT") return undefined;
+      if (request.url!.includes("/blobs/uploads/") && refused.blob++ === 0) return { status: 400, code: "DIGEST_INVALID", message: "provided digest did not match uploaded content" };
+      if (request.url!.includes("/manifests/") && refused.manifest++ === 0) return { status: 500, code: "UNKNOWN", message: "refused by the test front" };
+      return undefined;
+    });
+    try {
+      const repository = uniqueRepository("bkn-multi-refused");
+      const { result, events } = await runCollecting(
+        depot.build({
+          projectId,
+          platforms: ["linux/amd64", "linux/arm64"],
+          // An upload: each push again reads it afresh from its spooled copy.
+          context: { tar: tarOf({ Dockerfile: "FROM scratch\nCOPY hello.txt /\n", "hello.txt": "refused, then pushed\n" }) },
+          outputs: [{ type: "image", name: `${front.host}/${repository}:v1`, push: true }],
+        }),
+      );
+      expect(refused.blob).toBeGreaterThan(1);
+      expect(refused.manifest).toBeGreaterThan(1);
+      const warnings = events.flatMap((e) => (e.type === "warning" ? [e.message] : []));
+      expect(warnings.length).toBeGreaterThan(0);
+      for (const warning of warnings) expect(warning).toMatch(/^the registry refused the linux\/(amd64|arm64) image's push; pushing it again$/);
+      const index = (await getManifest(PLAIN_REGISTRY, repository, "v1")) as unknown as { digest: string; manifests: unknown[] };
+      expect(index.digest).toBe(result.digest);
+      expect(index.manifests).toHaveLength(2);
+    } finally {
+      await front.close();
+    }
+  });
+
+  it("pushByDigest pushes with no tag where BuildKit has the image exporter; dockerd (Engine pushes are by tag) refuses it", async () => {
+    const bk = await connect(daemon.address, daemon.connectOptions);
+    try {
+      const repository = uniqueRepository("bkn-by-digest");
+      const run = bk.build({
+        context: { files: { "a.txt": `${repository}\n` } },
+        dockerfileContent: "FROM scratch\nCOPY a.txt /\n",
+        outputs: [{ type: "image", name: `${PLAIN_REGISTRY}/${repository}:not-pushed`, push: true, pushByDigest: true }],
+      });
+      expect(await bk.features()).toEqual({ imageExporter: !daemon.embeddedInDocker });
+      if (daemon.embeddedInDocker) {
+        await expect(run).rejects.toMatchObject({ code: "UNIMPLEMENTED" });
+        return;
+      }
+      const result = await run;
+      const digest = result.exporterResponse["containerimage.digest"]!;
+      expect(result.pushed).toEqual([{ name: `${PLAIN_REGISTRY}/${repository}@${digest}`, digest }]);
+      expect((await getManifest(PLAIN_REGISTRY, repository, digest)).digest).toBe(digest);
+      expect(await listTags(PLAIN_REGISTRY, repository)).toEqual([]);
+    } finally {
+      await bk.close();
+    }
+  });
+
+  it("builds when Depot asks for gzip'd traffic to the machine (sent plain to a BuildKit that cannot read gzip)", async () => {
+    const gzipDepot = await startLocalDepot({ ...daemon.backend, pendingWaitMs: 50, machineCompression: "gzip" });
+    try {
+      const client = new DepotClient({ token: gzipDepot.token, apiUrl: gzipDepot.apiUrl });
+      const project = gzipDepot.addProject({ name: "gzip" }).projectId;
+      const { result, events } = await runCollecting(
+        client.build({ projectId: project, context: { files: { "big.txt": "compressible ".repeat(50_000) } }, dockerfileContent: `FROM ${BASE_IMAGE}\nCOPY big.txt /\nRUN wc -c < /big.txt\n`, noCache: true }),
+      );
+      expect(gzipDepot.builds.get(result.buildId)!.finish?.result).toBe("success");
+      expect(logLines(events)).toContain("650000");
+    } finally {
+      await gzipDepot.stop();
+    }
+    // The option really compresses: dockerd's v0.8 refuses gzip'd requests outright.
+    if (daemon.embeddedInDocker) {
+      const refused = await connect(daemon.address, { ...daemon.connectOptions, compression: "gzip" }).then(
+        (bk) => bk.close().then(() => expect.unreachable("dockerd took gzip")),
+        (err: unknown) => err as Error,
+      );
+      expect(String((refused.cause as Error | undefined)?.message)).toMatch(/Decompressor is not installed for grpc-encoding "gzip"/);
     }
   });
 
@@ -195,3 +291,46 @@ describe("depot.build()", () => {
     expect(config.config.Labels).toMatchObject({ v: "42", team: "builds" });
   });
 });
+
+/** An HTTP front for a plain-HTTP registry on a port of its own, answering the requests `refuse` picks with a registry error. */
+async function startRegistryFront(
+  registry: string,
+  refuse: (request: http.IncomingMessage) => { status: number; code: string; message: string } | undefined,
+): Promise<{ host: string; close(): Promise<void> }> {
+  const [hostname, port] = registry.split(":");
+  const server = http.createServer((request, response) => {
+    const refusal = refuse(request);
+    if (refusal) {
+      request.resume();
+      response.writeHead(refusal.status, { "content-type": "application/json" }).end(JSON.stringify({ errors: [{ code: refusal.code, message: refusal.message }] }));
+      return;
+    }
+    const upstream = http.request({ hostname, port: Number(port), method: request.method, path: request.url, headers: request.headers }, (reply) => {
+      // Upload locations name the registry itself: keep the client on the front.
+      const headers = { ...reply.headers };
+      if (typeof headers.location === "string") headers.location = headers.location.replace(`//${registry}/`, `//${front}/`);
+      response.writeHead(reply.statusCode ?? 502, headers);
+      reply.pipe(response);
+    });
+    upstream.on("error", (err) => response.destroy(err));
+    request.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const front = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    host: front,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+/** A tar stream of `files`, as a user's upload arrives. */
+function tarOf(files: Record<string, string>): Readable {
+  const pack = tarStream.pack();
+  for (const [name, content] of Object.entries(files)) pack.entry({ name }, content);
+  pack.finalize();
+  return Readable.from(pack as AsyncIterable<Buffer>, { objectMode: false });
+}

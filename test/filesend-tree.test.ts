@@ -305,6 +305,25 @@ describe("receiveTree (local exporter output)", () => {
     expect(await fs.readFile(path.join(dest, "a.txt"), "utf8")).toBe("a");
   });
 
+  it("leaves the destination as it was when the transfer fails midway (staged beside it, then removed)", async () => {
+    await fs.mkdir(dest);
+    await fs.writeFile(path.join(dest, "keep.txt"), "kept");
+    await fs.writeFile(path.join(dest, "app.bin"), "the previous build");
+    const outcome = await playSender(
+      daemon!.call(METHOD),
+      [
+        { path: "app.bin", mode: 0o644, content: randomBytes(300 * 1024) },
+        { path: "new.txt", mode: 0o644, content: Buffer.from("new") },
+      ],
+      { errAfterListing: "the daemon gave up" },
+    );
+    expect(outcome.status.code).not.toBe(GrpcCode.OK);
+    await expect(received).rejects.toThrow("error from sender: the daemon gave up");
+    expect((await fs.readdir(dest)).sort()).toEqual(["app.bin", "keep.txt"]);
+    expect(await fs.readFile(path.join(dest, "app.bin"), "utf8")).toBe("the previous build");
+    expect(await fs.readdir(sandbox)).toEqual(["out"]); // no staging directory left
+  });
+
   it("fails with the sender's message on an ERR packet", async () => {
     const outcome = await playSender(daemon!.call(METHOD), [{ path: "d", mode: dirMode(0o755) }], { errAfterListing: "disk on fire" });
     expect(outcome.status.code).not.toBe(GrpcCode.OK);
@@ -361,7 +380,8 @@ describe("receiveTree (local exporter output)", () => {
       await expect(received).rejects.toThrow(/refusing output entry/);
       expect(await fs.readdir(outside)).toEqual(["secret"]);
       expect((await fs.stat(path.join(outside, "secret"))).nlink).toBe(1);
-      expect((await fs.readdir(sandbox)).sort()).toEqual(["out", "outside"]);
+      // Nothing half-written: the destination was never created, and no staging directory is left.
+      expect((await fs.readdir(sandbox)).sort()).toEqual(["outside"]);
     });
   });
 });

@@ -19,7 +19,7 @@ import {
 import { Hardware, ProjectService } from "../src/gen/depot/core/v1/project_pb.js";
 import { connect, TransportError } from "../src/index.js";
 import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
-import { assertDockerd, DOCKER_BUILDKIT } from "./support/daemons.js";
+import { assertDaemon, assertDockerd, BUILD_DAEMONS, DOCKER_BUILDKIT } from "./support/daemons.js";
 
 const AMD64 = BuilderPlatform.AMD64;
 const ARM64 = BuilderPlatform.ARM64;
@@ -339,23 +339,19 @@ describe("projects", () => {
   });
 });
 
-describe("builds and machines", () => {
+describe.each(BUILD_DAEMONS)("a machine in front of $name", (daemon) => {
   let depot: LocalDepot;
   let c: Clients;
   const org = () => bearer(depot.token);
-  const newBuild = () => c.cli.createBuild({ projectId: "prj_builds" }, org());
   beforeAll(async () => {
-    depot = await startLocalDepot({ buildkit: DOCKER_BUILDKIT });
+    assertDaemon(daemon);
+    depot = await startLocalDepot({ ...daemon.backend, savedImageRegistry: false });
     c = clients(createConnectTransport({ baseUrl: depot.apiUrl, httpVersion: "2" }));
     depot.addProject({ name: "builds", projectId: "prj_builds" });
   });
-  afterEach(() => {
-    depot.faults.stayPending = false;
-    depot.faults.cancelsAt = undefined;
-  });
   afterAll(() => depot?.stop());
 
-  it("registers a build, answers pending twice, then hands out a real BuildKit behind mutual TLS", async () => {
+  it(`on ${daemon.name}: registers a build, answers pending twice, then hands out that BuildKit behind mutual TLS`, async () => {
     const build = await c.cli.createBuild(
       { projectId: "prj_builds", options: [{ tags: ["127.0.0.1:5000/app:1"], push: true, load: false }] },
       org(),
@@ -406,6 +402,23 @@ describe("builds and machines", () => {
     expect(record).toMatchObject({ status: "success", finishCalls: 2 });
     await expectCode(c.cli.getBuildKitConnection({ buildId: build.buildId, platform: AMD64 }, bearer(build.buildToken)), Code.FailedPrecondition);
   });
+});
+
+describe("builds and machines", () => {
+  let depot: LocalDepot;
+  let c: Clients;
+  const org = () => bearer(depot.token);
+  const newBuild = () => c.cli.createBuild({ projectId: "prj_builds" }, org());
+  beforeAll(async () => {
+    depot = await startLocalDepot({ buildkit: DOCKER_BUILDKIT });
+    c = clients(createConnectTransport({ baseUrl: depot.apiUrl, httpVersion: "2" }));
+    depot.addProject({ name: "builds", projectId: "prj_builds" });
+  });
+  afterEach(() => {
+    depot.faults.stayPending = false;
+    depot.faults.cancelsAt = undefined;
+  });
+  afterAll(() => depot?.stop());
 
   it("gives each platform its own machine, and concurrent polls one machine between them", async () => {
     const build = await newBuild();
@@ -529,8 +542,10 @@ describe("builds and machines", () => {
 });
 
 describe("idle machines", () => {
-  it("reclaims a machine without health reports, and keeps one that reports", async () => {
-    await using depot = await startLocalDepot({ buildkit: DOCKER_BUILDKIT, pendingPolls: 0, machineIdleTimeoutMs: 400 });
+  it("reclaims a machine without health reports for the idle time, and keeps one that reports (injected clock)", async () => {
+    let now = Date.parse("2030-01-01T00:00:00Z");
+    const clock = { now: () => now };
+    await using depot = await startLocalDepot({ buildkit: DOCKER_BUILDKIT, pendingPolls: 0, machineIdleTimeoutMs: 60_000, clock });
     depot.addProject({ name: "idle", projectId: "prj_idle" });
     const { cli } = clients(createConnectTransport({ baseUrl: depot.apiUrl, httpVersion: "1.1" }));
     const build = await cli.createBuild({ projectId: "prj_idle" }, bearer(depot.token));
@@ -539,19 +554,22 @@ describe("idle machines", () => {
     const { pending } = await acquire(cli, build, ARM64);
     expect(pending).toEqual([]); // pendingPolls: 0
 
-    const started = Date.now();
-    while (Date.now() - started < 1_200) {
-      await cli.reportBuildHealth({ buildId: build.buildId, platform: ARM64 }, bearer(build.buildToken));
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    expect(record.machines.map((m) => [m.platform, m.stopReason])).toEqual([
+    // 60 s exactly is not yet idle; arm64 reports, amd64 does not.
+    now += 60_000;
+    await cli.reportBuildHealth({ buildId: build.buildId, platform: ARM64 }, bearer(build.buildToken));
+    await new Promise((resolve) => setTimeout(resolve, 100)); // several reaper rounds
+    expect(record.machines.map((m) => m.stopReason)).toEqual([undefined, undefined]);
+
+    now += 1;
+    await vi.waitFor(() => expect(record.machines.map((m) => [m.platform, m.stopReason])).toEqual([
       ["amd64", "idle"],
       ["arm64", undefined],
-    ]);
+    ]));
     const refused = await connect(quiet.endpoint, { tls: machineTls(quiet), connectTimeoutMs: 5_000 }).catch((e: unknown) => e);
     expect((refused as TransportError).code).toBe("UNAVAILABLE");
 
-    await vi.waitFor(() => expect(record.machines[1]!.stopReason).toBe("idle"), { timeout: 3_000, interval: 50 });
+    now += 60_000; // arm64's last report is now 60 s and 1 ms old
+    await vi.waitFor(() => expect(record.machines[1]!.stopReason).toBe("idle"));
 
     // A new poll starts a new machine.
     const { active: fresh } = await acquire(cli, build, AMD64);
@@ -581,7 +599,8 @@ describe("stop()", () => {
       await using bk = await connect(active.endpoint, { tls: machineTls(active) });
       await bk.listWorkers();
     }
-    expect(resourceCount("TCPServerWrap")).toBe(2); // the API and the machine's front
+    // The API, the saved-image registry's front, the HTTPS proxy and the machine's front.
+    expect(resourceCount("TCPServerWrap")).toBe(4);
 
     await depot.stop();
     await depot.stop(); // idempotent

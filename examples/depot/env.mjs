@@ -1,28 +1,39 @@
 // Where the Depot examples run: Depot itself when DEPOT_TOKEN is set
 // (DEPOT_API_URL optional), else a local Depot-compatible server started in
-// this process, fronting the local BuildKit (dockerd's by default, or
-// BUILDKIT_HOST with BUILDKIT_TLS_* as buildctl reads them) with real mTLS
-// machines.
+// this process, fronting the local BuildKit with real mTLS machines:
+// BUILDKIT_HOST (with BUILDKIT_TLS_CA/CERT/KEY/SERVER_NAME, as buildctl reads
+// them) when set, so the image exporter, push by digest and attestations of a
+// current buildkitd run in the Depot flow too; else dockerd's.
 import { readFileSync } from "node:fs";
 import { DepotClient } from "buildkit-node/depot";
 import { startLocalDepot } from "buildkit-node/testing";
 
-/** The BuildKit behind the local Depot's machines. */
-function localBuildKit(env = process.env) {
+/** The BuildKit behind the local Depot's machines, from the environment. */
+export function localBuildKit(env = process.env) {
   if (!env.BUILDKIT_HOST) return { buildkit: "docker://" };
-  const read = (name) => (env[name] ? { [name.slice("BUILDKIT_TLS_".length).toLowerCase()]: readFileSync(env[name], "utf8") } : {});
-  const tls = { ...read("BUILDKIT_TLS_CA"), ...read("BUILDKIT_TLS_CERT"), ...read("BUILDKIT_TLS_KEY") };
-  if (env.BUILDKIT_TLS_SERVER_NAME) tls.serverName = env.BUILDKIT_TLS_SERVER_NAME;
-  return { buildkit: env.BUILDKIT_HOST, ...(Object.keys(tls).length > 0 ? { buildkitTls: tls } : {}) };
+  const file = (name) => (env[name] ? readFileSync(env[name], "utf8") : undefined);
+  const tls = {
+    ca: file("BUILDKIT_TLS_CA"),
+    cert: file("BUILDKIT_TLS_CERT"),
+    key: file("BUILDKIT_TLS_KEY"),
+    serverName: env.BUILDKIT_TLS_SERVER_NAME || undefined,
+  };
+  const given = Object.fromEntries(Object.entries(tls).filter(([, value]) => value !== undefined));
+  return { buildkit: env.BUILDKIT_HOST, ...(Object.keys(given).length > 0 ? { buildkitTls: given } : {}) };
 }
 
 export async function openDepot() {
   if (process.env.DEPOT_TOKEN) {
     return { depot: new DepotClient(), where: process.env.DEPOT_API_URL ?? "https://api.depot.dev", close: async () => {} };
   }
-  const local = await startLocalDepot(localBuildKit());
-  // A local Depot fronting dockerd: images built there are pushed through that dockerd's Engine.
-  return { depot: new DepotClient({ token: local.token, apiUrl: local.apiUrl, dockerEngine: local.dockerEngine }), where: `a local Depot-compatible server at ${local.apiUrl}`, close: () => local.stop() };
+  const backend = localBuildKit();
+  const local = await startLocalDepot(backend);
+  return {
+    // Machines fronting dockerd push through its Engine: the client is told which (undefined otherwise).
+    depot: new DepotClient({ token: local.token, apiUrl: local.apiUrl, dockerEngine: local.dockerEngine }),
+    where: `a local Depot-compatible server at ${local.apiUrl} on ${backend.buildkit}`,
+    close: () => local.stop(),
+  };
 }
 
 /** DEPOT_PROJECT_ID, or (against the local server) a project made for the example. */

@@ -1,5 +1,7 @@
 import type { Readable, Writable } from "node:stream";
+import type { StatusResponse } from "../gen/moby/buildkit/v1/control_pb.js";
 import type { RegistryAuth } from "../session/auth.js";
+import type { TarLimits } from "../session/filesync/tar-source.js";
 import type { SecretSource } from "../session/secrets.js";
 import type { SshSource } from "../session/ssh.js";
 
@@ -13,7 +15,21 @@ export type ContextInput = string | { tar: Readable | AsyncIterable<Uint8Array> 
 /** Where a build's result goes. */
 export type Output =
   /** An image in the daemon's store, pushed to `name` (comma-separated names allowed) with `push`. */
-  | { type: "image"; name: string; push?: boolean; /** Allow a plain-HTTP registry. */ insecure?: boolean }
+  | {
+      type: "image";
+      name: string;
+      push?: boolean;
+      /** Allow a plain-HTTP registry. */
+      insecure?: boolean;
+      /**
+       * With `push`: push the image by its digest only, leaving no tag (BuildKit's
+       * `push-by-digest`); each name's tag is dropped and the image is reported as
+       * `repository@digest`. How one platform of a multi-platform image is pushed
+       * before an index names them all. Needs the `image` exporter: dockerd's
+       * embedded BuildKit refuses it (UNIMPLEMENTED).
+       */
+      pushByDigest?: boolean;
+    }
   /**
    * An image loaded into Docker: a dockerd's BuildKit stores it in that
    * dockerd; a standalone BuildKit's goes to `connect()`'s `dockerEngine`,
@@ -79,8 +95,21 @@ export interface BuildOptions {
   registryAuth?: RegistryAuth;
   /** No outputs: the build runs and its result stays in the cache. */
   outputs?: Output[];
+  /**
+   * Ceilings for `{ tar }` contexts, which are untrusted input: the size once
+   * decompressed (default 8 GiB), the compression ratio (default 100, checked
+   * past 64 MiB) and the number of entries (default 1,000,000). A tarball
+   * over one is refused with RESOURCE_EXHAUSTED the moment it crosses it.
+   */
+  tarLimits?: TarLimits;
   /** Aborts the solve, the session and the progress stream. */
   signal?: AbortSignal;
+  /**
+   * Each status update of the solve as the daemon sent it (the Depot client
+   * relays them to Depot's UI). Must not throw or block.
+   * @internal
+   */
+  onStatus?: (status: StatusResponse) => void;
 }
 
 /** What a successful build gives back. */

@@ -5,25 +5,30 @@ import { hostname } from "node:os";
 import { basename, dirname, posix, resolve } from "node:path";
 import { Readable } from "node:stream";
 import { AbortError, BuildKitNodeError } from "../errors.js";
-import type { Control } from "../gen/moby/buildkit/v1/control_pb.js";
+import type { Control, StatusResponse } from "../gen/moby/buildkit/v1/control_pb.js";
 import { createLogger } from "../log.js";
 import type { Attachable } from "../session/attachable.js";
 import { authAttachable, resolveCredentials } from "../session/auth.js";
 import { fileSendAttachable } from "../session/filesend/file-send.js";
 import { fileSyncAttachable } from "../session/filesync/file-sync.js";
+import { isDirectory } from "../session/filesync/entry-tree.js";
+import type { TarLimits } from "../session/filesync/tar-source.js";
 import { directorySource, memorySource, tarSource, type TreeSource } from "../session/filesync/tree-source.js";
 import { secretsAttachable, validateSecrets } from "../session/secrets.js";
 import { BuildSession } from "../session/session.js";
 import { sshAttachable } from "../session/ssh.js";
 import type { BuildOptions, BuildResult, ContextInput } from "./build-options.js";
+import { isDaemonAnswer } from "./call-error.js";
+import { takeContextsInHand } from "./context-hold.js";
 import type { BuildEvent } from "./events.js";
 import { EventQueue } from "./event-queue.js";
 import { checkDaemonSupports, type DaemonKind } from "./daemon-kind.js";
 import { planOutputs } from "./outputs.js";
-import { StatusTracker } from "./status-tracker.js";
 import { openSessionTunnel } from "./session-tunnel.js";
-import { localDockerfileText, solveError } from "./solve-error.js";
+import { localDockerfileText, solveError, type SolveFailureContext } from "./solve-error.js";
 import { cacheEntries, entitlements, frontendAttrs } from "./solve-request.js";
+import { StatusTracker } from "./status-tracker.js";
+import { validateBuildOptions } from "./validate-options.js";
 
 const log = createLogger("build");
 
@@ -40,8 +45,8 @@ export interface BuildTarget {
   daemon(): Promise<DaemonKind>;
   /** Exporters the daemon accepts in one solve (1 before BuildKit v0.13). */
   maxExporters(): Promise<number>;
-  /** Maps a failed call to the error a caller should see (transport vs. daemon). */
-  callError(err: unknown, context: string, signal: AbortSignal): BuildKitNodeError;
+  /** Maps a failed call that started at `since` (epoch ms) to the error a caller should see (see call-error.ts). */
+  callError(err: unknown, context: string, signal: AbortSignal | undefined, since: number): BuildKitNodeError;
 }
 
 /**
@@ -80,9 +85,20 @@ export class BuildRun<R extends BuildResult = BuildResult> implements PromiseLik
 }
 
 export function startBuild(target: BuildTarget, options: BuildOptions): BuildRun {
+  validateBuildOptions(options);
+  // Before anything is awaited: a stream read only later could lose data meanwhile.
+  const held = takeContextsInHand(options);
   const ref = randomBytes(13).toString("hex").slice(0, 25);
   const events = new EventQueue<BuildEvent>();
-  const result = runBuild(target, options, ref, (event) => events.push(event)).finally(() => events.end());
+  const result = runBuild(target, held.options, ref, (event) => events.push(event))
+    .catch((err: unknown) => {
+      // Whatever broke, the caller gets one of our errors.
+      throw BuildKitNodeError.from(err, "build");
+    })
+    .finally(() => {
+      held.release();
+      events.end();
+    });
   return new BuildRun(ref, events, result);
 }
 
@@ -96,6 +112,8 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
 
   const cleanups: (() => Promise<void> | void)[] = [];
   let succeeded = false;
+  /** False when the daemon is gone: then nothing waits for it to say goodbye. */
+  let daemonReachable = true;
   try {
     const outputs = options.outputs ?? [];
     if (outputs.length > 1 && outputs.length > (await target.maxExporters())) {
@@ -110,10 +128,12 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
     });
 
     const locals = await openLocals(options, cleanups, signal);
+    await assertDockerfileIn(locals, options);
     const attrs = { ...frontendAttrs(options, locals.dockerfileName), ...locals.contextAttrs };
     const registryAuth = options.registryAuth ?? "docker-config";
     const attachables: Attachable[] = [fileSyncAttachable(locals.dirs), authAttachable(registryAuth)];
-    if (plan.targets.size > 0) attachables.push(fileSendAttachable(plan.targets));
+    const fileSend = plan.targets.size > 0 ? fileSendAttachable(plan.targets) : undefined;
+    if (fileSend) attachables.push(fileSend);
     if (options.secrets) attachables.push(secretsAttachable(options.secrets));
     if (options.ssh?.length) {
       const ssh = sshAttachable(options.ssh);
@@ -127,56 +147,37 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
     cleanups.push(async () => {
       // Half-close: the daemon drops the session and ends the call.
       tunnel.connection.end();
-      await settledWithin(tunnel.closed, SESSION_CLOSE_GRACE_MS);
+      if (daemonReachable) await settledWithin(tunnel.closed, SESSION_CLOSE_GRACE_MS);
       served.close();
       tunnel.connection.destroy();
+      // Outputs cut short clean up after themselves; the build settles after that.
+      if (fileSend) await settledWithin(fileSend.drained(), SESSION_CLOSE_GRACE_MS);
     });
 
-    const tracker = new StatusTracker();
-    const statusController = new AbortController();
-    const progress = followStatus(target, ref, tracker, emit, AbortSignal.any([signal, statusController.signal]));
-
     const exporters = plan.exporters;
-    const cacheImports = cacheEntries(options.cacheFrom, "cacheFrom");
-    const cacheExports = cacheEntries(options.cacheTo, "cacheTo");
     log(`solve ${ref} on ${target.address}: ${exporters.map((e) => e.type).join(", ") || "no export"}`);
-    let solveError: unknown;
-    let exporterResponse: Record<string, string> = {};
-    try {
-      const response = await target.control.solve(
-        {
-          ref,
-          session: session.id,
-          frontend: "dockerfile.v0",
-          frontendAttrs: attrs,
-          // Old daemons read only the single exporter of fields 3/4, new ones the list.
-          exporterDeprecated: exporters[0]?.type ?? "",
-          exporterAttrsDeprecated: exporters[0]?.attrs ?? {},
-          exporters,
-          cache: { imports: cacheImports, exports: cacheExports },
-          entitlements: entitlements(options),
-        },
-        { signal },
-      );
-      exporterResponse = { ...response.exporterResponse };
-    } catch (err) {
-      solveError = err;
-    }
-    // Let the progress stream deliver its last updates, but not forever.
-    await settledWithin(progress, STATUS_GRACE_MS);
-    statusController.abort();
-    for (const event of tracker.flush()) emit(event);
-
+    const dockerfile = () => ({ name: locals.dockerfileName, text: localDockerfileText(options, locals.dockerfileName) });
+    const solved = await solveWithProgress(target, ref, emit, signal, dockerfile, {
+      ref,
+      session: session.id,
+      frontend: "dockerfile.v0",
+      frontendAttrs: attrs,
+      // Old daemons read only the single exporter of fields 3/4, new ones the list.
+      exporterDeprecated: exporters[0]?.type ?? "",
+      exporterAttrsDeprecated: exporters[0]?.attrs ?? {},
+      exporters,
+      cache: { imports: cacheEntries(options.cacheFrom, "cacheFrom"), exports: cacheEntries(options.cacheTo, "cacheTo") },
+      entitlements: entitlements(options),
+    }, options.onStatus);
     if (signal.aborted) throw abortError(userSignal);
-    if (solveError !== undefined) {
+    if ("failure" in solved) {
+      daemonReachable = solved.daemonAnswered;
       // A refused Docker load makes the export fail; say why, not just that.
       const cause = plan.clientFailure();
       if (cause instanceof BuildKitNodeError) throw cause;
-      throw solveFailure(solveError, tracker, target, signal, () => ({
-        name: locals.dockerfileName,
-        text: localDockerfileText(options, locals.dockerfileName),
-      }));
+      throw solved.failure;
     }
+    const { exporterResponse } = solved;
 
     const { pushed } = await plan.finish({
       exporterResponse,
@@ -203,9 +204,53 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
   }
 }
 
-async function followStatus(target: BuildTarget, ref: string, tracker: StatusTracker, emit: (e: BuildEvent) => void, signal: AbortSignal): Promise<void> {
+type SolveRequestInit = Parameters<Client<typeof Control>["solve"]>[0];
+
+/**
+ * Runs the solve while following its progress. The progress stream may
+ * trail the solve's answer a little (its last updates), never forever; when
+ * the solve failed on our side of the wire (the daemon never answered),
+ * there is nothing to wait for. A failure comes back classified (see
+ * `solveFailure`), with whether the daemon was still there to answer.
+ */
+async function solveWithProgress(
+  target: BuildTarget,
+  ref: string,
+  emit: (event: BuildEvent) => void,
+  signal: AbortSignal,
+  dockerfile: SolveFailureContext["dockerfile"],
+  request: SolveRequestInit,
+  onStatus?: (status: StatusResponse) => void,
+): Promise<{ exporterResponse: Record<string, string> } | { failure: BuildKitNodeError; daemonAnswered: boolean }> {
+  const tracker = new StatusTracker();
+  const statusController = new AbortController();
+  const progress = followStatus(target, ref, tracker, emit, AbortSignal.any([signal, statusController.signal]), onStatus);
+  const since = Date.now();
+  let outcome: { exporterResponse: Record<string, string> } | { failure: BuildKitNodeError; daemonAnswered: boolean };
+  try {
+    const response = await target.control.solve(request, { signal });
+    outcome = { exporterResponse: { ...response.exporterResponse } };
+  } catch (err) {
+    outcome = { failure: solveFailure(err, tracker, target, signal, since, dockerfile), daemonAnswered: isDaemonAnswer(err) };
+  }
+  if (!("failure" in outcome) || outcome.daemonAnswered) await settledWithin(progress, STATUS_GRACE_MS);
+  statusController.abort();
+  await progress;
+  for (const event of tracker.flush()) emit(event);
+  return outcome;
+}
+
+async function followStatus(
+  target: BuildTarget,
+  ref: string,
+  tracker: StatusTracker,
+  emit: (e: BuildEvent) => void,
+  signal: AbortSignal,
+  onStatus?: (status: StatusResponse) => void,
+): Promise<void> {
   try {
     for await (const status of target.control.status({ ref }, { signal })) {
+      onStatus?.(status);
       for (const event of tracker.update(status)) emit(event);
     }
   } catch (err) {
@@ -230,7 +275,7 @@ async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> 
   // size for the old one.
   const identities: string[] = [];
   const open = async (input: ContextInput, name: string): Promise<TreeSource> => {
-    const { source, identity } = await openSource(input, signal);
+    const { source, identity } = await openSource(input, signal, options.tarLimits);
     cleanups.push(() => source.close());
     identities.push(`${name}=${identity}`);
     return source;
@@ -272,8 +317,23 @@ async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> 
   return { dirs, dockerfileName, contextAttrs, sharedKey: sharedKeyFor(options.context, identities) };
 }
 
+/**
+ * An uploaded or in-memory context must hold the Dockerfile the build names:
+ * refused here, by name, rather than by the daemon with a temporary path.
+ */
+async function assertDockerfileIn(locals: Locals, options: BuildOptions): Promise<void> {
+  if (options.dockerfileContent !== undefined || typeof options.context === "string") return;
+  const entry = await locals.dirs.get("dockerfile")?.stat(locals.dockerfileName);
+  if (entry && !isDirectory(entry)) return;
+  const kind = "tar" in options.context ? "the tar context" : "the files context";
+  throw new BuildKitNodeError(
+    "INVALID_ARGUMENT",
+    `${kind} has no Dockerfile at ${JSON.stringify(locals.dockerfileName)}${entry ? " (that is a directory)" : ""}; set dockerfile to its path inside the context, or give dockerfileContent`,
+  );
+}
+
 /** Opens a context input, with what identifies its contents. */
-async function openSource(input: ContextInput, signal: AbortSignal): Promise<{ source: TreeSource; identity: string }> {
+async function openSource(input: ContextInput, signal: AbortSignal, tarLimits: TarLimits | undefined): Promise<{ source: TreeSource; identity: string }> {
   if (typeof input === "string") {
     const path = resolve(input);
     return { source: await directorySource(path), identity: `dir:${path}` };
@@ -281,7 +341,7 @@ async function openSource(input: ContextInput, signal: AbortSignal): Promise<{ s
   if ("tar" in input) {
     const hash = createHash("sha256");
     const hashed = Readable.from(hashedChunks(input.tar, hash, signal), { objectMode: false });
-    const source = await tarSource(hashed);
+    const source = await tarSource(hashed, tarLimits ?? {});
     return { source, identity: `tar:${hash.digest("hex")}` };
   }
   if ("files" in input) {
@@ -333,16 +393,39 @@ function sharedKeyFor(context: ContextInput, identities: string[]): string {
   return `${label}:${digest}`;
 }
 
+/**
+ * What a failed solve becomes: a lost connection, a timeout or the caller's
+ * abort as `callError` says; a request over the daemon's size limit
+ * RESOURCE_EXHAUSTED; anything else the daemon answered a BuildError read
+ * from its structured details (see solve-error.ts).
+ */
 function solveFailure(
   err: unknown,
   tracker: StatusTracker,
   target: BuildTarget,
   signal: AbortSignal,
-  dockerfile: () => { name: string; text: string | undefined },
+  since: number,
+  dockerfile: SolveFailureContext["dockerfile"],
 ): BuildKitNodeError {
-  const isDaemonAnswer = err instanceof ConnectError && ![Code.Unavailable, Code.Canceled, Code.DeadlineExceeded].includes(err.code);
-  if (!isDaemonAnswer) return target.callError(err, `building on ${target.address}`, signal);
+  const what = `building on ${target.address}`;
+  const answered = err instanceof ConnectError && isDaemonAnswer(err);
+  if (!answered || [Code.Unavailable, Code.Canceled, Code.DeadlineExceeded].includes(err.code)) {
+    const failure = target.callError(err, what, signal, since);
+    return failure.code === "RESOURCE_EXHAUSTED" ? requestTooLarge(target, failure) : failure;
+  }
+  if (err.code === Code.ResourceExhausted) return requestTooLarge(target, err);
   return solveError(err, { failedVertex: (digest) => tracker.failedVertex(digest), dockerfile });
+}
+
+/** The Solve request (build args, labels, …) is over a gRPC message limit: ours (16 MiB) or the daemon's (dockerd: 4 MiB). */
+function requestTooLarge(target: BuildTarget, cause: Error): BuildKitNodeError {
+  const connectError = cause instanceof ConnectError ? cause : cause.cause instanceof ConnectError ? cause.cause : undefined;
+  const detail = connectError?.rawMessage ?? cause.message;
+  return new BuildKitNodeError(
+    "RESOURCE_EXHAUSTED",
+    `building on ${target.address}: the build request is larger than a gRPC message may be (${detail}); build args and labels travel in it, so keep large values in the context or in secrets`,
+    { cause },
+  );
 }
 
 function abortError(signal: AbortSignal | undefined, cause?: unknown): AbortError {

@@ -1,12 +1,14 @@
-import { type Client, ConnectError, createClient } from "@connectrpc/connect";
+import { type Client, createClient } from "@connectrpc/connect";
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { BuildKitNodeError, TransportError } from "../errors.js";
+import { BuildKitNodeError } from "../errors.js";
 import { Control, type UsageRecord as UsageRecordMessage } from "../gen/moby/buildkit/v1/control_pb.js";
 import type { Platform } from "../gen/pb/types_pb.js";
 import type { Channel } from "../transport/channel.js";
 import type { BuildOptions } from "./build-options.js";
 import { BuildRun, startBuild } from "./build.js";
+import { callError } from "./call-error.js";
 import { type DaemonKind, daemonKind, exporterLimit } from "./daemon-kind.js";
+import { validateCallOptions } from "./validate-options.js";
 
 /** Options every daemon call takes. */
 export interface CallOptions {
@@ -79,6 +81,12 @@ export interface PruneResult {
   reclaimedBytes: number;
 }
 
+/** See `BuildKitClient.features()`. */
+export interface BuildKitFeatures {
+  /** The `image` exporter: BuildKit pushes images itself, by tag or by digest (`pushByDigest`). */
+  imageExporter: boolean;
+}
+
 /**
  * A connection to one BuildKit daemon. Get one from `connect()`; close it
  * with `close()` or `await using`.
@@ -103,6 +111,7 @@ export class BuildKitClient implements AsyncDisposable {
   }
 
   async listWorkers(options: CallOptions & { filter?: string[] } = {}): Promise<Worker[]> {
+    validateCallOptions(options, "listWorkers");
     const response = await this.#call("ListWorkers", () =>
       this.#control.listWorkers({ filter: options.filter ?? [] }, options),
     options.signal);
@@ -115,6 +124,7 @@ export class BuildKitClient implements AsyncDisposable {
   }
 
   async info(options: CallOptions = {}): Promise<BuildKitInfo> {
+    validateCallOptions(options, "info");
     try {
       const response = await this.#call("Info", () => this.#control.info({}, options), options.signal);
       return { status: "ok", buildkitVersion: versionOf(response.buildkitVersion) };
@@ -130,6 +140,7 @@ export class BuildKitClient implements AsyncDisposable {
   }
 
   async diskUsage(options: DiskUsageOptions = {}): Promise<UsageRecord[]> {
+    validateCallOptions(options, "diskUsage");
     const response = await this.#call("DiskUsage", () =>
       this.#control.diskUsage({ filter: options.filter ?? [] }, options),
     options.signal);
@@ -137,6 +148,7 @@ export class BuildKitClient implements AsyncDisposable {
   }
 
   async prune(options: PruneOptions = {}): Promise<PruneResult> {
+    validateCallOptions(options, "prune");
     return this.#call("Prune", async () => {
       const deleted: UsageRecord[] = [];
       const stream = this.#control.prune(
@@ -168,10 +180,21 @@ export class BuildKitClient implements AsyncDisposable {
         control: this.#control,
         daemon: () => this.#daemonKind(),
         maxExporters: () => this.#maxExporters(),
-        callError: (err, context, signal) => this.#callError(err, context, signal),
+        callError: (err, context, signal, since) => this.#callError(err, context, signal, since),
       },
       options,
     );
+  }
+
+  /**
+   * What this BuildKit can do that others cannot, as buildx's driver features
+   * tell: dockerd's embedded BuildKit has no `image` exporter, so it neither
+   * pushes by digest nor writes OCI layouts itself.
+   */
+  async features(): Promise<BuildKitFeatures> {
+    if (this.#closed) throw new BuildKitNodeError("FAILED_PRECONDITION", `features: the client for ${this.address} is closed`);
+    const daemon = await this.#daemonKind();
+    return { imageExporter: !daemon.embeddedInDocker };
   }
 
   #daemon: Promise<DaemonKind> | undefined;
@@ -202,43 +225,17 @@ export class BuildKitClient implements AsyncDisposable {
 
   async #call<T>(method: string, run: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     if (this.#closed) throw new BuildKitNodeError("FAILED_PRECONDITION", `${method}: the client for ${this.address} is closed`);
-    const started = Date.now();
+    const since = Date.now();
     try {
       return await run();
     } catch (err) {
-      throw this.#callError(err, `${method} on ${this.address}`, signal, started);
+      throw this.#callError(err, `${method} on ${this.address}`, signal, since);
     }
   }
 
-  #callError(err: unknown, context: string, signal: AbortSignal | undefined, since = 0): BuildKitNodeError {
-    // A connection that broke during the call explains the call's failure
-    // better than HTTP/2's CANCEL does, unless the caller aborted.
-    const broken = this.#channel.lastConnectionError;
-    const brokeMeanwhile = broken && broken.at >= since && !signal?.aborted && !this.#closed;
-    return callError(brokeMeanwhile ? broken.error : err, context, this.address);
+  #callError(err: unknown, what: string, signal: AbortSignal | undefined, since: number): BuildKitNodeError {
+    return callError(err, { what, address: this.address, signal, since, loss: this.#channel.lastConnectionLoss });
   }
-}
-
-/**
- * Errors of a call: a broken connection becomes the TransportError that
- * broke it (or a new one naming the address), anything else a
- * BuildKitNodeError with the daemon's message.
- */
-export function callError(err: unknown, context: string, address: string): BuildKitNodeError {
-  const transport = findCause(err, TransportError);
-  if (transport) return transport;
-  const wrapped = BuildKitNodeError.from(err, context);
-  if (err instanceof ConnectError && wrapped.code === "UNAVAILABLE") {
-    return new TransportError("UNAVAILABLE", address, wrapped.message, { cause: err });
-  }
-  return wrapped;
-}
-
-function findCause<T extends Error>(err: unknown, type: abstract new (...args: never[]) => T): T | undefined {
-  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
-    if (e instanceof type) return e;
-  }
-  return undefined;
 }
 
 function formatPlatform(p: Pick<Platform, "os" | "architecture" | "variant">): string {

@@ -4,9 +4,11 @@ import { createLogger } from "../log.js";
 import { DEFAULT_DOCKER_SOCKET, parseAddress } from "../transport/address.js";
 import { DEFAULT_CONNECT_TIMEOUT_MS, openChannel } from "../transport/channel.js";
 import { isTlsError } from "../transport/dial.js";
+import type { KeepaliveOptions } from "../transport/http2-connection.js";
 import type { TlsOptions } from "../transport/tls-options.js";
 import { BuildKitClient } from "./client.js";
 import { dockerEngineSocket, localDockerSocket } from "./daemon-kind.js";
+import { validateConnectOptions } from "./validate-options.js";
 
 const log = createLogger("connect");
 
@@ -17,6 +19,17 @@ export interface ConnectOptions {
   tls?: TlsOptions;
   /** Bounds connecting, handshakes and the first call included. Default 30 s. */
   connectTimeoutMs?: number;
+  /** gRPC compression of the messages sent to the daemon. Default none; a Depot machine may ask for `gzip`. */
+  compression?: "gzip" | "identity";
+  /**
+   * HTTP/2 PING keepalive while calls (a build) are open: after `intervalMs`
+   * (default 30 s) without a frame from the daemon it is pinged, and if it
+   * does not answer within `timeoutMs` (default 20 s) the connection is
+   * declared dead and its calls fail with UNAVAILABLE. A daemon that is busy
+   * but alive answers pings, so a long quiet step is never failed. Pings
+   * stay within gRPC servers' default ping policy (see README).
+   */
+  keepalive?: KeepaliveOptions;
   signal?: AbortSignal;
   /**
    * The Docker Engine API socket (`unix:///var/run/docker.sock` or a path)
@@ -49,12 +62,17 @@ export interface ConnectOptions {
  * UNAVAILABLE, TLS, TIMEOUT or CANCELED.
  */
 export async function connect(address?: string, options: ConnectOptions = {}): Promise<BuildKitClient> {
+  try {
+    validateConnectOptions(address, options);
+  } catch (err) {
+    throw new TransportError("INVALID_ARGUMENT", typeof address === "string" ? address : "", (err as Error).message);
+  }
   if (address !== undefined) return connectTo(address, options);
 
   const host = process.env.BUILDKIT_HOST;
   if (host) {
     log(`BUILDKIT_HOST=${host}`);
-    return connectTo(host, { ...options, tls: options.tls ?? tlsFromEnvironment() });
+    return connectTo(host, { ...options, tls: options.tls ?? tlsFromEnvironment(host) });
   }
   log("BUILDKIT_HOST is not set");
 
@@ -92,7 +110,13 @@ async function connectTo(address: string, options: ConnectOptions): Promise<Buil
   const started = Date.now();
   const timeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const dockerEngine = dockerEngineOption(options.dockerEngine, address);
-  const channel = await openChannel(address, { tls: options.tls, connectTimeoutMs: timeoutMs, signal: options.signal });
+  const channel = await openChannel(address, {
+    tls: options.tls,
+    connectTimeoutMs: timeoutMs,
+    keepalive: options.keepalive,
+    compression: options.compression,
+    signal: options.signal,
+  });
   const client = new BuildKitClient(channel, { dockerEngine });
   try {
     // One cheap call proves the daemon accepted us and speaks BuildKit's API.
@@ -119,7 +143,7 @@ function dockerEngineOption(option: string | undefined, address: string): string
   }
 }
 
-function probeError(err: unknown, address: string): BuildKitNodeError {
+function probeError(err: unknown, address: string): TransportError {
   const tlsCause = causes(err).find((e) => isTlsError(e as NodeJS.ErrnoException));
   if (tlsCause) {
     return new TransportError("TLS", address, `TLS with ${address} failed: ${tlsCause.message}`, { cause: err });
@@ -143,7 +167,7 @@ function causes(err: unknown): Error[] {
 }
 
 /** TLS settings from BUILDKIT_TLS_* (file paths, as buildctl reads them). */
-function tlsFromEnvironment(): TlsOptions | undefined {
+function tlsFromEnvironment(address: string): TlsOptions | undefined {
   const env = process.env;
   const file = (name: string): string | undefined => {
     const path = env[name];
@@ -151,7 +175,8 @@ function tlsFromEnvironment(): TlsOptions | undefined {
     try {
       return readFileSync(path, "utf8");
     } catch (err) {
-      throw new BuildKitNodeError("INVALID_ARGUMENT", `${name}: cannot read ${path}: ${(err as Error).message}`, { cause: err });
+      const why = (err as NodeJS.ErrnoException).code ?? "unreadable";
+      throw new TransportError("INVALID_ARGUMENT", address, `TLS for ${address}: ${name}=${path} cannot be read (${why})`, { cause: err });
     }
   };
   const ca = file("BUILDKIT_TLS_CA");

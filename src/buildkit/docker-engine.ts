@@ -1,7 +1,9 @@
 import * as http from "node:http";
 import type { Readable } from "node:stream";
-import { AbortError, BuildKitNodeError } from "../errors.js";
+import { AbortError, BuildKitNodeError, TransportError } from "../errors.js";
+import { formatImageReference, parseImageReference } from "../registry/reference.js";
 import type { RegistryCredentials } from "../session/auth.js";
+import { registryFailureCode } from "./failure-code.js";
 
 export interface EngineProgress {
   /** A layer id, or "" for the operation as a whole. */
@@ -12,13 +14,35 @@ export interface EngineProgress {
 }
 
 /**
+ * How long an Engine API call may go without a byte either way (a push
+ * reports progress as it goes; a load streams its archive) before it fails
+ * with TIMEOUT: the Engine, or the registry behind it, stopped answering.
+ */
+export const ENGINE_IDLE_TIMEOUT_MS = 2 * 60_000;
+
+/**
  * The few Docker Engine API calls a build needs next to dockerd's embedded
  * BuildKit, which can only store images: push, load and save. The Engine
  * reports failures inside a 200 response's JSON stream; each of them is
- * turned into an error here, never dropped.
+ * turned into an error here, never dropped. Every failure is a
+ * BuildKitNodeError: the Engine unreachable or its connection lost is a
+ * TransportError UNAVAILABLE, silence past `idleTimeoutMs` TIMEOUT, a
+ * registry's refusal UNAUTHENTICATED / PERMISSION_DENIED / UNAVAILABLE.
  */
 export class DockerEngine {
-  constructor(readonly socketPath: string) {}
+  readonly #idleTimeoutMs: number;
+
+  constructor(
+    readonly socketPath: string,
+    options: { idleTimeoutMs?: number } = {},
+  ) {
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? ENGINE_IDLE_TIMEOUT_MS;
+  }
+
+  /** The Engine's address, as errors name it. */
+  get address(): string {
+    return `unix://${this.socketPath}`;
+  }
 
   /** `POST /images/{name}/push`; resolves with the digest the registry holds. */
   async push(
@@ -35,7 +59,7 @@ export class DockerEngine {
       what: `pushing ${reference}`,
     });
     let digest: string | undefined;
-    await readJsonStream(response, `pushing ${reference}`, (message) => {
+    await this.#readJsonStream(response, `pushing ${reference}`, (message) => {
       const aux = message.aux as { Digest?: string } | undefined;
       if (aux?.Digest) digest = aux.Digest;
       const detail = message.progressDetail as { current?: number; total?: number } | undefined;
@@ -57,7 +81,7 @@ export class DockerEngine {
       what: "loading the image into Docker",
     });
     const loaded: string[] = [];
-    await readJsonStream(response, "loading the image into Docker", (message) => {
+    await this.#readJsonStream(response, "loading the image into Docker", (message) => {
       const match = typeof message.stream === "string" ? /Loaded image(?: ID)?: (\S+)/.exec(message.stream) : null;
       if (match) loaded.push(match[1]!);
     });
@@ -92,32 +116,58 @@ export class DockerEngine {
       };
       if (request.signal?.aborted) return onAbort();
       request.signal?.addEventListener("abort", onAbort, { once: true });
-      req.on("error", (err) => fail(new BuildKitNodeError("UNAVAILABLE", `${request.what}: Docker Engine at ${this.socketPath}: ${err.message}`, { cause: err })));
+      let answer: http.IncomingMessage | undefined;
+      // Idle from the first byte on: a load's body may wait for the build to export.
+      const armIdleTimeout = () =>
+        req.setTimeout(this.#idleTimeoutMs, () => {
+          const timeout = new BuildKitNodeError("TIMEOUT", `${request.what}: the Docker Engine at ${this.socketPath} was silent for ${this.#idleTimeoutMs / 1000} s`);
+          answer?.destroy(timeout); // whoever reads the answer sees why
+          req.destroy(timeout);
+        });
+      req.on("error", (err) => fail(this.#connectionError(err, request.what)));
       req.on("response", (response) => {
+        answer = response;
         response.on("close", () => request.signal?.removeEventListener("abort", onAbort));
         if (response.statusCode !== 200) {
-          readBody(response).then((body) => fail(engineError(response.statusCode ?? 0, body, request.what)), fail);
+          readBody(response).then(
+            (body) => fail(engineError(response.statusCode ?? 0, body, request.what)),
+            (err: Error) => fail(this.#connectionError(err, request.what)),
+          );
           return;
         }
         resolve(response);
       });
       if (request.body) {
+        request.body.once("data", armIdleTimeout);
         request.body.on("error", (err) => req.destroy(err));
         request.body.pipe(req);
       } else {
+        armIdleTimeout();
         req.end();
       }
     });
   }
+
+  /** A socket-level failure: the Engine is not there, or its connection broke. */
+  #connectionError(err: Error, what: string): BuildKitNodeError {
+    if (err instanceof BuildKitNodeError) return err;
+    return new TransportError("UNAVAILABLE", this.address, `${what}: the Docker Engine at ${this.socketPath}: ${err.message}`, { cause: err });
+  }
+
+  async #readJsonStream(response: http.IncomingMessage, what: string, onMessage: (m: Record<string, unknown>) => void): Promise<void> {
+    try {
+      await readJsonStream(response, what, onMessage);
+    } catch (err) {
+      throw this.#connectionError(err as Error, what);
+    }
+  }
 }
 
-/** `registry:5000/repo/name:tag` → repository and tag (default `latest`). */
+/** `registry:5000/repo/name:tag` → the repository as Docker names it, and the tag (default `latest`). */
 function splitReference(reference: string): { repository: string; tag: string } {
-  if (reference.includes("@")) throw new BuildKitNodeError("INVALID_ARGUMENT", `cannot push a digest reference: ${reference}`);
-  const slash = reference.lastIndexOf("/");
-  const colon = reference.lastIndexOf(":");
-  if (colon > slash) return { repository: reference.slice(0, colon), tag: reference.slice(colon + 1) };
-  return { repository: reference, tag: "latest" };
+  const image = parseImageReference(reference);
+  if (image.digest !== undefined) throw new BuildKitNodeError("INVALID_ARGUMENT", `cannot push a digest reference: ${reference}`);
+  return { repository: formatImageReference({ ...image, tag: undefined }, "familiar"), tag: image.tag ?? "latest" };
 }
 
 function registryAuthHeader(credentials: RegistryCredentials | undefined): string {
@@ -136,7 +186,12 @@ async function readJsonStream(response: http.IncomingMessage, what: string, onMe
   let failure: string | undefined;
   const handle = (line: string) => {
     if (!line.trim()) return;
-    const message = JSON.parse(line) as Record<string, unknown>;
+    let message: Record<string, unknown>;
+    try {
+      message = JSON.parse(line) as Record<string, unknown>;
+    } catch (err) {
+      throw new BuildKitNodeError("INTERNAL", `${what}: the Docker Engine sent a line that is not JSON`, { cause: err });
+    }
     const detail = message.errorDetail as { message?: string } | undefined;
     if (detail || message.error) failure ??= detail?.message ?? String(message.error);
     else onMessage(message);
@@ -148,10 +203,7 @@ async function readJsonStream(response: http.IncomingMessage, what: string, onMe
     lines.forEach(handle);
   }
   handle(buffer);
-  if (failure !== undefined) {
-    const code = /unauthorized|authentication required|denied/i.test(failure) ? "UNAUTHENTICATED" : "UNKNOWN";
-    throw new BuildKitNodeError(code, `${what}: ${failure}`);
-  }
+  if (failure !== undefined) throw new BuildKitNodeError(registryFailureCode(failure) ?? "UNKNOWN", `${what}: ${failure}`);
 }
 
 async function readBody(response: http.IncomingMessage): Promise<string> {

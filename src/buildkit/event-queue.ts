@@ -1,3 +1,5 @@
+import { BuildKitNodeError } from "../errors.js";
+
 /**
  * A single-consumer async queue: producers push, the consumer iterates, and
  * iteration ends after `end()` once everything pushed was taken. Items pushed
@@ -23,7 +25,7 @@ export class EventQueue<T> implements AsyncIterable<T> {
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
-    if (this.#taken) throw new Error("build events can be iterated once");
+    if (this.#taken) throw new BuildKitNodeError("FAILED_PRECONDITION", "build events can be iterated once");
     this.#taken = true;
     for (;;) {
       if (this.#head < this.#items.length) {

@@ -4,12 +4,12 @@ import { dirname } from "node:path";
 import { PassThrough, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { BuildKitNodeError } from "../errors.js";
+import { parseImageReference } from "../registry/reference.js";
 import type { OutputTarget } from "../session/filesend/targets.js";
 import type { Output } from "./build-options.js";
 import { type DaemonKind, localDockerSocket } from "./daemon-kind.js";
 import { DockerEngine } from "./docker-engine.js";
 import type { BuildEvent } from "./events.js";
-import { parseImageReference } from "./registry-client.js";
 
 export interface Exporter {
   type: string;
@@ -69,6 +69,15 @@ export function planOutputs(outputs: Output[], { address, daemon, signal }: Plan
     switch (output.type) {
       case "image": {
         const names = splitNames(output.name);
+        if (output.pushByDigest) {
+          if (!output.push) invalid("pushByDigest needs push: true");
+          if (daemon.embeddedInDocker) {
+            throw new BuildKitNodeError("UNIMPLEMENTED", "dockerd's embedded BuildKit cannot push by digest (its Engine API pushes tags); use a standalone buildkitd");
+          }
+          exporters.push({ type: "image", attrs: pushByDigestAttrs(names, output.insecure) });
+          after.push(async ({ exporterResponse }) => pushedByDigest(names, exporterResponse));
+          break;
+        }
         if (daemon.embeddedInDocker) {
           // dockerd stores the image (moby exporter), then pushes it itself.
           exporters.push({ type: "moby", attrs: { name: names.join(",") } });
@@ -161,6 +170,33 @@ export function planOutputs(outputs: Output[], { address, daemon, signal }: Plan
     },
     clientFailure: () => clientFailure,
   };
+}
+
+/**
+ * BuildKit refuses to push a tagged name by digest: each name becomes its
+ * repository, and `name-canonical` has the exporter report `repo@digest`.
+ */
+function pushByDigestAttrs(names: string[], insecure: boolean | undefined): Record<string, string> {
+  const repositories = [...new Set(names.map(untagged))];
+  return {
+    name: repositories.join(","),
+    push: "true",
+    "push-by-digest": "true",
+    "name-canonical": "true",
+    ...(insecure ? { "registry.insecure": "true" } : {}),
+  };
+}
+
+function pushedByDigest(names: string[], exporterResponse: Record<string, string>): { name: string; digest: string }[] {
+  const digest = exporterResponse["containerimage.digest"];
+  if (!digest) throw new BuildKitNodeError("INTERNAL", "the daemon pushed by digest but reported no digest");
+  return [...new Set(names.map(untagged))].map((repository) => ({ name: `${repository}@${digest}`, digest }));
+}
+
+/** `host/repo:tag` or `host/repo@sha256:…` → `host/repo`. */
+function untagged(name: string): string {
+  const { domain, repository } = parseImageReference(name);
+  return `${domain}/${repository}`;
 }
 
 function splitNames(names: string): string[] {

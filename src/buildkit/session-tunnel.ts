@@ -29,7 +29,11 @@ export function openSessionTunnel(
   for (const [name, value] of Object.entries(headers)) {
     for (const v of Array.isArray(value) ? value : [value]) callHeaders.append(name, v);
   }
-  const responses = control.session(requests(), { headers: callHeaders, signal });
+  const responses = control.session(requests(), { headers: callHeaders, signal })[Symbol.asyncIterator]();
+  // The call starts now; if it fails before the session server reads (a
+  // solve refused at once), its failure must still have a reader.
+  const first = responses.next();
+  first.catch(() => {});
 
   let settle!: { resolve: () => void; reject: (err: unknown) => void };
   const closed = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
@@ -37,7 +41,7 @@ export function openSessionTunnel(
   const incoming = Readable.from(
     (async function* () {
       try {
-        for await (const message of responses) yield message.data;
+        for (let next = await first; !next.done; next = await responses.next()) yield next.value.data;
         settle.resolve();
       } catch (err) {
         settle.reject(err);

@@ -11,6 +11,7 @@ import { BuildError, type BuildErrorSource } from "../errors.js";
 import { type Source, SourceSchema, VertexSchema } from "../gen/errdefs/errdefs_pb.js";
 import { ExitMessageSchema } from "../gen/moby/buildkit/v1/frontend/exit_pb.js";
 import type { BuildOptions } from "./build-options.js";
+import { solveFailureCode } from "./failure-code.js";
 import type { FailedVertex } from "./status-tracker.js";
 
 /** Lines of a failed step's output the message ends with (`logTail` keeps more). */
@@ -78,7 +79,10 @@ export interface SolveFailureContext {
   dockerfile(): { name: string; text: string | undefined };
 }
 
-/** The BuildError for a solve the daemon answered with a failure. */
+/**
+ * The BuildError for a solve the daemon answered with a failure, coded by
+ * `solveFailureCode` (BUILD_FAILED, or a registry's refusal).
+ */
 export function solveError(err: ConnectError, context: SolveFailureContext): BuildError {
   const daemonMessage = err.rawMessage;
   const details = solveErrorDetails(err);
@@ -93,6 +97,7 @@ export function solveError(err: ConnectError, context: SolveFailureContext): Bui
   return new BuildError({
     message: source?.excerpt ? `${source.excerpt}\n${summary}${tail}` : `${summary}${tail}`,
     daemonMessage,
+    code: solveFailureCode(err.code, daemonMessage, exitCode),
     ...(failed ? { step: { digest: failed.digest, name: failed.name } } : {}),
     logTail: failed?.logTail ?? [],
     ...(exitCode !== undefined ? { exitCode } : {}),

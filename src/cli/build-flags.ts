@@ -32,6 +32,40 @@ export function parseKeyValues(flag: string, values: string[], fromEnv: NodeJS.P
   return result;
 }
 
+const SIZE_UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  k: 1024,
+  kb: 1000,
+  kib: 1024,
+  m: 1024 ** 2,
+  mb: 1000 ** 2,
+  mib: 1024 ** 2,
+  g: 1024 ** 3,
+  gb: 1000 ** 3,
+  gib: 1024 ** 3,
+  t: 1024 ** 4,
+  tb: 1000 ** 4,
+  tib: 1024 ** 4,
+};
+
+/** A size such as `8GiB`, `500MB`, `64m` or `1048576` (bytes), as docker's flags take it. */
+export function parseSize(flag: string, value: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
+  const unit = match ? SIZE_UNITS[match[2]!.toLowerCase()] : undefined;
+  if (!match || unit === undefined) throw usage(`--${flag} "${value}" is not a size like 8GiB, 500MB or 1048576`);
+  const bytes = Math.floor(Number(match[1]) * unit);
+  if (!(bytes > 0)) throw usage(`--${flag} must be more than 0`);
+  return bytes;
+}
+
+/** A positive whole number (`--max-context-entries 500000`) or ratio (`--max-compression-ratio 250`). */
+export function parsePositive(flag: string, value: string): number {
+  const number = Number(value);
+  if (!/^\d+(\.\d+)?$/.test(value.trim()) || !(number > 0)) throw usage(`--${flag} "${value}" must be a positive number`);
+  return number;
+}
+
 /** `--platform linux/amd64,linux/arm64` (repeatable). */
 export function parsePlatforms(values: string[]): string[] {
   const platforms = values.flatMap((v) => v.split(",")).map((p) => p.trim()).filter(Boolean);

@@ -72,21 +72,33 @@ export async function openBuildKitBuilder(args: ParsedArgs, ctx: CliContext): Pr
 
 /** TLS material from `--tls*` file paths; the files' contents never reach a message. */
 function tlsFromFlags(args: ParsedArgs, cwd: string): TlsOptions | undefined {
-  const read = (flag: string): string | undefined => {
-    const path = args.string(flag);
+  const files = { ca: args.string("tlscacert"), cert: args.string("tlscert"), key: args.string("tlskey") };
+  return tlsFromFiles(files, args.string("tlsservername"), cwd, args.command);
+}
+
+/**
+ * TLS material from PEM file paths (as the `--tls*` flags name them, for
+ * `command`'s messages); the files' contents never reach a message.
+ */
+export function tlsFromFiles(
+  files: { ca?: string | undefined; cert?: string | undefined; key?: string | undefined },
+  serverName: string | undefined,
+  cwd: string,
+  command: string,
+): TlsOptions | undefined {
+  const read = (flag: string, path: string | undefined): string | undefined => {
     if (path === undefined) return undefined;
     try {
       return readFileSync(resolve(cwd, path), "utf8");
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? "unreadable";
-      throw new UsageError(`--${flag}: cannot read ${path} (${code})`, args.command);
+      throw new UsageError(`--${flag}: cannot read ${path} (${code})`, command);
     }
   };
-  const ca = read("tlscacert");
-  const cert = read("tlscert");
-  const key = read("tlskey");
-  const serverName = args.string("tlsservername");
-  if ((cert === undefined) !== (key === undefined)) throw new UsageError("--tlscert and --tlskey go together", args.command);
+  const ca = read("tlscacert", files.ca);
+  const cert = read("tlscert", files.cert);
+  const key = read("tlskey", files.key);
+  if ((cert === undefined) !== (key === undefined)) throw new UsageError("--tlscert and --tlskey go together", command);
   if (ca === undefined && cert === undefined && serverName === undefined) return undefined;
   return { ...(ca !== undefined ? { ca } : {}), ...(cert !== undefined ? { cert } : {}), ...(key !== undefined ? { key } : {}), ...(serverName ? { serverName } : {}) };
 }

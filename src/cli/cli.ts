@@ -3,14 +3,16 @@ import { helpText, parseCommandLine } from "./args.js";
 import { buildCommand } from "./commands/build.js";
 import type { Command } from "./commands/command.js";
 import { duCommand } from "./commands/du.js";
+import { localDepotCommand } from "./commands/local-depot.js";
 import { projectsCommands } from "./commands/projects.js";
+import { pullCommand, pushCommand } from "./commands/saved-builds.js";
 import { workersCommand } from "./commands/workers.js";
 import type { CliContext } from "./context.js";
 import { EXIT, Interrupted, UsageError } from "./errors.js";
 import { packageVersion } from "./version.js";
 
 /** Every command, by the words that name it. */
-const COMMANDS: Command[] = [buildCommand, workersCommand, duCommand, ...projectsCommands];
+const COMMANDS: Command[] = [buildCommand, workersCommand, duCommand, pullCommand, pushCommand, ...projectsCommands, localDepotCommand];
 
 /** Commands made of two words share their first, e.g. `projects`. */
 const GROUPS: Record<string, string> = { projects: "Manage Depot projects (DEPOT_TOKEN)" };
@@ -126,7 +128,7 @@ function topLevelHelp(): string {
     "Builds with BuildKit from Node.js: any buildkitd, the BuildKit inside dockerd, or Depot.",
     "",
     "Commands:",
-    ...rows.map(([name, summary]) => `  ${name.padEnd(10)}${summary}`),
+    ...rows.map(([name, summary]) => `  ${name.padEnd(13)}${summary}`),
     "",
     "Flags:",
     "  -h, --help     Show help (also: buildkit-node COMMAND --help)",

@@ -17,17 +17,22 @@ export const depotFlags: FlagSpecs = {
  */
 export async function openDepotBuilder(projectId: string, args: ParsedArgs, ctx: CliContext): Promise<Builder> {
   // --docker-engine: only for a Depot whose machines are a dockerd's BuildKit (a local Depot fronting docker://).
-  const dockerEngine = dockerEngineFromFlags(args);
-  const depot = depotClient(args, ctx, dockerEngine);
+  const depot = depotClient(args, ctx, dockerEngineFromFlags(args));
+  const save = args.boolean("save");
+  const saveTags = args.strings("save-tag");
+  // Depot's SDK hands a build it created to the CLI this way.
+  const buildId = ctx.env.DEPOT_BUILD_ID;
+  const token = args.string("token") || ctx.env.DEPOT_TOKEN;
+  const build = buildId ? await depot.builds.get(buildId, { ...(token ? { token } : {}), signal: ctx.signal }) : undefined;
   return {
-    name: `depot project ${projectId}`,
-    run: (options) => depot.build({ ...options, projectId }),
+    name: build ? `depot build ${build.id}` : `depot project ${projectId}`,
+    run: (options) => depot.build({ ...options, ...(build ? { build } : { projectId }), ...(save ? { save, saveTags } : {}) }),
     close: async () => {},
   };
 }
 
 /** Depot's API with the token from `--token` or DEPOT_TOKEN, and DEPOT_API_URL. */
-function depotClient(args: ParsedArgs, ctx: CliContext, dockerEngine?: string): DepotClient {
+export function depotClient(args: ParsedArgs, ctx: CliContext, dockerEngine?: string): DepotClient {
   const token = args.string("token") || ctx.env.DEPOT_TOKEN;
   const apiUrl = ctx.env.DEPOT_API_URL;
   return new DepotClient({ ...(token ? { token } : {}), ...(apiUrl ? { apiUrl } : {}), ...(dockerEngine ? { dockerEngine } : {}) });

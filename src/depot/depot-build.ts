@@ -1,50 +1,49 @@
-import { createReadStream, createWriteStream } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import type { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
-import { AbortError, BuildKitNodeError } from "../errors.js";
 import type { BuildOptions, BuildResult, Output } from "../buildkit/build-options.js";
 import { BuildRun } from "../buildkit/build.js";
-import type { BuildKitClient } from "../buildkit/client.js";
 import { EventQueue } from "../buildkit/event-queue.js";
 import type { BuildEvent } from "../buildkit/events.js";
-import { type ManifestDescriptor, parseImageReference, RegistryClient } from "../buildkit/registry-client.js";
-import { resolveCredentials } from "../session/auth.js";
+import { AbortError, BuildKitNodeError } from "../errors.js";
 import { createLogger } from "../log.js";
+import { type PlatformBuild, pushIndexes } from "./image-index.js";
+import type { DepotBuild, DepotBuilds } from "./builds.js";
+import { buildOnMachine, type MachineBuild } from "./machine-build.js";
+import { checkMultiPlatformOutputs, type PlatformPush, platformOutputs, requestedImageNames } from "./platform-outputs.js";
+import { spoolUploads } from "./upload-spool.js";
 
 const log = createLogger("depot");
 
-/** What the orchestration needs from Depot: registering a build, and its machines. */
-export interface DepotBuildHost {
-  builds: {
-    create(input: { projectId: string; tags?: string[]; push?: boolean; load?: boolean }, options?: { signal?: AbortSignal }): Promise<{
-      id: string;
-      url: string;
-      acquireMachine(platform: string, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<{
-        readonly signal: AbortSignal;
-        connect(options?: { signal?: AbortSignal }): Promise<BuildKitClient>;
-        release(): Promise<void>;
-      }>;
-      finish(error?: unknown): Promise<void>;
-    }>;
-  };
-}
-
 export interface DepotBuildOptions extends BuildOptions {
-  projectId: string;
+  /** The project to build in. Not needed with `build`. */
+  projectId?: string;
+  /**
+   * A build already registered (`depot.builds.create()`, or one started
+   * elsewhere: `depot.builds.get()`, `depot.builds.fromEnvironment()`):
+   * built into and finished here instead of a new one.
+   */
+  build?: DepotBuild;
   /** One Depot machine per platform, each building natively. Default `["linux/amd64"]`. */
   platforms?: string[];
   /** How long to wait for each machine. Default 10 minutes. */
   acquireTimeoutMs?: number;
+  /**
+   * Also save the image in Depot's registry, under the names and with the
+   * credentials Depot gives the build (`<registry>/<project>:<build id>`,
+   * plus `saveTags`); get it back with `depot.pull()`/`depot.push()`.
+   */
+  save?: boolean;
+  /** More tags for the saved image, e.g. `["latest"]`. */
+  saveTags?: string[];
 }
 
 export interface DepotBuildResult extends BuildResult {
   buildId: string;
   buildUrl: string;
+  /** The project Depot ran the build in. */
+  projectId: string;
   /** Each platform's own result. */
-  platforms: { platform: string; result: BuildResult }[];
+  platforms: PlatformBuild[];
+  /** With `save`: the saved image (`reference` is the build's own name in Depot's registry) and all its names. */
+  saved?: { reference: string; tags: string[] };
 }
 
 /**
@@ -52,66 +51,58 @@ export interface DepotBuildResult extends BuildResult {
  * one image index for several platforms, reports the result to Depot and
  * releases every machine, on every path.
  */
-export function startDepotBuild(depot: DepotBuildHost, options: DepotBuildOptions): BuildRun<DepotBuildResult> {
+export function startDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, options: DepotBuildOptions): BuildRun<DepotBuildResult> {
   const events = new EventQueue<BuildEvent>();
   const result = runDepotBuild(depot, options, (event) => events.push(event)).finally(() => events.end());
   return new BuildRun("", events, result);
 }
 
-async function runDepotBuild(depot: DepotBuildHost, options: DepotBuildOptions, emit: (event: BuildEvent) => void): Promise<DepotBuildResult> {
-  const { projectId, platforms = ["linux/amd64"], acquireTimeoutMs, signal, ...buildOptions } = options;
+async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, options: DepotBuildOptions, emit: (event: BuildEvent) => void): Promise<DepotBuildResult> {
+  const { projectId, build: given, platforms = ["linux/amd64"], acquireTimeoutMs, save = false, saveTags = [], signal, ...requested } = options;
   if (platforms.length === 0) throw new BuildKitNodeError("INVALID_ARGUMENT", "platforms must name at least one platform");
+  if (!given && !projectId) throw new BuildKitNodeError("INVALID_ARGUMENT", "depot.build: projectId is required (or a build to build into)");
+  if (saveTags.length > 0 && !save) throw new BuildKitNodeError("INVALID_ARGUMENT", "depot.build: saveTags needs save: true");
   if (signal?.aborted) throw new AbortError("the build was aborted", { cause: signal.reason });
-  const outputs = buildOptions.outputs ?? [];
   const multi = platforms.length > 1;
-  if (multi) checkMultiPlatformOutputs(outputs);
-  const imageNames = outputs.flatMap((o) => (o.type === "image" ? o.name.split(",").map((n) => n.trim()) : []));
+  if (multi) checkMultiPlatformOutputs([...(requested.outputs ?? []), ...(save ? [{ type: "image" as const, name: "saved", push: true }] : [])]);
 
-  // Every platform reads the context: an upload stream is kept once on disk
-  // and each machine's build reads its own copy of it.
-  const uploads = multi ? await keepUploads(buildOptions, signal) : undefined;
-
-  const build = await depot.builds
-    .create(
-      { projectId, tags: imageNames, push: outputs.some((o) => o.type === "image" && o.push), load: outputs.some((o) => "load" in o) },
-      signal ? { signal } : {},
-    )
-    .catch(async (err: unknown) => {
-      await uploads?.remove();
-      throw err;
-    });
+  // Every platform reads the whole context: an upload is spooled once.
+  const uploads = multi ? await spoolUploads(requested, signal) : undefined;
+  const build = await (given ? Promise.resolve(given) : register(depot, projectId!, requested.outputs ?? [], { save, saveTags }, signal)).catch(async (err: unknown) => {
+    await uploads?.remove();
+    throw err;
+  });
   log(`build ${build.id}: ${platforms.join(", ")}`);
   const controller = new AbortController();
   const onAbort = () => controller.abort(signal?.reason);
   signal?.addEventListener("abort", onAbort, { once: true });
   let failure: unknown;
   try {
+    const savedTags = save ? await build.saveNames(saveTags, { signal: controller.signal }) : [];
+    const outputs = withSavedTags(requested.outputs ?? [], savedTags);
+    const buildOptions: BuildOptions = { ...requested, outputs, registryAuth: build.registryAuth(requested.registryAuth) };
     const perPlatform = await Promise.all(
-      platforms.map((platform) =>
-        buildOnMachine(
-          build,
-          platform,
-          { ...buildOptions, ...uploads?.replay(), outputs: multi ? platformOutputs(outputs, platform) : outputs },
-          acquireTimeoutMs,
-          controller,
-          emit,
-        ).catch((err: unknown) => {
+      platforms.map(async (platform) => {
+        try {
+          const machine = await build.acquireMachine(platform, { signal: controller.signal, ...(acquireTimeoutMs ? { timeoutMs: acquireTimeoutMs } : {}) });
+          return await buildOnMachine(machine, {
+            platform,
+            options: buildOptions,
+            ...(uploads ? { replayUploads: () => uploads.replay() } : {}),
+            ...(multi ? { outputsFor: (push: PlatformPush) => platformOutputs(outputs, platform, push) } : {}),
+            signal: controller.signal,
+            emit,
+          });
+        } catch (err) {
           controller.abort(err); // one platform failed: stop the others
           throw err;
-        }),
-      ),
+        }
+      }),
     );
-    const pushed = multi ? await pushIndexes(outputs, perPlatform, buildOptions, controller.signal) : perPlatform[0]!.result.pushed;
-    const digest = multi ? pushed[0]?.digest : perPlatform[0]!.result.digest;
-    return {
-      ref: perPlatform.map((p) => p.result.ref).join(","),
-      ...(digest ? { digest } : {}),
-      exporterResponse: multi ? {} : perPlatform[0]!.result.exporterResponse,
-      pushed,
-      buildId: build.id,
-      buildUrl: build.url,
-      platforms: perPlatform,
-    };
+    const result = multi
+      ? await multiPlatformResult(build, requestedImageNames(outputs), perPlatform, buildOptions, controller.signal)
+      : singleResult(build, perPlatform[0]!);
+    return { ...result, projectId: build.projectId, ...(savedTags.length > 0 ? { saved: { reference: savedTags[0]!, tags: savedTags } } : {}) };
   } catch (err) {
     failure = signal?.aborted ? new AbortError("the build was aborted", { cause: signal.reason }) : err;
     throw failure;
@@ -123,125 +114,54 @@ async function runDepotBuild(depot: DepotBuildHost, options: DepotBuildOptions, 
   }
 }
 
-/**
- * Writes the `{ tar }` contexts (main and named) to a temp dir once, so
- * that each platform's build can read them from the start.
- */
-async function keepUploads(
-  options: BuildOptions,
-  signal: AbortSignal | undefined,
-): Promise<{ replay(): Partial<Pick<BuildOptions, "context" | "extraContexts">>; remove(): Promise<void> }> {
-  const inputs = { context: options.context, ...Object.fromEntries(Object.entries(options.extraContexts ?? {}).map(([k, v]) => [`extra:${k}`, v])) };
-  const uploads = Object.entries(inputs).filter((entry): entry is [string, { tar: Readable | AsyncIterable<Uint8Array> }] => typeof entry[1] === "object" && "tar" in entry[1]);
-  if (uploads.length === 0) return { replay: () => ({}), remove: async () => {} };
-  const dir = await mkdtemp(join(tmpdir(), "buildkit-node-upload-"));
-  try {
-    const files = new Map<string, string>();
-    for (const [key, { tar }] of uploads) {
-      const file = join(dir, `${files.size}.tar`);
-      await pipeline(tar, createWriteStream(file), ...(signal ? [{ signal }] : []));
-      files.set(key, file);
-    }
-    const reopen = (key: string, input: unknown) => (files.has(key) ? { tar: createReadStream(files.get(key)!) } : input);
-    return {
-      replay: () => ({
-        context: reopen("context", options.context) as BuildOptions["context"],
-        ...(options.extraContexts
-          ? { extraContexts: Object.fromEntries(Object.entries(options.extraContexts).map(([k, v]) => [k, reopen(`extra:${k}`, v) as typeof v])) }
-          : {}),
-      }),
-      remove: () => rm(dir, { recursive: true, force: true }),
-    };
-  } catch (err) {
-    await rm(dir, { recursive: true, force: true });
-    throw signal?.aborted ? new AbortError("the build was aborted while its context was read", { cause: signal.reason }) : err;
-  }
-}
-
-async function buildOnMachine(
-  build: Awaited<ReturnType<DepotBuildHost["builds"]["create"]>>,
-  platform: string,
-  options: BuildOptions,
-  acquireTimeoutMs: number | undefined,
-  controller: AbortController,
-  emit: (event: BuildEvent) => void,
-): Promise<{ platform: string; result: BuildResult }> {
-  const machine = await build.acquireMachine(platform, { signal: controller.signal, ...(acquireTimeoutMs ? { timeoutMs: acquireTimeoutMs } : {}) });
-  try {
-    const bk = await machine.connect({ signal: controller.signal });
-    const run = bk.build({ ...options, platforms: [platform], signal: AbortSignal.any([controller.signal, machine.signal]) });
-    for await (const event of run.events) emit({ ...event, platform });
-    return { platform, result: await run };
-  } catch (err) {
-    // Depot ended the machine (cancels_at): say so rather than "aborted".
-    if (machine.signal.aborted && !controller.signal.aborted) {
-      throw new BuildKitNodeError("CANCELED", `the ${platform} machine was ended by Depot: ${String(machine.signal.reason)}`, { cause: err });
-    }
-    throw err;
-  } finally {
-    await machine.release();
-  }
-}
-
-/** Several platforms can go to a registry (one index) or to per-platform local directories. */
-function checkMultiPlatformOutputs(outputs: Output[]): void {
-  for (const output of outputs) {
-    if (output.type === "image" && output.push) continue;
-    if (output.type === "local") continue;
-    throw new BuildKitNodeError(
-      "INVALID_ARGUMENT",
-      `a ${output.type} output${"load" in output ? " with load" : ""} cannot hold several platforms; push an image, or build one platform at a time`,
-    );
-  }
-}
-
-/**
- * One platform's outputs: images go to `<name>-<os>-<arch>` tags (what the
- * index then points at), local directories to a subdirectory per platform.
- */
-function platformOutputs(outputs: Output[], platform: string): Output[] {
-  const suffix = platform.replaceAll("/", "-");
-  return outputs.map((output) => {
-    if (output.type === "image") return { ...output, name: output.name.split(",").map((n) => platformTag(n.trim(), suffix)).join(",") };
-    if (output.type === "local") return { ...output, dest: `${output.dest}/${platform.replaceAll("/", "_")}` };
-    return output;
-  });
-}
-
-function platformTag(name: string, suffix: string): string {
-  const { reference } = parseImageReference(name);
-  const base = name.includes("@") ? name.slice(0, name.indexOf("@")) : name.endsWith(`:${reference}`) ? name.slice(0, -reference.length - 1) : name;
-  return `${base}:${reference}-${suffix}`;
-}
-
-/** Puts one index (manifest list) per requested image name, pointing at each platform's image. */
-async function pushIndexes(
+/** CreateBuild, telling Depot what the build makes (its UI shows it) and whether to save it. */
+function register(
+  depot: { builds: Pick<DepotBuilds, "create"> },
+  projectId: string,
   outputs: Output[],
-  perPlatform: { platform: string; result: BuildResult }[],
+  save: { save: boolean; saveTags: string[] },
+  signal: AbortSignal | undefined,
+): Promise<DepotBuild> {
+  const input = {
+    projectId,
+    tags: requestedImageNames(outputs),
+    push: outputs.some((o) => o.type === "image" && o.push),
+    load: outputs.some((o) => "load" in o),
+    ...save,
+  };
+  return depot.builds.create(input, signal ? { signal } : {});
+}
+
+/** The user's outputs, with the saved image's names pushed too (by the user's image push when there is one: one export). */
+function withSavedTags(outputs: Output[], savedTags: string[]): Output[] {
+  if (savedTags.length === 0) return outputs;
+  const push = outputs.findIndex((o) => o.type === "image" && o.push && !o.pushByDigest);
+  if (push < 0) return [...outputs, { type: "image", name: savedTags.join(","), push: true }];
+  return outputs.map((o, i) => (i === push && o.type === "image" ? { ...o, name: `${o.name},${savedTags.join(",")}` } : o));
+}
+
+function singleResult(build: { id: string; url: string }, only: MachineBuild): Omit<DepotBuildResult, "projectId"> {
+  const { platform, result } = only;
+  return { ...result, buildId: build.id, buildUrl: build.url, platforms: [{ platform, result }] };
+}
+
+/** The platforms' images are in the registry: one index under each requested name names them. */
+async function multiPlatformResult(
+  build: { id: string; url: string },
+  imageNames: string[],
+  perPlatform: MachineBuild[],
   options: BuildOptions,
   signal: AbortSignal,
-): Promise<{ name: string; digest?: string }[]> {
-  const registry = new RegistryClient((host) => resolveCredentials(options.registryAuth ?? "docker-config", host));
-  const pushed: { name: string; digest?: string }[] = [];
-  for (const output of outputs) {
-    if (output.type !== "image" || !output.push) continue;
-    for (const name of output.name.split(",").map((n) => n.trim())) {
-      const image = parseImageReference(name);
-      const children: (ManifestDescriptor & { platform: Record<string, string> })[] = [];
-      for (const { platform, result } of perPlatform) {
-        const digest = result.pushed.find((p) => p.name === platformTag(name, platform.replaceAll("/", "-")))?.digest;
-        if (!digest) throw new BuildKitNodeError("INTERNAL", `no digest was reported for the ${platform} image of ${name}`);
-        const descriptor = await registry.manifestDescriptor({ ...image, reference: digest }, signal);
-        const [os = "linux", architecture = "", variant] = platform.split("/");
-        children.push({ ...descriptor, platform: { os, architecture, ...(variant ? { variant } : {}) } });
-      }
-      const oci = children.every((c) => c.mediaType.startsWith("application/vnd.oci."));
-      const mediaType = oci ? "application/vnd.oci.image.index.v1+json" : "application/vnd.docker.distribution.manifest.list.v2+json";
-      const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType, manifests: children }));
-      const digest = await registry.putManifest(image, mediaType, index, signal);
-      log(`pushed index ${name} ${digest} (${perPlatform.map((p) => p.platform).join(", ")})`);
-      pushed.push({ name, digest });
-    }
-  }
-  return pushed;
+): Promise<Omit<DepotBuildResult, "projectId">> {
+  const insecure = (options.outputs ?? []).some((o) => o.type === "image" && o.insecure);
+  const pushed = await pushIndexes(imageNames, perPlatform, { registryAuth: options.registryAuth, insecure }, signal);
+  return {
+    ref: perPlatform.map((p) => p.result.ref).join(","),
+    ...(pushed[0] ? { digest: pushed[0].digest } : {}),
+    exporterResponse: {},
+    pushed,
+    buildId: build.id,
+    buildUrl: build.url,
+    platforms: perPlatform.map(({ platform, result }) => ({ platform, result })),
+  };
 }

@@ -1,9 +1,14 @@
 import type { BuildRun } from "../buildkit/build.js";
+import { takeContextsInHand } from "../buildkit/context-hold.js";
+import { validateBuildOptions } from "../buildkit/validate-options.js";
 import { BuildKitNodeError } from "../errors.js";
 import { createBuildsApi, type DepotBuilds } from "./builds.js";
+import type { Clock } from "./clock.js";
 import { type DepotBuildOptions, type DepotBuildResult, startDepotBuild } from "./depot-build.js";
 import { HEALTH_INTERVAL_MS } from "./health.js";
 import { createProjectsApi, type DepotProjects } from "./projects.js";
+import { type PullOptions, type PullResult, type PushOptions, type PushResult, SavedBuilds } from "./saved-builds.js";
+import type { KeepaliveOptions } from "../transport/http2-connection.js";
 import { createDepotApi, DEFAULT_DEPOT_API_URL } from "./transport.js";
 
 export interface DepotClientOptions {
@@ -13,6 +18,8 @@ export interface DepotClientOptions {
   apiUrl?: string;
   /** Default "2" (h2c with prior knowledge on an http:// URL). */
   httpVersion?: "1.1" | "2";
+  /** HTTP/2 PING keepalive of the API connection: default every 30 s of silence, 20 s to answer (see `connect()`). */
+  keepalive?: KeepaliveOptions;
   /**
    * Only for a Depot-compatible server whose machines are a dockerd's
    * BuildKit (a local Depot fronting `docker://`, see `LocalDepot.dockerEngine`):
@@ -29,6 +36,10 @@ export interface DepotClientOptions {
 export interface DepotClientInternalOptions extends DepotClientOptions {
   /** How often a held machine reports health. Default 5 s. */
   healthIntervalMs?: number;
+  /** How often status batches go to Depot. Default 1 s. */
+  statusIntervalMs?: number;
+  /** The timers of health reports, cancellations and status batches. Default the system's. */
+  clock?: Clock;
 }
 
 /**
@@ -39,6 +50,7 @@ export interface DepotClientInternalOptions extends DepotClientOptions {
 export class DepotClient {
   readonly projects: DepotProjects;
   readonly builds: DepotBuilds;
+  readonly #saved: SavedBuilds;
 
   constructor(options: DepotClientOptions = {}) {
     const internal = options as DepotClientInternalOptions;
@@ -56,10 +68,13 @@ export class DepotClient {
       if (!token) throw new BuildKitNodeError("INVALID_ARGUMENT", "no Depot token: set DEPOT_TOKEN or pass { token } to new DepotClient()");
       return token;
     };
-    const api = createDepotApi(apiUrl, httpVersion);
+    const api = createDepotApi(apiUrl, httpVersion, options.keepalive);
     this.projects = createProjectsApi(api, orgToken);
+    this.#saved = new SavedBuilds(api, orgToken);
     this.builds = createBuildsApi(api, orgToken, {
       healthIntervalMs: internal.healthIntervalMs ?? HEALTH_INTERVAL_MS,
+      ...(internal.statusIntervalMs !== undefined ? { statusIntervalMs: internal.statusIntervalMs } : {}),
+      ...(internal.clock ? { clock: internal.clock } : {}),
       ...(options.dockerEngine ? { dockerEngine: options.dockerEngine } : {}),
     });
   }
@@ -71,6 +86,31 @@ export class DepotClient {
    * result to Depot and releases every machine, whatever happens.
    */
   build(options: DepotBuildOptions): BuildRun<DepotBuildResult> {
-    return startDepotBuild(this, options);
+    validateBuildOptions(options);
+    // Before anything is awaited (registering the build, acquiring machines).
+    const held = takeContextsInHand(options);
+    const run = startDepotBuild(this, held.options);
+    run.then(held.release, held.release);
+    return run;
+  }
+
+  /**
+   * Gets a saved build (`save: true`) out of Depot's registry: loads it into
+   * a Docker Engine (the default; `tags` name it there) or writes it to
+   * `dest` as a `docker load` tar or an OCI layout (`format`). Streams; the
+   * image never sits in memory or, for Docker, on disk.
+   */
+  pull(buildId: string, options?: PullOptions): Promise<PullResult> {
+    return this.#saved.pull(buildId, options);
+  }
+
+  /**
+   * Copies a saved build to another registry under `tag` (index, manifests
+   * and blobs, digests unchanged), with the destination's credentials from
+   * `registryAuth` (default docker's config). Blobs already there are not
+   * sent again; on the same registry they are mounted across repositories.
+   */
+  push(buildId: string, options: PushOptions): Promise<PushResult> {
+    return this.#saved.push(buildId, options);
   }
 }

@@ -2,6 +2,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { BuildKitNodeError } from "../errors.js";
 import { createLogger } from "../log.js";
+import { type Clock, type ClockTimer, systemClock } from "./clock.js";
 import { builderPlatform, type MachinePlatform } from "./platform.js";
 import { callOptions, type DepotApi } from "./transport.js";
 
@@ -19,6 +20,8 @@ export interface HealthReporterOptions {
   buildToken: string;
   platform: MachinePlatform;
   intervalMs: number;
+  /** Default the system's. */
+  clock?: Clock | undefined;
 }
 
 /**
@@ -32,15 +35,17 @@ export interface HealthReporterOptions {
  */
 export class HealthReporter {
   readonly #options: HealthReporterOptions;
+  readonly #clock: Clock;
   readonly #inFlight = new AbortController();
   readonly #canceled = new AbortController();
   #stopped = false;
-  #nextReport: NodeJS.Timeout | undefined;
-  #cancelTimer: NodeJS.Timeout | undefined;
+  #nextReport: ClockTimer | undefined;
+  #cancelTimer: ClockTimer | undefined;
   #cancelsAt: number | undefined;
 
   constructor(options: HealthReporterOptions) {
     this.#options = options;
+    this.#clock = options.clock ?? systemClock;
   }
 
   /** Aborted when Depot's `cancels_at` time passes. */
@@ -58,8 +63,8 @@ export class HealthReporter {
   stop(): void {
     if (this.#stopped) return;
     this.#stopped = true;
-    clearTimeout(this.#nextReport);
-    clearTimeout(this.#cancelTimer);
+    this.#clock.clearTimeout(this.#nextReport);
+    this.#clock.clearTimeout(this.#cancelTimer);
     this.#inFlight.abort();
     log(`build ${this.#options.buildId}: ${this.#options.platform} health reports stopped`);
   }
@@ -78,20 +83,20 @@ export class HealthReporter {
       // Keep reporting: one lost report is no reason to give the machine up.
       log(`build ${buildId}: ${platform} health report failed (${err instanceof ConnectError ? Code[err.code] : "error"})`);
     }
-    if (!this.#stopped) this.#nextReport = setTimeout(() => void this.#report(), intervalMs);
+    if (!this.#stopped) this.#nextReport = this.#clock.setTimeout(() => void this.#report(), intervalMs);
   }
 
   #scheduleCancel(at: number | undefined): void {
     if (at === this.#cancelsAt) return;
-    clearTimeout(this.#cancelTimer);
+    this.#clock.clearTimeout(this.#cancelTimer);
     this.#cancelTimer = undefined;
     this.#cancelsAt = at;
     if (at === undefined) return;
     log(`build ${this.#options.buildId}: Depot cancels it at ${new Date(at).toISOString()}`);
     const fire = () => {
-      const left = at - Date.now();
+      const left = at - this.#clock.now();
       if (left > 0) {
-        this.#cancelTimer = setTimeout(fire, Math.min(left, MAX_TIMER_MS));
+        this.#cancelTimer = this.#clock.setTimeout(fire, Math.min(left, MAX_TIMER_MS));
         return;
       }
       const { buildId, platform } = this.#options;

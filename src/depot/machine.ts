@@ -1,3 +1,5 @@
+import type { BuildOptions } from "../buildkit/build-options.js";
+import type { BuildRun } from "../buildkit/build.js";
 import { connect } from "../buildkit/connect.js";
 import type { BuildKitClient } from "../buildkit/client.js";
 import { AbortError, BuildKitNodeError } from "../errors.js";
@@ -5,8 +7,10 @@ import type { GetBuildKitConnectionResponse_ActiveConnection } from "../gen/depo
 import { createLogger } from "../log.js";
 import type { TlsOptions } from "../transport/tls-options.js";
 import { DepotError, depotCallError } from "./errors.js";
+import type { Clock } from "./clock.js";
 import { HealthReporter, MAX_TIMER_MS } from "./health.js";
 import { builderPlatform, type MachinePlatform, normalizePlatform } from "./platform.js";
+import { type BuildReporting, reportedBuild } from "./reported-build.js";
 import { backoffMs, isTransient, sleep } from "./retry.js";
 import { API_CALL_TIMEOUT_MS, callOptions, type DepotApi } from "./transport.js";
 
@@ -50,6 +54,14 @@ export interface DepotMachine extends AsyncDisposable {
    * second call returns the same client.
    */
   connect(options?: MachineConnectOptions): Promise<BuildKitClient>;
+  /**
+   * Builds on this machine (connecting first, as `connect(connectOptions)`),
+   * with its BuildKit status relayed to Depot's UI as it happens and its
+   * steps kept for the timings the build reports when it is finished: what
+   * `depot.build()` does on each machine. `client.build()` on `connect()`'s
+   * client builds without telling Depot.
+   */
+  build(options: BuildOptions, connectOptions?: MachineConnectOptions): BuildRun;
   /** Idempotent: stops health reports, closes the BuildKit client. */
   release(): Promise<void>;
 }
@@ -60,10 +72,14 @@ export interface BuildContext {
   buildId: string;
   buildToken: string;
   healthIntervalMs: number;
+  /** Times health reports and cancellations; default the system's. */
+  clock?: Clock;
   /** Aborted when the build is finished: acquisitions in progress stop. */
   ended: AbortSignal;
   /** The client's `dockerEngine`, for machines that are a dockerd's BuildKit. */
   dockerEngine?: string;
+  /** Where the machine's builds report (`machine.build()`). */
+  reporting(platform: MachinePlatform): BuildReporting;
 }
 
 /**
@@ -80,7 +96,7 @@ export async function acquireMachine(build: BuildContext, platformName: string, 
   if (options.signal?.aborted) throw new AbortError(`acquiring ${what} was aborted`, { cause: options.signal.reason });
   if (build.ended.aborted) throw new BuildKitNodeError("FAILED_PRECONDITION", `build ${build.buildId} is finished; no machine can be acquired`);
 
-  const health = new HealthReporter({ ...build, platform, intervalMs: build.healthIntervalMs });
+  const health = new HealthReporter({ ...build, platform, intervalMs: build.healthIntervalMs, clock: build.clock });
   health.start();
   const timeout = new AbortController();
   const timer = setTimeout(() => timeout.abort(), Math.min(timeoutMs, MAX_TIMER_MS));
@@ -137,6 +153,8 @@ interface Connection {
   endpoint: string;
   serverName: string;
   tls: Required<Pick<TlsOptions, "ca" | "cert" | "key" | "serverName">>;
+  /** What Depot asked the client to compress its messages with. */
+  compression: "gzip" | "identity";
 }
 
 function activeConnection(active: GetBuildKitConnectionResponse_ActiveConnection, what: string): Connection {
@@ -150,6 +168,7 @@ function activeConnection(active: GetBuildKitConnectionResponse_ActiveConnection
     endpoint: endpoint.includes("://") ? endpoint : `tcp://${endpoint}`,
     serverName,
     tls: { ca: caCert.cert, cert: cert.cert, key: cert.key, serverName },
+    compression: active.compressor.case === "gzip" ? "gzip" : "identity",
   };
 }
 
@@ -159,6 +178,7 @@ export class Machine implements DepotMachine {
   readonly serverName: string;
   readonly #build: BuildContext;
   readonly #tls: Connection["tls"]; // in memory only, never logged
+  #compression: Connection["compression"];
   readonly #health: HealthReporter;
   readonly #ended = new AbortController();
   #client: Promise<BuildKitClient> | undefined;
@@ -171,6 +191,7 @@ export class Machine implements DepotMachine {
     this.endpoint = connection.endpoint;
     this.serverName = connection.serverName;
     this.#tls = connection.tls;
+    this.#compression = connection.compression;
     this.#health = health;
     if (health.canceled.aborted) this.#onCanceled();
     else health.canceled.addEventListener("abort", this.#onCanceled, { once: true });
@@ -187,6 +208,11 @@ export class Machine implements DepotMachine {
       throw err;
     });
     return this.#client;
+  }
+
+  build(options: BuildOptions, connectOptions: MachineConnectOptions = {}): BuildRun {
+    const signal = connectOptions.signal ?? options.signal;
+    return reportedBuild(this.connect({ ...connectOptions, ...(signal ? { signal } : {}) }), options, this.#build.reporting(this.platform));
   }
 
   release(): Promise<void> {
@@ -226,6 +252,7 @@ export class Machine implements DepotMachine {
         const client = await connect(this.endpoint, {
           tls: this.#tls,
           ...(this.#build.dockerEngine ? { dockerEngine: this.#build.dockerEngine } : {}),
+          compression: this.#compression,
           connectTimeoutMs: Math.max(1, Math.min(CONNECT_ATTEMPT_TIMEOUT_MS, deadline - Date.now())),
           signal: stop,
         });
@@ -239,6 +266,12 @@ export class Machine implements DepotMachine {
         if (options.signal?.aborted) throw new AbortError(`connecting to ${what} was aborted`, { cause: options.signal.reason });
         if (this.signal.aborted) throw this.#endedError();
         if (err instanceof BuildKitNodeError && err.code === "INVALID_ARGUMENT") throw err;
+        if (this.#compression === "gzip" && refusesGzip(err)) {
+          // Depot asked for gzip but this BuildKit cannot read it (dockerd's v0.8 behind a local Depot): go without.
+          log(`${what} cannot read gzip'd requests; connecting without compression`);
+          this.#compression = "identity";
+          continue;
+        }
         lastError = err;
         log(`${what} is not ready (attempt ${attempt}): ${(err as Error).message}`);
       }
@@ -249,4 +282,12 @@ export class Machine implements DepotMachine {
       await sleep(READINESS_RETRY_MS, stop).catch(() => {});
     }
   }
+}
+
+/** grpc-go's answer to a compressed request when it has no decompressor for it. */
+function refusesGzip(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (/Decompressor is not installed for grpc-encoding/.test(e.message)) return true;
+  }
+  return false;
 }

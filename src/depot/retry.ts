@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { setTimeout as wait } from "node:timers/promises";
 import { createLogger } from "../log.js";
+import { wasNeverSent } from "../transport/http2-connections.js";
 
 const log = createLogger("depot");
 
@@ -76,9 +77,48 @@ export async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   }
 }
 
+/** Errno codes that mean the connection was never made: no request can have left. */
+const notConnectedCodes = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH"]);
+
+/**
+ * Whether a call that is not idempotent may be tried again: only when its
+ * request cannot have reached the server (the connection could not be
+ * made), or the server said it refused it. A timeout, a reset or a lost
+ * connection after sending might have left the server with a half-done
+ * effect (a second build registered), so those are not retried.
+ */
+export function isSafeToResend(err: unknown): boolean {
+  if (!isTransient(err)) return false;
+  if (wasNeverSent(err)) return true;
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (typeof code === "string" && notConnectedCodes.has(code)) return true;
+  }
+  return refusedByServer(err);
+}
+
+/**
+ * The server (or a proxy before it) answered that it did not take the call:
+ * `unavailable` (a 503, no backend) or `resource_exhausted` (rate limited).
+ * Not a failure on our side of the wire (those carry a Node.js cause), and
+ * not a gateway's 502/504, which may come after the backend got the request.
+ */
+function refusedByServer(err: unknown): boolean {
+  const connectError = err instanceof ConnectError ? err : err instanceof Error && err.cause instanceof ConnectError ? err.cause : undefined;
+  if (!connectError || connectError.cause !== undefined) return false;
+  if (/^HTTP 50[24]\b/.test(connectError.rawMessage)) return false;
+  return connectError.code === Code.Unavailable || connectError.code === Code.ResourceExhausted;
+}
+
 export interface RetryOptions {
   /** Tries at most this many times in all. */
   maxAttempts: number;
+  /**
+   * Whether the call may run twice with the same effect (reads, reports).
+   * Default true. A call that is not (CreateBuild) is retried only when its
+   * request cannot have reached the server (see `isSafeToResend`).
+   */
+  idempotent?: boolean;
   /** Gives up (with the last error) rather than wait past this time (epoch ms). */
   deadline?: number;
   signal?: AbortSignal | undefined;
@@ -94,7 +134,8 @@ export async function withRetry<T>(method: string, attempt: () => Promise<T>, op
     try {
       return await attempt();
     } catch (err) {
-      if (!isTransient(err) || options.signal?.aborted || retry + 1 >= options.maxAttempts) throw err;
+      const retryable = options.idempotent === false ? isSafeToResend(err) : isTransient(err);
+      if (!retryable || options.signal?.aborted || retry + 1 >= options.maxAttempts) throw err;
       const delay = backoffMs(retry);
       if (options.deadline !== undefined && Date.now() + delay >= options.deadline) throw err;
       // The code only: a server's message might echo what it was sent.

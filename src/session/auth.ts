@@ -15,16 +15,9 @@ import {
 import { createLogger } from "../log.js";
 import type { Attachable } from "./attachable.js";
 import { credentialsFromHelper } from "./credential-helper.js";
-import {
-  type DockerConfig,
-  defaultDockerConfigDir,
-  dockerHubConfigKey,
-  dockerHubHost,
-  findByHost,
-  readDockerConfig,
-  registryHost,
-} from "./docker-config.js";
+import { type DockerConfig, defaultDockerConfigDir, findByHost, readDockerConfig } from "./docker-config.js";
 import { GrpcCode, GrpcStatusError, unary } from "./grpc-server.js";
+import { credentialKey, registryHost } from "./registry-host.js";
 
 const log = createLogger("auth");
 
@@ -38,10 +31,14 @@ export interface RegistryCredentials {
 /**
  * Where registry credentials come from: docker's `config.json` (its
  * credential helpers, credsStore and `auths`, as the docker CLI reads them),
- * or a record by registry host (`"ghcr.io"`, `"127.0.0.1:5001"`,
- * `"docker.io"`).
+ * a record by registry host (`"ghcr.io"`, `"127.0.0.1:5001"`,
+ * `"docker.io"`), or a function of the host (e.g. a short-lived token
+ * fetched when a registry is first asked for; undefined for anonymous).
  */
-export type RegistryAuth = "docker-config" | Record<string, RegistryCredentials>;
+export type RegistryAuth =
+  | "docker-config"
+  | Record<string, RegistryCredentials>
+  | ((host: string) => Promise<RegistryCredentials | undefined> | RegistryCredentials | undefined);
 
 export interface RegistryAuthOptions {
   /** The directory holding `config.json`; default `$DOCKER_CONFIG`, else `~/.docker`. */
@@ -53,7 +50,7 @@ export interface RegistryAuthOptions {
 const defaultHelperTimeoutMs = 30_000;
 
 /** Credentials for one registry host, or undefined for anonymous access. */
-type CredentialLookup = (host: string) => Promise<RegistryCredentials | undefined>;
+export type CredentialLookup = (host: string) => Promise<RegistryCredentials | undefined>;
 
 /**
  * `moby.filesync.v1.Auth`: answers the daemon's `Credentials` calls from
@@ -62,7 +59,7 @@ type CredentialLookup = (host: string) => Promise<RegistryCredentials | undefine
  * included) are cached per host for the attachable's life.
  */
 export function authAttachable(auth: RegistryAuth, options: RegistryAuthOptions = {}): Attachable {
-  const lookup = cachedLookup(credentialLookup(auth, options));
+  const lookup = registryCredentials(auth, options);
   const service = `/${Auth.typeName}`;
   const noClientTokens = async (): Promise<never> => {
     // The daemon reads UNIMPLEMENTED as "no client-side tokens" and falls back to Credentials.
@@ -97,8 +94,19 @@ export async function resolveCredentials(auth: RegistryAuth, host: string, optio
   return credentialLookup(auth, options)(host);
 }
 
+/**
+ * A lookup of credentials by registry host from `auth`, each host's answer
+ * (a credential helper's run included) kept for the lookup's life; a failed
+ * lookup is tried again next time. For clients that talk to registries
+ * themselves (the registry client).
+ */
+export function registryCredentials(auth: RegistryAuth, options: RegistryAuthOptions = {}): CredentialLookup {
+  return cachedLookup(credentialLookup(auth, options));
+}
+
 function credentialLookup(auth: RegistryAuth, options: RegistryAuthOptions): CredentialLookup {
   if (auth === "docker-config") return dockerConfigLookup(options);
+  if (typeof auth === "function") return async (host) => nonEmpty(await auth(registryHost(host)));
   if (typeof auth !== "object" || auth === null) {
     throw new BuildKitNodeError("INVALID_ARGUMENT", `registryAuth must be "docker-config" or a record of credentials by registry host`);
   }
@@ -124,7 +132,7 @@ function dockerConfigLookup(options: RegistryAuthOptions): CredentialLookup {
     if (!loaded) return undefined;
     const host = registryHost(requestedHost);
     // Docker Hub lives under its v1 URL in config.json and in helpers.
-    const serverKey = host === dockerHubHost ? dockerHubConfigKey : host;
+    const serverKey = credentialKey(host);
     const helper = findByHost(loaded.credHelpers, serverKey, host) ?? loaded.credsStore;
     if (helper) return credentialsFromHelper(helper, serverKey, timeoutMs);
     return nonEmpty(findByHost(loaded.auths, serverKey, host));

@@ -4,34 +4,12 @@ import { join } from "node:path";
 import { BuildKitNodeError } from "../errors.js";
 import type { RegistryCredentials } from "./auth.js";
 import { errnoCode } from "./errno-code.js";
+import { registryHost } from "./registry-host.js";
 
 /**
- * Reads the credential settings of docker's `config.json` and names
- * registries the way docker does. Every error names the file and the key at
- * fault, never a value: the file holds passwords.
+ * Reads the credential settings of docker's `config.json`. Every error names
+ * the file and the key at fault, never a value: the file holds passwords.
  */
-
-/** The key docker stores Docker Hub under in `auths`, `credHelpers` and helpers. */
-export const dockerHubConfigKey = "https://index.docker.io/v1/";
-
-/** What every Docker Hub alias normalizes to. */
-export const dockerHubHost = "docker.io";
-
-const dockerHubAliases = new Set(["docker.io", "index.docker.io", "registry-1.docker.io"]);
-
-/**
- * The registry host of a config key or a daemon's request, lower-cased, with
- * scheme and path stripped: `https://host:5000/v1/` → `host:5000`. Docker
- * Hub's names (`registry-1.docker.io`, the one the daemon asks for,
- * `index.docker.io`, `docker.io`) all become `docker.io`.
- */
-export function registryHost(nameOrUrl: string): string {
-  let rest = nameOrUrl.trim();
-  const scheme = rest.indexOf("://");
-  if (scheme >= 0) rest = rest.slice(scheme + 3);
-  const host = (rest.split("/", 1)[0] ?? "").toLowerCase();
-  return dockerHubAliases.has(host) ? dockerHubHost : host;
-}
 
 /** `$DOCKER_CONFIG`, else `~/.docker`, as the docker CLI picks it. */
 export function defaultDockerConfigDir(): string {

@@ -5,6 +5,7 @@ import * as tls from "node:tls";
 import { createLogger } from "../log.js";
 import { parseAddress } from "../transport/address.js";
 import { dial } from "../transport/dial.js";
+import { tlsSettingsFor } from "../transport/tls-context.js";
 import type { TlsOptions } from "../transport/tls-options.js";
 import { type CertificateAuthority, createCertificateAuthority } from "./certificates.js";
 
@@ -52,6 +53,7 @@ export interface BuildKitFront extends AsyncDisposable {
  */
 export async function startBuildKitFront(options: BuildKitFrontOptions): Promise<BuildKitFront> {
   const backend = parseAddress(options.buildkit);
+  const backendTls = options.buildkitTls ? tlsSettingsFor(options.buildkitTls, options.buildkit) : undefined;
   const open = new Set<Duplex>();
   const clients = new Set<net.Socket>();
   let accepted = 0;
@@ -65,7 +67,7 @@ export async function startBuildKitFront(options: BuildKitFrontOptions): Promise
       clients.delete(client);
     });
     client.on("error", (err) => log(`client connection: ${err.message}`));
-    dial(backend, options.buildkit, options.buildkitTls, AbortSignal.timeout(30_000)).then(
+    dial(backend, options.buildkit, backendTls, AbortSignal.timeout(30_000)).then(
       (upstream) => {
         if (client.destroyed) return upstream.destroy();
         open.add(upstream);

@@ -13,15 +13,34 @@ export {
 } from "./certificates.js";
 export {
   startLocalDepot,
+  DEFAULT_SAVED_IMAGE_REGISTRY,
+  type LocalBuildOptions,
   type LocalBuildRecord,
   type LocalBuildResult,
+  type LocalBuildStep,
   type LocalDepot,
+  type LocalDepotClock,
   type LocalDepotFaults,
   type LocalDepotOptions,
   type LocalFaultCode,
   type LocalHardware,
+  type LocalImagePull,
   type LocalMachineRecord,
   type LocalMachineStopReason,
   type LocalPlatform,
   type LocalProject,
+  type LocalPushRecord,
+  type LocalSavedImage,
+  type LocalStatusReports,
+  type LocalStepLog,
+  type LocalTimedStep,
 } from "./local-depot.js";
+export { startFaultRelay, type FaultMode, type FaultRelay, type FaultRelayOptions } from "./fault-relay.js";
+export {
+  startRegistryFront,
+  type AccessDecision,
+  type RegistryFront,
+  type RegistryFrontOptions,
+  type RegistryRequest,
+  type RegistryTarget,
+} from "./registry-front.js";

@@ -1,13 +1,15 @@
 import type { Transport } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { compressionGzip, createGrpcTransport } from "@connectrpc/connect-node";
 import type * as http2 from "node:http2";
 import * as net from "node:net";
-import type { Duplex } from "node:stream";
 import { TransportError } from "../errors.js";
 import { createLogger } from "../log.js";
 import { type Endpoint, parseAddress } from "./address.js";
-import { dial, dialError, serverNameOf } from "./dial.js";
-import { StreamRelay } from "./relay.js";
+import { dial, serverNameOf } from "./dial.js";
+import { DEFAULT_KEEPALIVE_INTERVAL_MS, DEFAULT_KEEPALIVE_TIMEOUT_MS, type KeepaliveOptions } from "./http2-connection.js";
+import { type ConnectionLoss, Http2Connections } from "./http2-connections.js";
+import { explainNotHttp2 } from "./peer-probe.js";
+import { type TlsSettings, tlsSettingsFor } from "./tls-context.js";
 import type { TlsOptions } from "./tls-options.js";
 
 const log = createLogger("transport");
@@ -16,12 +18,18 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
 
 /** BuildKit's own gRPC message limit, both ways. */
 const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+/** A connection without calls for this long is closed; the next call dials again. */
+const IDLE_CONNECTION_TIMEOUT_MS = 5 * 60_000;
 
 export interface ChannelOptions {
   tls?: TlsOptions | undefined;
   /** Bounds each connection attempt, handshakes included. Default 30 s. */
   connectTimeoutMs?: number | undefined;
+  /** HTTP/2 PING keepalive while calls are open. Default: every 30 s of silence, 20 s to answer. */
+  keepalive?: KeepaliveOptions | undefined;
   signal?: AbortSignal | undefined;
+  /** Compress the messages sent (`gzip`, as a Depot machine may ask); answers are accepted gzip'd either way. Default none. */
+  compression?: "gzip" | "identity" | undefined;
 }
 
 /**
@@ -36,85 +44,83 @@ export interface Channel {
   readonly endpoint: Endpoint;
   readonly transport: Transport;
   /**
-   * The last error a connection of this channel failed with, and when. HTTP/2
-   * reports a broken connection to its streams as a bare CANCEL; this keeps
-   * the reason (a TLS alert, a reset) for the error a caller sees.
+   * The last time a connection of this channel was lost with calls open,
+   * and why (a reset, a silent peer, a GOAWAY): the reason a call that
+   * failed meanwhile should report.
    */
-  readonly lastConnectionError: { error: Error; at: number } | undefined;
-  /** Opens another raw byte stream to the same daemon (same TLS, same timeout). */
-  dial(signal?: AbortSignal): Promise<Duplex>;
-  /** Closes the HTTP/2 connection; calls in flight fail. Idempotent. */
+  readonly lastConnectionLoss: ConnectionLoss | undefined;
+  /**
+   * Starts a call on the channel's connection and hands over its HTTP/2
+   * stream, for a caller that frames the call's messages itself. The stream
+   * lives under the same care as any call's: keepalive, and a lost
+   * connection failing it with the TransportError saying why.
+   */
+  openStream(path: string, headers: http2.OutgoingHttpHeaders): Promise<http2.ClientHttp2Stream>;
+  /** Closes the HTTP/2 connection; calls in flight fail with CANCELED. Idempotent. */
   close(): void;
 }
 
 /**
  * Opens a channel and its first connection eagerly, so that a bad address,
- * a missing socket, a refused port or a failed TLS handshake surface here as
- * a TransportError rather than on the first call.
+ * a missing socket, a refused port, a failed TLS handshake or a server that
+ * does not speak HTTP/2 surface here as a TransportError rather than on the
+ * first call.
  */
 export async function openChannel(address: string, options: ChannelOptions = {}): Promise<Channel> {
   const endpoint = parseAddress(address);
   const timeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-  const tlsOptions = options.tls;
-  if (tlsOptions && endpoint.kind !== "tcp") {
+  if (options.tls && endpoint.kind !== "tcp") {
     // Refuse rather than silently connect without the TLS the caller asked for.
     throw new TransportError("INVALID_ARGUMENT", address, `TLS options apply only to tcp:// addresses, not ${address}`);
   }
-  const dialOnce = (signal?: AbortSignal) => {
-    const timeout = AbortSignal.timeout(timeoutMs);
-    return dial(endpoint, address, tlsOptions, signal ? AbortSignal.any([signal, timeout]) : timeout);
-  };
+  const tlsSettings = options.tls ? tlsSettingsFor(options.tls, address) : undefined;
+  const origin = originOf(endpoint, tlsSettings);
+  const connections = new Http2Connections({
+    origin,
+    address,
+    dial: (signal) => dial(endpoint, address, tlsSettings, signal),
+    connectTimeoutMs: timeoutMs,
+    keepalive: {
+      intervalMs: options.keepalive?.intervalMs ?? DEFAULT_KEEPALIVE_INTERVAL_MS,
+      timeoutMs: options.keepalive?.timeoutMs ?? DEFAULT_KEEPALIVE_TIMEOUT_MS,
+    },
+    idleTimeoutMs: IDLE_CONNECTION_TIMEOUT_MS,
+    // A TLS channel's failures are the handshake's, which says enough.
+    ...(tlsSettings ? {} : { explainEarlyFailure: (cause: TransportError, signal: AbortSignal) => explainNotHttp2(endpoint, address, cause, signal) }),
+  });
 
-  log(`dialing ${describe(endpoint, tlsOptions)}`);
-  const first = await dialOnce(options.signal);
+  log(`dialing ${describe(endpoint, tlsSettings)}`);
+  try {
+    await connections.connect(options.signal);
+  } catch (err) {
+    connections.close(`connecting to ${address} failed`);
+    throw err;
+  }
   log(`connected to ${address}`);
 
-  let lastConnectionError: Channel["lastConnectionError"];
-  const watch = (socket: Duplex): Duplex => {
-    socket.on("error", (error: Error) => {
-      lastConnectionError = { error: dialError(error, address, false), at: Date.now() };
-      log(`connection to ${address} failed: ${error.message}`);
-    });
-    return socket;
-  };
-  let unused: Duplex | undefined = watch(first);
-  const sessionManager = new Http2SessionManager(
-    baseUrlOf(endpoint, tlsOptions),
-    { idleConnectionTimeoutMs: 5 * 60_000 },
-    {
-      // The first connection is the one dialed above; later ones (after an
-      // idle close or a dropped connection) are dialed on demand.
-      createConnection: () => {
-        if (unused) {
-          const socket = unused;
-          unused = undefined;
-          return socket;
-        }
-        log(`reconnecting to ${address}`);
-        return watch(new StreamRelay(dialOnce()));
-      },
-    },
-  );
+  const requests = withRepeatedHeaders(connections);
   const transport = createGrpcTransport({
-    baseUrl: baseUrlOf(endpoint, tlsOptions),
-    sessionManager: withRepeatedHeaders(sessionManager),
+    baseUrl: origin,
+    sessionManager: requests,
     readMaxBytes: MAX_MESSAGE_BYTES,
     writeMaxBytes: MAX_MESSAGE_BYTES,
+    ...(options.compression === "gzip" ? { sendCompression: compressionGzip } : {}),
   });
-  let closed = false;
   return {
     address,
     endpoint,
     transport,
-    get lastConnectionError() {
-      return lastConnectionError;
+    get lastConnectionLoss() {
+      return connections.lastLoss;
     },
-    dial: dialOnce,
+    async openStream(path, headers) {
+      const stream = await requests.request("POST", path, headers, {});
+      // Data read from it proves the connection alive, as for any call.
+      stream.on("data", () => requests.notifyResponseByteRead(stream));
+      return stream;
+    },
     close() {
-      if (closed) return;
-      closed = true;
-      unused?.destroy();
-      sessionManager.abort();
+      connections.close(`the client for ${address} was closed`);
       log(`closed ${address}`);
     },
   };
@@ -128,14 +134,14 @@ export async function openChannel(address: string, options: ChannelOptions = {})
  */
 const REPEATED_HEADERS = ["x-docker-expose-session-grpc-method"];
 
-type SessionManager = Pick<Http2SessionManager, "authority" | "request" | "notifyResponseByteRead">;
+type SessionManager = Pick<Http2Connections, "authority" | "request" | "notifyResponseByteRead">;
 
 function withRepeatedHeaders(manager: SessionManager): SessionManager {
   return {
     get authority() {
       return manager.authority;
     },
-    request(method: string, path: string, headers: http2.OutgoingHttpHeaders, options: Parameters<SessionManager["request"]>[3]) {
+    request(method: string, path: string, headers: http2.OutgoingHttpHeaders, options: http2.ClientSessionRequestOptions) {
       const split: http2.OutgoingHttpHeaders = { ...headers };
       for (const name of REPEATED_HEADERS) {
         const value = split[name];
@@ -148,22 +154,22 @@ function withRepeatedHeaders(manager: SessionManager): SessionManager {
 }
 
 /** The URL only sets `:scheme` and `:authority`; our dialer picks the socket. */
-function baseUrlOf(endpoint: Endpoint, tlsOptions: TlsOptions | undefined): string {
+function originOf(endpoint: Endpoint, tlsSettings: TlsSettings | undefined): string {
   if (endpoint.kind !== "tcp") return "http://localhost";
-  const host = serverNameOf(endpoint.host, tlsOptions);
+  const host = serverNameOf(endpoint.host, tlsSettings);
   const authority = net.isIPv6(host) ? `[${host}]` : host;
   // gRPC servers (buildkitd included) take :authority as the server name.
-  return tlsOptions ? `https://${authority}` : `http://${authority}:${endpoint.port}`;
+  return tlsSettings ? `https://${authority}` : `http://${authority}:${endpoint.port}`;
 }
 
-function describe(endpoint: Endpoint, tlsOptions: TlsOptions | undefined): string {
+function describe(endpoint: Endpoint, tlsSettings: TlsSettings | undefined): string {
   switch (endpoint.kind) {
     case "unix":
       return `unix socket ${endpoint.path}`;
     case "docker":
       return `dockerd at ${endpoint.socketPath} (POST /grpc, Upgrade: h2c)`;
     case "tcp":
-      if (!tlsOptions) return `tcp ${endpoint.host}:${endpoint.port} (plaintext)`;
-      return `tcp ${endpoint.host}:${endpoint.port} (TLS, server name ${serverNameOf(endpoint.host, tlsOptions)}${tlsOptions.cert ? ", client certificate" : ""})`;
+      if (!tlsSettings) return `tcp ${endpoint.host}:${endpoint.port} (plaintext)`;
+      return `tcp ${endpoint.host}:${endpoint.port} (TLS, server name ${serverNameOf(endpoint.host, tlsSettings)}${tlsSettings.clientCertificate ? ", client certificate" : ""})`;
   }
 }

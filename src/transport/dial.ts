@@ -4,7 +4,7 @@ import type { Duplex } from "node:stream";
 import * as tls from "node:tls";
 import { type ErrorCode, TransportError } from "../errors.js";
 import type { Endpoint } from "./address.js";
-import type { TlsOptions } from "./tls-options.js";
+import type { TlsSettings } from "./tls-context.js";
 
 /**
  * Opens one byte stream to a daemon, ready for HTTP/2: a connected unix
@@ -12,34 +12,48 @@ import type { TlsOptions } from "./tls-options.js";
  * or a dockerd Engine socket upgraded on `POST /grpc`. Rejects with a
  * TransportError naming `address`; `signal` bounds the whole attempt.
  */
-export function dial(endpoint: Endpoint, address: string, tlsOptions: TlsOptions | undefined, signal: AbortSignal): Promise<Duplex> {
+export function dial(endpoint: Endpoint, address: string, tlsSettings: TlsSettings | undefined, signal: AbortSignal): Promise<Duplex> {
   switch (endpoint.kind) {
     case "unix":
       return dialSocket(net.connect({ path: endpoint.path }), address, signal, "connect");
     case "tcp":
-      if (tlsOptions) return dialTls(endpoint.host, endpoint.port, tlsOptions, address, signal);
+      if (tlsSettings) return dialTls(endpoint.host, endpoint.port, tlsSettings, address, signal);
       return dialSocket(net.connect({ host: endpoint.host, port: endpoint.port }), address, signal, "connect");
     case "docker":
       return upgradeDockerSocket(endpoint.socketPath, "/grpc", {}, address, signal);
   }
 }
 
-/** The name a server certificate is checked against, and the HTTP/2 authority. */
-export function serverNameOf(host: string, tlsOptions: TlsOptions | undefined): string {
-  return tlsOptions?.serverName ?? host;
+/**
+ * Opens a connection for HTTP/2 to an `http://` (h2c with prior knowledge)
+ * or `https://` URL (TLS with the system's trusted roots, ALPN h2), as an
+ * API client needs. Rejects with a TransportError naming the origin.
+ */
+export function dialUrl(url: URL, signal: AbortSignal): Promise<Duplex> {
+  const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
+  const address = url.origin;
+  if (url.protocol === "http:") return dialSocket(net.connect({ host, port: Number(url.port || 80) }), address, signal, "connect");
+  const socket = tls.connect({ host, port: Number(url.port || 443), servername: net.isIP(host) ? undefined : host, ALPNProtocols: ["h2"], minVersion: "TLSv1.2" });
+  return dialSocket(socket, address, signal, "secureConnect").then((ready) => {
+    if (socket.alpnProtocol !== "h2") {
+      ready.destroy();
+      throw new TransportError("UNAVAILABLE", address, `${address} does not offer HTTP/2 (ALPN ${JSON.stringify(socket.alpnProtocol || "none")}); use HTTP/1.1`);
+    }
+    return ready;
+  });
 }
 
-function dialTls(host: string, port: number, options: TlsOptions, address: string, signal: AbortSignal): Promise<Duplex> {
-  if (Boolean(options.cert) !== Boolean(options.key)) {
-    return Promise.reject(new TransportError("INVALID_ARGUMENT", address, `TLS for ${address}: cert and key must be given together`));
-  }
-  const name = serverNameOf(host, options);
+/** The name a server certificate is checked against, and the HTTP/2 authority. */
+export function serverNameOf(host: string, tlsSettings: Pick<TlsSettings, "serverName"> | undefined): string {
+  return tlsSettings?.serverName ?? host;
+}
+
+function dialTls(host: string, port: number, settings: TlsSettings, address: string, signal: AbortSignal): Promise<Duplex> {
+  const name = serverNameOf(host, settings);
   const socket = tls.connect({
     host,
     port,
-    ca: options.ca === undefined ? undefined : toPem(options.ca),
-    cert: options.cert === undefined ? undefined : toPem(options.cert),
-    key: options.key === undefined ? undefined : toPem(options.key),
+    secureContext: settings.context,
     // SNI may not carry an IP address (RFC 6066); the identity check below still does.
     servername: net.isIP(name) ? undefined : name,
     checkServerIdentity: (_host, cert) => tls.checkServerIdentity(name, cert),
@@ -55,7 +69,7 @@ function dialTls(host: string, port: number, options: TlsOptions, address: strin
     // With TLS 1.3 the server checks our certificate after our side of the
     // handshake is done, and may then just close the connection. An HTTP/2
     // server speaks first (its SETTINGS), so its first bytes mean "accepted".
-    if (options.cert && socket.getProtocol() === "TLSv1.3") await serverSpeaks(socket, address, signal);
+    if (settings.clientCertificate && socket.getProtocol() === "TLSv1.3") await serverSpeaks(socket, address, signal);
     return ready;
   });
 }
@@ -193,7 +207,8 @@ export function upgradeDockerSocket(
   });
 }
 
-function abortError(signal: AbortSignal, address: string): TransportError {
+/** Why a connection attempt ended early: TIMEOUT for the connect timeout, else CANCELED. */
+export function abortError(signal: AbortSignal, address: string): TransportError {
   const reason: unknown = signal.reason;
   if (reason instanceof DOMException && reason.name === "TimeoutError") {
     return new TransportError("TIMEOUT", address, `timed out connecting to ${address}`, { cause: reason });
@@ -232,8 +247,4 @@ function hintFor(err: NodeJS.ErrnoException): string {
     return " (is the server speaking plaintext?)";
   }
   return "";
-}
-
-function toPem(value: string | Uint8Array): string | Buffer {
-  return typeof value === "string" ? value : Buffer.from(value);
 }

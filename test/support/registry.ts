@@ -68,3 +68,11 @@ export async function getIndex(registry: string, repository: string, reference: 
 export function uniqueRepository(prefix: string): string {
   return `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
 }
+
+/** The tags a repository holds, sorted (an empty list for a repository that has none). */
+export async function listTags(registry: string, repository: string, auth?: { username: string; password: string }): Promise<string[]> {
+  const response = await fetch(`http://${registry}/v2/${repository}/tags/list`, { headers: headers(auth) });
+  if (response.status === 404) return [];
+  if (!response.ok) throw new Error(`GET tags of ${registry}/${repository}: ${response.status}`);
+  return (((await response.json()) as { tags: string[] | null }).tags ?? []).sort();
+}

@@ -2,10 +2,22 @@ import { existsSync, statSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, relative, resolve } from "node:path";
 import { text } from "node:stream/consumers";
-import { type BuildEvent, BuildError, type BuildOptions, type BuildResult, type ContextInput } from "../../index.js";
+import { type BuildEvent, BuildError, type BuildOptions, type BuildResult, type ContextInput, parseImageReference } from "../../index.js";
 import { helpFlag, type ParsedArgs } from "../args.js";
 import { type Builder, connectionFlags, dockerEngineFlag, openBuildKitBuilder } from "../builder.js";
-import { parseAddHosts, parseCacheEntries, parseKeyValues, parseOutputs, parsePlatforms, parseProvenance, parseSecrets, parseSsh, type Stdout } from "../build-flags.js";
+import {
+  parseAddHosts,
+  parseCacheEntries,
+  parseKeyValues,
+  parseOutputs,
+  parsePlatforms,
+  parsePositive,
+  parseProvenance,
+  parseSecrets,
+  parseSize,
+  parseSsh,
+  type Stdout,
+} from "../build-flags.js";
 import type { CliContext } from "../context.js";
 import { depotFlags, openDepotBuilder } from "../depot.js";
 import { EXIT, UsageError } from "../errors.js";
@@ -49,9 +61,18 @@ export const buildCommand: Command = {
     progress: { type: "string", value: "MODE", description: `Progress output: ${PROGRESS_MODES.join(", ")} (default: $BUILDKIT_PROGRESS or auto)` },
     quiet: { type: "boolean", short: "q", description: "No progress; print the image digest on stdout" },
     "metadata-file": { type: "string", value: "PATH", description: "Write the build's result (exporter response, image digest) as JSON" },
+    "max-context-size": { type: "string", value: "SIZE", description: 'With CONTEXT "-": refuse a tar archive larger than this once decompressed (default 8GiB)' },
+    "max-compression-ratio": { type: "string", value: "N", description: 'With CONTEXT "-": refuse a gzip archive that expands more than N times (default 100, checked past 64MiB)' },
+    "max-context-entries": { type: "string", value: "N", description: 'With CONTEXT "-": refuse a tar archive with more entries (default 1000000)' },
     ...connectionFlags,
     ...dockerEngineFlag,
-    depot: { type: "string", value: "PROJECT_ID", description: "Build on Depot machines, in this project (token: $DEPOT_TOKEN or --token)" },
+    depot: {
+      type: "string",
+      value: "PROJECT_ID",
+      description: "Build on Depot machines, in this project (token: $DEPOT_TOKEN or --token); with $DEPOT_BUILD_ID set, into that build (its token in $DEPOT_TOKEN)",
+    },
+    save: { type: "boolean", description: "With --depot: also save the image in Depot's registry (get it back with pull/push and the build ID)" },
+    "save-tag": { type: "string", multiple: true, value: "TAG", description: "With --save: another tag for the saved image" },
     ...depotFlags,
     help: helpFlag,
   },
@@ -110,7 +131,13 @@ async function runBuild(args: ParsedArgs, ctx: CliContext): Promise<number> {
  */
 async function openBuilder(args: ParsedArgs, ctx: CliContext): Promise<Builder> {
   const projectId = args.string("depot");
-  if (projectId === undefined) return openBuildKitBuilder(args, ctx);
+  if (projectId === undefined) {
+    for (const flag of ["save", "save-tag"]) {
+      if (args.has(flag)) throw new UsageError(`--${flag} saves in Depot's registry: it needs --depot`, "build");
+    }
+    return openBuildKitBuilder(args, ctx);
+  }
+  if (args.has("save-tag") && !args.boolean("save")) throw new UsageError("--save-tag needs --save", "build");
   if (projectId === "") throw new UsageError("--depot needs a project ID", "build");
   for (const flag of ["builder", "tlscacert", "tlscert", "tlskey", "tlsservername"]) {
     if (args.has(flag)) throw new UsageError(`--depot and --${flag} cannot be used together`, "build");
@@ -149,6 +176,8 @@ async function planBuild(args: ParsedArgs, ctx: CliContext): Promise<BuildPlan> 
   }
 
   const options: BuildOptions = { context };
+  const tarLimits = parseTarLimits(args, contextArg === "-");
+  if (tarLimits) options.tarLimits = tarLimits;
   if (fileArg === "-") {
     if (ctx.stdin.isTTY) throw usage('-f/--file "-" reads the Dockerfile from stdin, but stdin is a terminal');
     options.dockerfileContent = await text(ctx.stdin);
@@ -178,7 +207,15 @@ async function planBuild(args: ParsedArgs, ctx: CliContext): Promise<BuildPlan> 
   if (args.boolean("pull")) options.pull = true;
 
   const tags = args.strings("tag");
-  for (const tag of tags) if (!/^[^\s,]+$/.test(tag)) throw usage(`-t/--tag "${tag}" is not an image name`);
+  for (const tag of tags) {
+    // Read as Docker reads names (commas separate names in an output's name=, so none here).
+    if (tag.includes(",")) throw usage(`-t/--tag "${tag}" is not an image name`);
+    try {
+      parseImageReference(tag);
+    } catch (err) {
+      throw usage(`-t/--tag: ${(err as Error).message}`);
+    }
+  }
   const stdout: Stdout = { stream: ctx.stdout };
   const outputs = parseOutputs({ outputs: args.strings("output"), tags, push: args.boolean("push"), load: args.boolean("load") }, ctx.cwd, stdout);
   if (outputs.length > 0) options.outputs = outputs;
@@ -209,6 +246,21 @@ async function planBuild(args: ParsedArgs, ctx: CliContext): Promise<BuildPlan> 
   return { options, progress, quiet, metadataFile: metadataFile && resolve(ctx.cwd, metadataFile) };
 }
 
+/** `--max-context-size`, `--max-compression-ratio`, `--max-context-entries`: for a tar context on stdin only. */
+function parseTarLimits(args: ParsedArgs, tarContext: boolean): BuildOptions["tarLimits"] {
+  const given = ["max-context-size", "max-compression-ratio", "max-context-entries"].filter((flag) => args.has(flag));
+  if (given.length === 0) return undefined;
+  if (!tarContext) throw new UsageError(`--${given[0]} applies to a tar archive on stdin (CONTEXT "-"), not to a directory`, "build");
+  const size = args.string("max-context-size");
+  const ratio = args.string("max-compression-ratio");
+  const entries = args.string("max-context-entries");
+  return {
+    ...(size !== undefined ? { maxBytes: parseSize("max-context-size", size) } : {}),
+    ...(ratio !== undefined ? { maxCompressionRatio: parsePositive("max-compression-ratio", ratio) } : {}),
+    ...(entries !== undefined ? { maxEntries: parsePositive("max-context-entries", entries) } : {}),
+  };
+}
+
 /** `--progress`, else BUILDKIT_PROGRESS, else auto (BUILDKIT_PROGRESS also overrides an explicit auto, as in buildx). */
 function progressMode(flag: string | undefined, env: NodeJS.ProcessEnv): ProgressMode {
   const isMode = (v: string): v is ProgressMode => (PROGRESS_MODES as readonly string[]).includes(v);
@@ -233,6 +285,11 @@ export function metadataOf(result: BuildResult): Record<string, unknown> {
   if (result.digest) metadata["containerimage.digest"] = result.digest;
   if (result.pushed.length > 0 && metadata["image.name"] === undefined) metadata["image.name"] = result.pushed.map((p) => p.name).join(",");
   metadata["buildkit-node.build.ref"] = result.ref;
+  // As the depot CLI writes it: what `pull`/`push` need later.
+  const depot = result as BuildResult & { buildId?: string; projectId?: string; saved?: { reference: string } };
+  if (depot.buildId) {
+    metadata["depot.build"] = { buildID: depot.buildId, ...(depot.projectId ? { projectID: depot.projectId } : {}), ...(depot.saved ? { saved: depot.saved.reference } : {}) };
+  }
   return metadata;
 }
 

@@ -2,6 +2,7 @@ import { create, fromBinary } from "@bufbuild/protobuf";
 import { type Packet, Packet_PacketType, PacketSchema, type Stat } from "../../gen/fsutil/types/packet_pb.js";
 import { createLogger } from "../../log.js";
 import { GrpcCode, GrpcStatusError, type ServerCall, sendMessage } from "../grpc-server.js";
+import { StagingDirectory } from "./staging-directory.js";
 import { type OpenFile, TreeWriter } from "./tree-writer.js";
 
 const log = createLogger("filesend");
@@ -14,8 +15,11 @@ const log = createLogger("filesend");
 export const MAX_OPEN_FILES = 16;
 
 /**
- * Receives the `local` exporter's output into `dest` (merged into what is
- * there): the receiving half of fsutil's DiffCopy, with the daemon sending.
+ * Receives the `local` exporter's output into `dest`: the receiving half of
+ * fsutil's DiffCopy, with the daemon sending. Everything goes to a
+ * temporary sibling directory first, moved into `dest` (merged into what is
+ * there, as buildctl does) only once the transfer is complete: a failed or
+ * cancelled transfer leaves `dest` as it was and removes the sibling.
  *
  * The daemon sends STATs (ended by one without `stat`) and, concurrently,
  * answers our REQ{id} for each regular file with DATA chunks and an empty
@@ -25,19 +29,27 @@ export const MAX_OPEN_FILES = 16;
  * the daemon answers FIN, or ends or cancels the call — all success, since
  * everything is on disk by then.
  *
- * On failure we send the daemon an ERR with the reason and throw; entries
- * already written stay (like buildctl). Returns the regular files written
- * (hard links included) and the content bytes received.
+ * On failure we send the daemon an ERR with the reason and throw. Returns
+ * the regular files written (hard links included) and the content bytes
+ * received.
  */
 export async function receiveTree(call: ServerCall, dest: string): Promise<{ files: number; bytes: number }> {
-  const receiver = new TreeReceiver(call, await TreeWriter.create(dest));
+  const staging = await StagingDirectory.besides(dest);
   try {
-    return await receiver.run();
-  } catch (err) {
-    await receiver.tellSender(err);
-    throw err;
+    const receiver = new TreeReceiver(call, await TreeWriter.create(staging.path));
+    let received: { files: number; bytes: number };
+    try {
+      received = await receiver.run();
+    } catch (err) {
+      await receiver.tellSender(err);
+      throw err;
+    } finally {
+      await receiver.closeOpenFiles();
+    }
+    await staging.commit();
+    return received;
   } finally {
-    await receiver.closeOpenFiles();
+    await staging.remove();
   }
 }
 

@@ -21,6 +21,12 @@ export interface FileSendAttachable extends Attachable {
    * an exporter that made no call.
    */
   exporterMetadata(id: number): Record<string, string>;
+  /**
+   * Resolves once no output is being received any more, its clean-up done
+   * (a cut-short local export's staging directory removed): a build settles
+   * only after this, so it leaves nothing half-written behind.
+   */
+  drained(): Promise<void>;
 }
 
 /**
@@ -34,6 +40,7 @@ export interface FileSendAttachable extends Attachable {
  */
 export function fileSendAttachable(targets: ReadonlyMap<number, OutputTarget>): FileSendAttachable {
   const metadataById = new Map<number, Record<string, string>>();
+  const receiving = new Set<Promise<unknown>>();
 
   const diffCopy = async (call: ServerCall): Promise<void> => {
     const id = exporterIdOf(call);
@@ -41,13 +48,21 @@ export function fileSendAttachable(targets: ReadonlyMap<number, OutputTarget>): 
     if (!target) throw new GrpcStatusError(GrpcCode.NOT_FOUND, `no output target for exporter ${id}`);
     if (metadataById.has(id)) throw new GrpcStatusError(GrpcCode.FAILED_PRECONDITION, `the output of exporter ${id} was already received`);
     metadataById.set(id, exporterMetadataOf(call));
-    if (target.kind === "archive") await receiveArchive(call, target.dest);
-    else await receiveTree(call, target.dest);
+    const received = target.kind === "archive" ? receiveArchive(call, target.dest) : receiveTree(call, target.dest);
+    receiving.add(received);
+    try {
+      await received;
+    } finally {
+      receiving.delete(received);
+    }
   };
 
   return {
     routes: new Map([[FILE_SEND_DIFFCOPY, diffCopy]]),
     exporterMetadata: (id) => ({ ...metadataById.get(id) }),
+    drained: async () => {
+      await Promise.allSettled([...receiving]);
+    },
   };
 }
 

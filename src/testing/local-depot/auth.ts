@@ -5,7 +5,7 @@ import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { DepotStore } from "./store.js";
 import type { LocalBuildRecord } from "./types.js";
 
-type Caller = { kind: "organization" } | { kind: "build"; build: LocalBuildRecord };
+export type Caller = { kind: "organization" } | { kind: "build"; build: LocalBuildRecord };
 
 export class Authenticator {
   constructor(
@@ -25,7 +25,12 @@ export class Authenticator {
    * token (or, with `allowOrganization`, the organization token).
    */
   build(ctx: HandlerContext, buildId: string, options: { allowOrganization?: boolean } = {}): LocalBuildRecord {
-    const caller = this.caller(ctx);
+    return this.buildFor(ctx.requestHeader.get("authorization") ?? undefined, buildId, options);
+  }
+
+  /** `build()` for a request that is not a Connect call: the Authorization header itself. */
+  buildFor(authorization: string | undefined, buildId: string, options: { allowOrganization?: boolean } = {}): LocalBuildRecord {
+    const caller = this.callerOf(authorization);
     const build = this.store.builds.get(buildId);
     if (!build) throw new ConnectError(`build ${JSON.stringify(buildId)} not found`, Code.NotFound);
     if (caller.kind === "organization" && options.allowOrganization) return build;
@@ -36,8 +41,12 @@ export class Authenticator {
     );
   }
 
-  private caller(ctx: HandlerContext): Caller {
-    const header = ctx.requestHeader.get("authorization");
+  /** Who the call's token belongs to (any valid token). */
+  caller(ctx: HandlerContext): Caller {
+    return this.callerOf(ctx.requestHeader.get("authorization") ?? undefined);
+  }
+
+  private callerOf(header: string | undefined): Caller {
     const token = header ? /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] : undefined;
     if (!token) throw new ConnectError("missing Authorization: Bearer token", Code.Unauthenticated);
     if (token === this.organizationToken) return { kind: "organization" };

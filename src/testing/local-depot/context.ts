@@ -5,6 +5,7 @@ import type { Logger } from "../../log.js";
 import type { Authenticator } from "./auth.js";
 import type { FaultInjector } from "./faults.js";
 import type { MachinePool } from "./machines.js";
+import type { StatusRecorder } from "./status.js";
 import type { DepotStore } from "./store.js";
 import type { LocalBuildRecord, LocalBuildResult } from "./types.js";
 
@@ -18,7 +19,25 @@ export interface DepotContext {
   faults: FaultInjector;
   /** The server's own URL, for the build links CreateBuild returns. */
   apiUrl: () => string;
+  /** The organization's display name (ListOrganizations, the CLI's project list). */
+  organizationName: string;
+  status: StatusRecorder;
+  /** The saved-image registry, when the local Depot has one. */
+  savedImages: SavedImagesContext | undefined;
+  /** The gRPC compression machines ask clients for (ActiveConnection's compressor), if any. */
+  machineCompression: "gzip" | "identity" | undefined;
   log: Logger;
+}
+
+export interface SavedImagesContext {
+  /** `127.0.0.1:<port>`: the front clients push to and pull from. */
+  host: string;
+  /** The registry behind it, `host:port`, plain HTTP. */
+  upstream: string;
+  /** Sent to the registry behind the front, when it needs credentials. */
+  upstreamAuthorization: string | undefined;
+  /** The CA of the local Depot's HTTPS endpoints (PEM). */
+  caCertificate: string;
 }
 
 /** Registers a build of an existing project. */

@@ -11,6 +11,8 @@ const CODES: Record<LocalFaultCode, Code> = {
   unauthenticated: Code.Unauthenticated,
   permission_denied: Code.PermissionDenied,
   not_found: Code.NotFound,
+  deadline_exceeded: Code.DeadlineExceeded,
+  aborted: Code.Aborted,
 };
 
 export class FaultInjector implements LocalDepotFaults {

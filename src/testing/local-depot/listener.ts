@@ -6,8 +6,8 @@
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
-import { Duplex } from "node:stream";
 import type { Logger } from "../../log.js";
+import { replaying } from "../replaying-socket.js";
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
@@ -75,28 +75,4 @@ function sniff(socket: net.Socket, decide: (isH2: boolean, head: Buffer) => void
     decide(matches, head);
   };
   socket.on("data", onData);
-}
-
-/**
- * The socket as a Duplex that yields `head` first. The HTTP/2 server reads a
- * net.Socket's handle directly and would never see bytes put back with
- * `unshift`; any other Duplex it reads as a stream.
- */
-function replaying(socket: net.Socket, head: Buffer): Duplex {
-  const duplex = new Duplex({
-    read: () => void socket.resume(),
-    write: (chunk: Buffer, _encoding, callback) => void socket.write(chunk, callback),
-    final: (callback) => void socket.end(callback),
-    destroy: (err, callback) => {
-      socket.destroy();
-      callback(err);
-    },
-  });
-  duplex.push(head);
-  socket.on("data", (chunk: Buffer) => {
-    if (!duplex.push(chunk)) socket.pause();
-  });
-  socket.on("end", () => duplex.push(null));
-  socket.on("close", () => duplex.destroy());
-  return duplex;
 }

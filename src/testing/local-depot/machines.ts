@@ -5,7 +5,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { createLogger } from "../../log.js";
 import type { TlsOptions } from "../../transport/tls-options.js";
 import { type BuildKitFront, startBuildKitFront } from "../buildkit-front.js";
-import type { LocalBuildRecord, LocalDepotFaults, LocalMachineRecord, LocalMachineStopReason, LocalPlatform } from "./types.js";
+import type { LocalBuildRecord, LocalDepotClock, LocalDepotFaults, LocalMachineRecord, LocalMachineStopReason, LocalPlatform } from "./types.js";
 
 const log = createLogger("local-depot");
 
@@ -19,6 +19,8 @@ export interface MachinePoolOptions {
   pendingWaitMs: number;
   idleTimeoutMs: number;
   faults: LocalDepotFaults;
+  /** Reads the time for idle and cancel decisions (tests inject one to make them exact). */
+  clock: LocalDepotClock | undefined;
 }
 
 /** What a client needs to reach a machine: Depot's `ActiveConnection`. */
@@ -56,9 +58,14 @@ export class MachinePool {
   private readonly reaper: NodeJS.Timeout;
   private closed = false;
 
+  private readonly now: () => number;
+
   constructor(private readonly options: MachinePoolOptions) {
+    const clock = options.clock;
+    this.now = clock ? () => clock.now() : Date.now;
     // One timer for every machine; unref'd so a forgotten stop() never keeps a test process alive.
-    const period = Math.max(10, Math.min(1_000, Math.floor(options.idleTimeoutMs / 4)));
+    // With an injected clock, time moves when the test says: look often so a move is acted on at once.
+    const period = clock ? 20 : Math.max(10, Math.min(1_000, Math.floor(options.idleTimeoutMs / 4)));
     this.reaper = setInterval(() => this.reap(), period).unref();
   }
 
@@ -83,7 +90,13 @@ export class MachinePool {
   /** ReportBuildHealth: keeps that platform's machine from being reclaimed. */
   healthReport(buildId: string, platform: LocalPlatform): void {
     const running = this.slots.get(buildId)?.get(platform)?.running;
-    if (running) running.lastSeen = Date.now();
+    if (running) running.lastSeen = this.now();
+  }
+
+  /** Stops one platform's machine of a build (depot.buildkit.v1 ReleaseEndpoint); none running is fine. */
+  async release(buildId: string, platform: LocalPlatform): Promise<void> {
+    const slot = this.slots.get(buildId)?.get(platform);
+    if (slot) await this.stopSlot(slot, "released");
   }
 
   /** A health answer told the build it is canceled at `at`. */
@@ -95,14 +108,14 @@ export class MachinePool {
   async stopBuild(buildId: string, reason: LocalMachineStopReason): Promise<void> {
     const slots = this.slots.get(buildId);
     if (!slots) return;
-    await Promise.all([...slots.values()].map((slot) => this.release(slot, reason)));
+    await Promise.all([...slots.values()].map((slot) => this.stopSlot(slot, reason)));
   }
 
   /** Stops the reaper and every machine, and waits for starts under way. Idempotent. */
   async stop(): Promise<void> {
     this.closed = true;
     clearInterval(this.reaper);
-    for (const slots of this.slots.values()) for (const slot of slots.values()) void this.release(slot, "stopped");
+    for (const slots of this.slots.values()) for (const slot of slots.values()) void this.stopSlot(slot, "stopped");
     // A start that completes now sees `closed` and stops its own front.
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
   }
@@ -132,7 +145,7 @@ export class MachinePool {
       record,
       front,
       credentials: { endpoint: front.address, serverName, ca: pemText(ca), cert: pemText(cert), key: pemText(key) },
-      lastSeen: Date.now(),
+      lastSeen: this.now(),
     };
     slot.running = running;
     log(`machine ${serverName} at ${front.address}`);
@@ -140,7 +153,7 @@ export class MachinePool {
   }
 
   /** Stops a slot's machine; the next poll for that platform starts over with `pending`. */
-  private release(slot: Slot, reason: LocalMachineStopReason): Promise<void> {
+  private stopSlot(slot: Slot, reason: LocalMachineStopReason): Promise<void> {
     const running = slot.running;
     if (!running) return Promise.resolve();
     slot.running = undefined;
@@ -152,20 +165,20 @@ export class MachinePool {
   }
 
   private reap(): void {
-    const now = Date.now();
+    const now = this.now();
     for (const [buildId, slots] of this.slots) {
       const cancelAt = this.cancelTimes.get(buildId);
       for (const slot of slots.values()) {
         if (!slot.running) continue;
-        if (cancelAt !== undefined && now >= cancelAt + CANCEL_GRACE_MS) void this.release(slot, "canceled");
-        else if (now - slot.running.lastSeen > this.options.idleTimeoutMs) void this.release(slot, "idle");
+        if (cancelAt !== undefined && now >= cancelAt + CANCEL_GRACE_MS) void this.stopSlot(slot, "canceled");
+        else if (now - slot.running.lastSeen > this.options.idleTimeoutMs) void this.stopSlot(slot, "idle");
       }
     }
   }
 
   private isCanceled(buildId: string): boolean {
     const cancelAt = this.cancelTimes.get(buildId);
-    return cancelAt !== undefined && Date.now() >= cancelAt;
+    return cancelAt !== undefined && this.now() >= cancelAt;
   }
 
   private slot(buildId: string, platform: LocalPlatform): Slot {

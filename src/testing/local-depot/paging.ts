@@ -9,3 +9,18 @@ export function pageSize(requested: number | undefined): number {
   if (requested < 0) throw new ConnectError(`page_size must not be negative, got ${requested}`, Code.InvalidArgument);
   return Math.min(requested, MAX_PAGE_SIZE);
 }
+
+/**
+ * A page of a list that only grows (a build's steps, a step's logs): the
+ * token is the offset of the next item. Undefined for a token not ours.
+ */
+export function pageByOffset<T>(items: readonly T[], size: number, token: string | undefined): { items: T[]; nextToken?: string } | undefined {
+  let start = 0;
+  if (token) {
+    const match = /^offset:(\d+)$/.exec(Buffer.from(token, "base64url").toString());
+    if (!match) return undefined;
+    start = Number(match[1]);
+  }
+  const end = start + size;
+  return { items: items.slice(start, end), ...(end < items.length ? { nextToken: Buffer.from(`offset:${end}`).toString("base64url") } : {}) };
+}

@@ -67,8 +67,8 @@ export function projectService(depot: DepotContext): ServiceImpl<typeof ProjectS
     },
 
     resetProject(req, ctx) {
-      // No cache here to drop: only the project must exist.
-      project(ctx, req.projectId);
+      // The BuildKit behind the machines is shared: the reset is recorded, no cache is dropped.
+      project(ctx, req.projectId).cacheResets++;
       return {};
     },
   };
@@ -82,7 +82,8 @@ function projectMessage(p: LocalProject) {
     name: p.name,
     regionId: p.regionId,
     createdAt: timestampFromDate(p.createdAt),
-    cachePolicy: { keepGb, keepDays, ...(keepBytes !== undefined ? { keepBytes } : {}) },
+    // keep_bytes always: Depot's CLI reads "no limit" from its absence.
+    cachePolicy: { keepGb, keepDays, keepBytes: keepBytes ?? BigInt(keepGb) * BigInt(GIB) },
     hardware: Hardware[p.hardware],
   };
 }

@@ -33,6 +33,7 @@ export class DepotStore {
   private readonly buildSequence = new Map<string, number>();
   private nextSequence = 1;
   private readonly buildsByToken = new Map<string, LocalBuildRecord>();
+  private readonly pullTokens = new Map<string, PullTokenScope>();
 
   constructor(readonly organizationId: string) {}
 
@@ -49,6 +50,7 @@ export class DepotStore {
       createdAt: new Date(),
       cachePolicy: input.cachePolicy ?? { ...DEFAULT_CACHE_POLICY },
       hardware: input.hardware ?? "HARDWARE_16X32",
+      cacheResets: 0,
     };
     this.projects.set(projectId, project);
     this.projectSequence.set(projectId, this.nextSequence++);
@@ -74,6 +76,13 @@ export class DepotStore {
       healthReports: [],
       connectionPolls: [],
       machines: [],
+      steps: [],
+      statusReports: { streamsOpened: 0, streamsCompleted: 0, requests: 0, statuses: 0, droppedLogBytes: 0 },
+      timings: [],
+      dockerfiles: [],
+      saves: [],
+      pulls: [],
+      pushes: [],
     };
     this.builds.set(id, build);
     this.buildsByToken.set(build.token, build);
@@ -83,6 +92,17 @@ export class DepotStore {
 
   buildByToken(token: string): LocalBuildRecord | undefined {
     return this.buildsByToken.get(token);
+  }
+
+  /** A token for the saved-image registry, reading one project (or one build of it). */
+  addPullToken(scope: PullTokenScope): string {
+    const token = `depot-pull-${randomBytes(24).toString("base64url")}`;
+    this.pullTokens.set(token, scope);
+    return token;
+  }
+
+  pullTokenScope(token: string): PullTokenScope | undefined {
+    return this.pullTokens.get(token);
   }
 
   /** Projects in creation order, a page at a time; undefined for a token not ours. */
@@ -96,6 +116,12 @@ export class DepotStore {
     const all = [...this.builds.values()].filter((b) => b.projectId === projectId);
     return page(all, (b) => this.buildSequence.get(b.id) ?? 0, request, "newest first");
   }
+}
+
+export interface PullTokenScope {
+  projectId: string;
+  /** Set when the token reads only this build's image. */
+  buildId?: string;
 }
 
 export interface PageRequest {

@@ -5,15 +5,17 @@
 // @generated from file depot/build/v1/build.proto (package depot.build.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file depot/build/v1/build.proto.
  */
 export const file_depot_build_v1_build: GenFile = /*@__PURE__*/
-  fileDesc("ChpkZXBvdC9idWlsZC92MS9idWlsZC5wcm90bxIOZGVwb3QuYnVpbGQudjEiKAoSQ3JlYXRlQnVpbGRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiPAoTQ3JlYXRlQnVpbGRSZXNwb25zZRIQCghidWlsZF9pZBgBIAEoCRITCgtidWlsZF90b2tlbhgCIAEoCSLhAQoSRmluaXNoQnVpbGRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEkIKB3N1Y2Nlc3MYAiABKAsyLy5kZXBvdC5idWlsZC52MS5GaW5pc2hCdWlsZFJlcXVlc3QuQnVpbGRTdWNjZXNzSAASPgoFZXJyb3IYAyABKAsyLS5kZXBvdC5idWlsZC52MS5GaW5pc2hCdWlsZFJlcXVlc3QuQnVpbGRFcnJvckgAGg4KDEJ1aWxkU3VjY2VzcxobCgpCdWlsZEVycm9yEg0KBWVycm9yGAEgASgJQggKBnJlc3VsdCIVChNGaW5pc2hCdWlsZFJlc3BvbnNlMr4BCgxCdWlsZFNlcnZpY2USVgoLQ3JlYXRlQnVpbGQSIi5kZXBvdC5idWlsZC52MS5DcmVhdGVCdWlsZFJlcXVlc3QaIy5kZXBvdC5idWlsZC52MS5DcmVhdGVCdWlsZFJlc3BvbnNlElYKC0ZpbmlzaEJ1aWxkEiIuZGVwb3QuYnVpbGQudjEuRmluaXNoQnVpbGRSZXF1ZXN0GiMuZGVwb3QuYnVpbGQudjEuRmluaXNoQnVpbGRSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("ChpkZXBvdC9idWlsZC92MS9idWlsZC5wcm90bxIOZGVwb3QuYnVpbGQudjEiKAoSQ3JlYXRlQnVpbGRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkiPAoTQ3JlYXRlQnVpbGRSZXNwb25zZRIQCghidWlsZF9pZBgBIAEoCRITCgtidWlsZF90b2tlbhgCIAEoCSLhAQoSRmluaXNoQnVpbGRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEkIKB3N1Y2Nlc3MYAiABKAsyLy5kZXBvdC5idWlsZC52MS5GaW5pc2hCdWlsZFJlcXVlc3QuQnVpbGRTdWNjZXNzSAASPgoFZXJyb3IYAyABKAsyLS5kZXBvdC5idWlsZC52MS5GaW5pc2hCdWlsZFJlcXVlc3QuQnVpbGRFcnJvckgAGg4KDEJ1aWxkU3VjY2VzcxobCgpCdWlsZEVycm9yEg0KBWVycm9yGAEgASgJQggKBnJlc3VsdCIVChNGaW5pc2hCdWlsZFJlc3BvbnNlIooBChRHZXRCdWlsZFN0ZXBzUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhAKCGJ1aWxkX2lkGAIgASgJEhYKCXBhZ2Vfc2l6ZRgDIAEoBUgAiAEBEhcKCnBhZ2VfdG9rZW4YBCABKAlIAYgBAUIMCgpfcGFnZV9zaXplQg0KC19wYWdlX3Rva2VuIpEEChVHZXRCdWlsZFN0ZXBzUmVzcG9uc2USRAoLYnVpbGRfc3RlcHMYASADKAsyLy5kZXBvdC5idWlsZC52MS5HZXRCdWlsZFN0ZXBzUmVzcG9uc2UuQnVpbGRTdGVwEhwKD25leHRfcGFnZV90b2tlbhgCIAEoCUgAiAEBGv8CCglCdWlsZFN0ZXASDAoEbmFtZRgBIAEoCRIOCgZkaWdlc3QYAiABKAkSLgoKc3RhcnRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoMY29tcGxldGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgAiAEBEk8KC2NhY2hlX3N0YXRlGAUgASgOMjouZGVwb3QuYnVpbGQudjEuR2V0QnVpbGRTdGVwc1Jlc3BvbnNlLkJ1aWxkU3RlcC5DYWNoZVN0YXRlEhIKBWVycm9yGAYgASgJSAGIAQESEAoIaGFzX2xvZ3MYByABKAgiWwoKQ2FjaGVTdGF0ZRIbChdDQUNIRV9TVEFURV9VTlNQRUNJRklFRBAAEhgKFENBQ0hFX1NUQVRFX1VOQ0FDSEVEEAESFgoSQ0FDSEVfU1RBVEVfQ0FDSEVEEAJCDwoNX2NvbXBsZXRlZF9hdEIICgZfZXJyb3JCEgoQX25leHRfcGFnZV90b2tlbiKoAQoXR2V0QnVpbGRTdGVwTG9nc1JlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIQCghidWlsZF9pZBgCIAEoCRIZChFidWlsZF9zdGVwX2RpZ2VzdBgDIAEoCRIWCglwYWdlX3NpemUYBCABKAVIAIgBARIXCgpwYWdlX3Rva2VuGAUgASgJSAGIAQFCDAoKX3BhZ2Vfc2l6ZUINCgtfcGFnZV90b2tlbiLPAQoYR2V0QnVpbGRTdGVwTG9nc1Jlc3BvbnNlEjoKBGxvZ3MYASADKAsyLC5kZXBvdC5idWlsZC52MS5HZXRCdWlsZFN0ZXBMb2dzUmVzcG9uc2UuTG9nEhwKD25leHRfcGFnZV90b2tlbhgGIAEoCUgAiAEBGkUKA0xvZxIPCgdtZXNzYWdlGAEgASgJEi0KCXRpbWVzdGFtcBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCEgoQX25leHRfcGFnZV90b2tlbjKDAwoMQnVpbGRTZXJ2aWNlElYKC0NyZWF0ZUJ1aWxkEiIuZGVwb3QuYnVpbGQudjEuQ3JlYXRlQnVpbGRSZXF1ZXN0GiMuZGVwb3QuYnVpbGQudjEuQ3JlYXRlQnVpbGRSZXNwb25zZRJWCgtGaW5pc2hCdWlsZBIiLmRlcG90LmJ1aWxkLnYxLkZpbmlzaEJ1aWxkUmVxdWVzdBojLmRlcG90LmJ1aWxkLnYxLkZpbmlzaEJ1aWxkUmVzcG9uc2USXAoNR2V0QnVpbGRTdGVwcxIkLmRlcG90LmJ1aWxkLnYxLkdldEJ1aWxkU3RlcHNSZXF1ZXN0GiUuZGVwb3QuYnVpbGQudjEuR2V0QnVpbGRTdGVwc1Jlc3BvbnNlEmUKEEdldEJ1aWxkU3RlcExvZ3MSJy5kZXBvdC5idWlsZC52MS5HZXRCdWlsZFN0ZXBMb2dzUmVxdWVzdBooLmRlcG90LmJ1aWxkLnYxLkdldEJ1aWxkU3RlcExvZ3NSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message depot.build.v1.CreateBuildRequest
@@ -132,6 +134,218 @@ export const FinishBuildResponseSchema: GenMessage<FinishBuildResponse> = /*@__P
   messageDesc(file_depot_build_v1_build, 3);
 
 /**
+ * @generated from message depot.build.v1.GetBuildStepsRequest
+ */
+export type GetBuildStepsRequest = Message<"depot.build.v1.GetBuildStepsRequest"> & {
+  /**
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * @generated from field: string build_id = 2;
+   */
+  buildId: string;
+
+  /**
+   * @generated from field: optional int32 page_size = 3;
+   */
+  pageSize?: number | undefined;
+
+  /**
+   * @generated from field: optional string page_token = 4;
+   */
+  pageToken?: string | undefined;
+};
+
+/**
+ * Describes the message depot.build.v1.GetBuildStepsRequest.
+ * Use `create(GetBuildStepsRequestSchema)` to create a new message.
+ */
+export const GetBuildStepsRequestSchema: GenMessage<GetBuildStepsRequest> = /*@__PURE__*/
+  messageDesc(file_depot_build_v1_build, 4);
+
+/**
+ * @generated from message depot.build.v1.GetBuildStepsResponse
+ */
+export type GetBuildStepsResponse = Message<"depot.build.v1.GetBuildStepsResponse"> & {
+  /**
+   * @generated from field: repeated depot.build.v1.GetBuildStepsResponse.BuildStep build_steps = 1;
+   */
+  buildSteps: GetBuildStepsResponse_BuildStep[];
+
+  /**
+   * @generated from field: optional string next_page_token = 2;
+   */
+  nextPageToken?: string | undefined;
+};
+
+/**
+ * Describes the message depot.build.v1.GetBuildStepsResponse.
+ * Use `create(GetBuildStepsResponseSchema)` to create a new message.
+ */
+export const GetBuildStepsResponseSchema: GenMessage<GetBuildStepsResponse> = /*@__PURE__*/
+  messageDesc(file_depot_build_v1_build, 5);
+
+/**
+ * @generated from message depot.build.v1.GetBuildStepsResponse.BuildStep
+ */
+export type GetBuildStepsResponse_BuildStep = Message<"depot.build.v1.GetBuildStepsResponse.BuildStep"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The BuildKit vertex digest, which GetBuildStepLogs takes.
+   *
+   * @generated from field: string digest = 2;
+   */
+  digest: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp started_at = 3;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: optional google.protobuf.Timestamp completed_at = 4;
+   */
+  completedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: depot.build.v1.GetBuildStepsResponse.BuildStep.CacheState cache_state = 5;
+   */
+  cacheState: GetBuildStepsResponse_BuildStep_CacheState;
+
+  /**
+   * @generated from field: optional string error = 6;
+   */
+  error?: string | undefined;
+
+  /**
+   * @generated from field: bool has_logs = 7;
+   */
+  hasLogs: boolean;
+};
+
+/**
+ * Describes the message depot.build.v1.GetBuildStepsResponse.BuildStep.
+ * Use `create(GetBuildStepsResponse_BuildStepSchema)` to create a new message.
+ */
+export const GetBuildStepsResponse_BuildStepSchema: GenMessage<GetBuildStepsResponse_BuildStep> = /*@__PURE__*/
+  messageDesc(file_depot_build_v1_build, 5, 0);
+
+/**
+ * @generated from enum depot.build.v1.GetBuildStepsResponse.BuildStep.CacheState
+ */
+export enum GetBuildStepsResponse_BuildStep_CacheState {
+  /**
+   * @generated from enum value: CACHE_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: CACHE_STATE_UNCACHED = 1;
+   */
+  UNCACHED = 1,
+
+  /**
+   * @generated from enum value: CACHE_STATE_CACHED = 2;
+   */
+  CACHED = 2,
+}
+
+/**
+ * Describes the enum depot.build.v1.GetBuildStepsResponse.BuildStep.CacheState.
+ */
+export const GetBuildStepsResponse_BuildStep_CacheStateSchema: GenEnum<GetBuildStepsResponse_BuildStep_CacheState> = /*@__PURE__*/
+  enumDesc(file_depot_build_v1_build, 5, 0, 0);
+
+/**
+ * @generated from message depot.build.v1.GetBuildStepLogsRequest
+ */
+export type GetBuildStepLogsRequest = Message<"depot.build.v1.GetBuildStepLogsRequest"> & {
+  /**
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * @generated from field: string build_id = 2;
+   */
+  buildId: string;
+
+  /**
+   * @generated from field: string build_step_digest = 3;
+   */
+  buildStepDigest: string;
+
+  /**
+   * @generated from field: optional int32 page_size = 4;
+   */
+  pageSize?: number | undefined;
+
+  /**
+   * @generated from field: optional string page_token = 5;
+   */
+  pageToken?: string | undefined;
+};
+
+/**
+ * Describes the message depot.build.v1.GetBuildStepLogsRequest.
+ * Use `create(GetBuildStepLogsRequestSchema)` to create a new message.
+ */
+export const GetBuildStepLogsRequestSchema: GenMessage<GetBuildStepLogsRequest> = /*@__PURE__*/
+  messageDesc(file_depot_build_v1_build, 6);
+
+/**
+ * @generated from message depot.build.v1.GetBuildStepLogsResponse
+ */
+export type GetBuildStepLogsResponse = Message<"depot.build.v1.GetBuildStepLogsResponse"> & {
+  /**
+   * @generated from field: repeated depot.build.v1.GetBuildStepLogsResponse.Log logs = 1;
+   */
+  logs: GetBuildStepLogsResponse_Log[];
+
+  /**
+   * Really number 6 on the wire.
+   *
+   * @generated from field: optional string next_page_token = 6;
+   */
+  nextPageToken?: string | undefined;
+};
+
+/**
+ * Describes the message depot.build.v1.GetBuildStepLogsResponse.
+ * Use `create(GetBuildStepLogsResponseSchema)` to create a new message.
+ */
+export const GetBuildStepLogsResponseSchema: GenMessage<GetBuildStepLogsResponse> = /*@__PURE__*/
+  messageDesc(file_depot_build_v1_build, 7);
+
+/**
+ * @generated from message depot.build.v1.GetBuildStepLogsResponse.Log
+ */
+export type GetBuildStepLogsResponse_Log = Message<"depot.build.v1.GetBuildStepLogsResponse.Log"> & {
+  /**
+   * @generated from field: string message = 1;
+   */
+  message: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp timestamp = 2;
+   */
+  timestamp?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message depot.build.v1.GetBuildStepLogsResponse.Log.
+ * Use `create(GetBuildStepLogsResponse_LogSchema)` to create a new message.
+ */
+export const GetBuildStepLogsResponse_LogSchema: GenMessage<GetBuildStepLogsResponse_Log> = /*@__PURE__*/
+  messageDesc(file_depot_build_v1_build, 7, 0);
+
+/**
  * @generated from service depot.build.v1.BuildService
  */
 export const BuildService: GenService<{
@@ -150,6 +364,26 @@ export const BuildService: GenService<{
     methodKind: "unary";
     input: typeof FinishBuildRequestSchema;
     output: typeof FinishBuildResponseSchema;
+  },
+  /**
+   * The steps of a build as its progress reports showed them, in order.
+   *
+   * @generated from rpc depot.build.v1.BuildService.GetBuildSteps
+   */
+  getBuildSteps: {
+    methodKind: "unary";
+    input: typeof GetBuildStepsRequestSchema;
+    output: typeof GetBuildStepsResponseSchema;
+  },
+  /**
+   * The log lines one step wrote.
+   *
+   * @generated from rpc depot.build.v1.BuildService.GetBuildStepLogs
+   */
+  getBuildStepLogs: {
+    methodKind: "unary";
+    input: typeof GetBuildStepLogsRequestSchema;
+    output: typeof GetBuildStepLogsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_depot_build_v1_build, 0);
