@@ -105,7 +105,7 @@ describe.each(BUILD_DAEMONS)("on $name: build --depot", (daemon) => {
       const metadataFile = join(out.path, "metadata.json");
       // Every log line on, to show that no token reaches one.
       const debugEnv = { ...env, DEBUG: "buildkit-node:*" };
-      const built = await runCli(["build", "--depot", projectId, "--save", "--save-tag", "latest", "--progress", "plain", "--metadata-file", metadataFile, "fixtures/hello"], { env: debugEnv });
+      const built = await runCli(["build", "--depot", projectId, ...dockerEngineFlag(), "--save", "--save-tag", "latest", "--progress", "plain", "--metadata-file", metadataFile, "fixtures/hello"], { env: debugEnv });
       expect(built.code, built.stderr).toBe(0);
       const metadata = JSON.parse(readFileSync(metadataFile, "utf8")) as { "depot.build": { buildID: string; projectID: string; saved: string } };
       const { buildID } = metadata["depot.build"];
@@ -147,7 +147,7 @@ describe.each(BUILD_DAEMONS)("on $name: build --depot", (daemon) => {
     const projectId = local.addProject({ name: "cli-handoff" }).projectId;
     const started = await new DepotClient({ token: local.token, apiUrl: local.apiUrl }).builds.create({ projectId }); // as Depot's SDK would
     const repository = uniqueRepository("bkn-cli-handoff");
-    const result = await runCli(["build", "--depot", projectId, "--progress", "plain", "-t", `${PLAIN_REGISTRY}/${repository}:v1`, "--push", "fixtures/hello"], {
+    const result = await runCli(["build", "--depot", projectId, ...dockerEngineFlag(), "--progress", "plain", "-t", `${PLAIN_REGISTRY}/${repository}:v1`, "--push", "fixtures/hello"], {
       env: { ...env, DEPOT_BUILD_ID: started.id, DEPOT_TOKEN: started.token },
     });
     expect(result.code, result.stderr).toBe(0);
