@@ -18,6 +18,7 @@ import {
   type TreeEntry,
   type TreeSource,
 } from "../src/session/filesync/tree-source.js";
+import { READ_CHUNK } from "../src/session/filesync/file-reads.js";
 
 let tmp: string;
 const opened: TreeSource[] = [];
@@ -259,7 +260,7 @@ describe("tarSource", () => {
         largest = Math.max(largest, chunk.byteLength);
       }
       expect(hash.digest("hex")).toBe(digest);
-      expect(largest).toBeLessThanOrEqual(256 * 1024); // read in bounded pieces, never whole
+      expect(largest).toBeLessThanOrEqual(READ_CHUNK); // read in bounded pieces, never whole
     }
   });
 

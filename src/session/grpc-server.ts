@@ -1,6 +1,6 @@
 import * as http2 from "node:http2";
 import type { Duplex } from "node:stream";
-import { gunzipSync } from "node:zlib";
+import { gunzip } from "node:zlib";
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createLogger } from "../log.js";
@@ -13,9 +13,11 @@ export const GrpcCode = {
   CANCELLED: 1,
   UNKNOWN: 2,
   INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
   NOT_FOUND: 5,
   ALREADY_EXISTS: 6,
   PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
   FAILED_PRECONDITION: 9,
   UNIMPLEMENTED: 12,
   INTERNAL: 13,
@@ -48,10 +50,18 @@ export interface ServerCall {
   readonly metadata: ReadonlyMap<string, readonly string[]>;
   /** Aborted when the daemon cancels the call or the session ends. */
   readonly signal: AbortSignal;
-  /** The daemon's messages, until it half-closes. One consumer. */
+  /** The daemon's messages, until it half-closes. One consumer (of this or messageBatches()). */
   messages(): AsyncIterable<Uint8Array>;
+  /** The same messages, as many at a time as have arrived whole: one wait per batch, not per message. */
+  messageBatches(): AsyncIterable<Uint8Array[]>;
   /** Sends one message; resolves when it may be followed by another (backpressure). */
   send(message: Uint8Array): Promise<void>;
+  /**
+   * Writes messages already framed (a MessageBatch's segments) in one write.
+   * Returns undefined when more may be written at once, else a promise that
+   * settles when the call takes more (rejected if it closes first).
+   */
+  write(framed: Uint8Array[]): Promise<void> | undefined;
 }
 
 /** Serves one call; resolving ends it with OK, throwing with the error's status. */
@@ -88,6 +98,13 @@ export async function* decodeMessages<S extends DescMessage>(call: ServerCall, s
 export function sendMessage<S extends DescMessage>(call: ServerCall, schema: S, message: MessageShape<S>): Promise<void> {
   return call.send(toBinary(schema, message));
 }
+
+/**
+ * The largest message the session takes, as gRPC servers limit it (BuildKit
+ * sends at most 16 MiB either way); a longer one ends the call with
+ * RESOURCE_EXHAUSTED before any of it is buffered.
+ */
+export const MAX_RECEIVE_MESSAGE_BYTES = 16 * 1024 * 1024;
 
 /**
  * Serves gRPC over `connection`, a byte stream on which the peer (the
@@ -129,12 +146,19 @@ function metadataOf(rawHeaders: string[]): Map<string, string[]> {
 
 function serveStream(stream: http2.ServerHttp2Stream, method: string, metadata: Map<string, string[]>, handler: Handler | undefined): void {
   const controller = new AbortController();
-  stream.on("close", () => controller.abort(new Error(`${method}: call closed`)));
+  let deadline: NodeJS.Timeout | undefined;
+  stream.on("close", () => {
+    clearTimeout(deadline);
+    controller.abort(new Error(`${method}: call closed`));
+  });
   stream.on("error", (err) => log(`${method}: ${err.message}`));
   stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
 
+  let finished = false;
   const finish = (code: number, message: string) => {
-    if (stream.closed || stream.destroyed) return;
+    if (finished || stream.closed || stream.destroyed) return;
+    finished = true;
+    clearTimeout(deadline);
     stream.once("wantTrailers", () => {
       const trailers: http2.OutgoingHttpHeaders = { "grpc-status": String(code) };
       if (message) trailers["grpc-message"] = encodeURIComponent(message);
@@ -148,37 +172,62 @@ function serveStream(stream: http2.ServerHttp2Stream, method: string, metadata: 
     return finish(GrpcCode.UNIMPLEMENTED, `unknown method ${method}`);
   }
 
+  const timeoutMs = parseGrpcTimeout(metadata.get("grpc-timeout")?.[0]);
+  if (timeoutMs !== undefined) {
+    // The daemon's deadline: the handler is told to stop, the call ends as gRPC servers end it.
+    deadline = setTimeout(() => {
+      const status = new GrpcStatusError(GrpcCode.DEADLINE_EXCEEDED, `${method}: deadline exceeded`);
+      finish(status.code, status.message);
+      controller.abort(status);
+    }, timeoutMs);
+    deadline.unref();
+  }
+
   const gzipped = metadata.get("grpc-encoding")?.[0] === "gzip";
+  const writer = new FramedWriter(stream);
   let consumed = false;
+  const batches = () => {
+    if (consumed) throw new Error(`${method}: the messages may be consumed once`);
+    consumed = true;
+    return readMessageBatches(stream, gzipped);
+  };
   const call: ServerCall = {
     method,
     metadata,
     signal: controller.signal,
-    messages() {
-      if (consumed) throw new Error(`${method}: messages() may be consumed once`);
-      consumed = true;
-      return readMessages(stream, gzipped);
+    async *messages() {
+      for await (const batch of batches()) yield* batch;
     },
+    messageBatches: batches,
     send(message) {
-      return writeMessage(stream, message);
+      const prefix = Buffer.allocUnsafe(5);
+      prefix[0] = 0;
+      prefix.writeUInt32BE(message.length, 1);
+      return writer.write([prefix, message]) ?? Promise.resolve();
+    },
+    write(framed) {
+      return writer.write(framed);
     },
   };
   handler(call).then(
     () => {
-      if (!consumed) stream.resume(); // the daemon's half of the call must end too
+      stream.resume(); // the daemon's half of the call must end too, read or not
       finish(GrpcCode.OK, "");
     },
     (err: unknown) => {
       const status = err instanceof GrpcStatusError ? err : new GrpcStatusError(GrpcCode.UNKNOWN, err instanceof Error ? err.message : String(err));
       if (!controller.signal.aborted) log(`${method} failed: ${status.message}`);
-      if (!consumed) stream.resume();
+      stream.resume();
       finish(status.code, status.message);
     },
   );
 }
 
-/** Splits the request body into gRPC messages (5-byte prefix: flag, length). */
-async function* readMessages(stream: http2.ServerHttp2Stream, gzipped: boolean): AsyncGenerator<Uint8Array> {
+/**
+ * Splits the request body into gRPC messages (5-byte prefix: flag, length),
+ * yielding those that a chunk of the stream completes together.
+ */
+async function* readMessageBatches(stream: http2.ServerHttp2Stream, gzipped: boolean): AsyncGenerator<Uint8Array[]> {
   // Chunks are kept apart until a whole message is there: joining each
   // 16 KiB frame onto the rest would copy a 3 MiB message hundreds of times.
   const pending: Buffer[] = [];
@@ -186,29 +235,47 @@ async function* readMessages(stream: http2.ServerHttp2Stream, gzipped: boolean):
   let needed = 5; // bytes the next step waits for: a prefix, then a body
   let body: { length: number; compressed: boolean } | undefined;
   const take = (n: number): Buffer => {
-    const all = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+    if (n === 0) return EMPTY_MESSAGE;
+    const first = pending[0]!;
+    if (first.length >= n) {
+      // The common case: the bytes are in one chunk, no copy.
+      if (first.length === n) pending.shift();
+      else pending[0] = first.subarray(n);
+      pendingBytes -= n;
+      return first.subarray(0, n);
+    }
+    const all = Buffer.concat(pending, pendingBytes);
     pending.length = 0;
     if (all.length > n) pending.push(all.subarray(n));
     pendingBytes = all.length - n;
     return all.subarray(0, n);
   };
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
+  // A consumer that stops early (a handler done at FIN) must not reset the call under its trailers.
+  for await (const chunk of stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
     pending.push(chunk);
     pendingBytes += chunk.length;
+    let batch: Uint8Array[] | undefined;
     while (pendingBytes >= needed) {
       if (!body) {
         const prefix = take(5);
         body = { length: prefix.readUInt32BE(1), compressed: prefix[0] === 1 };
-        needed = body.length;
+        if (body.length > MAX_RECEIVE_MESSAGE_BYTES) throw tooLarge(body.length);
         if (body.compressed && !gzipped) throw new GrpcStatusError(GrpcCode.INTERNAL, "compressed message without grpc-encoding");
+        needed = body.length;
         continue;
       }
       const message = take(body.length);
       const compressed = body.compressed;
       body = undefined;
       needed = 5;
-      yield compressed ? gunzipSync(message) : message;
+      if (compressed) {
+        // Decompressed on the thread pool, bounded like a message on the wire.
+        if (batch) yield batch;
+        batch = undefined;
+        yield [await gunzipBounded(message)];
+      } else (batch ??= []).push(message);
     }
+    if (batch) yield batch;
   }
   // A reset (the daemon cancelled) also ends the iteration; it must not pass
   // for the end of the daemon's messages. Node records the reset code before
@@ -219,22 +286,70 @@ async function* readMessages(stream: http2.ServerHttp2Stream, gzipped: boolean):
   if (pendingBytes > 0 || body) throw new GrpcStatusError(GrpcCode.INTERNAL, "truncated gRPC message");
 }
 
-function writeMessage(stream: http2.ServerHttp2Stream, message: Uint8Array): Promise<void> {
+const EMPTY_MESSAGE = Buffer.alloc(0);
+
+function tooLarge(length: number): GrpcStatusError {
+  return new GrpcStatusError(GrpcCode.RESOURCE_EXHAUSTED, `received message larger than max (${length} vs. ${MAX_RECEIVE_MESSAGE_BYTES})`);
+}
+
+function gunzipBounded(message: Buffer): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    if (stream.destroyed || stream.closed) return reject(new Error("the call is closed"));
-    const prefix = Buffer.alloc(5);
-    prefix.writeUInt32BE(message.length, 1);
-    stream.write(prefix);
-    if (stream.write(message)) return resolve();
-    const onDrain = () => {
-      stream.off("close", onClose);
-      resolve();
-    };
-    const onClose = () => {
-      stream.off("drain", onDrain);
-      reject(new Error("the call closed while sending"));
-    };
-    stream.once("drain", onDrain);
-    stream.once("close", onClose);
+    gunzip(message, { maxOutputLength: MAX_RECEIVE_MESSAGE_BYTES }, (err, inflated) => {
+      if (!err) return resolve(inflated);
+      if (err instanceof RangeError || (err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") {
+        return reject(new GrpcStatusError(GrpcCode.RESOURCE_EXHAUSTED, `received message larger than max (more than ${MAX_RECEIVE_MESSAGE_BYTES} decompressed)`));
+      }
+      reject(new GrpcStatusError(GrpcCode.INTERNAL, `cannot decompress a message: ${err.message}`));
+    });
   });
+}
+
+/**
+ * gRPC's `grpc-timeout` (at most 8 digits and a unit: H, M, S, m, u, n) in
+ * milliseconds, capped to what a timer takes; undefined when absent or malformed.
+ */
+export function parseGrpcTimeout(value: string | undefined): number | undefined {
+  const match = value === undefined ? null : /^(\d{1,8})([HMSmun])$/.exec(value);
+  if (!match) {
+    if (value !== undefined) log(`ignoring a malformed grpc-timeout: ${JSON.stringify(value)}`);
+    return undefined;
+  }
+  const perUnit: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
+  return Math.min(Math.ceil(Number(match[1]) * perUnit[match[2]!]!), 2 ** 31 - 1);
+}
+
+/** Writes framed messages to one call, each batch in one go; one wait for 'drain' shared by every writer. */
+class FramedWriter {
+  #drained: Promise<void> | undefined;
+
+  constructor(private readonly stream: http2.ServerHttp2Stream) {}
+
+  /** Undefined when the call takes more at once; else a promise that settles on 'drain' (or rejects on close). */
+  write(framed: Uint8Array[]): Promise<void> | undefined {
+    const stream = this.stream;
+    if (stream.destroyed || stream.closed) return Promise.reject(new Error("the call is closed"));
+    let ok = true;
+    if (framed.length === 1) ok = stream.write(framed[0]);
+    else {
+      stream.cork();
+      for (const segment of framed) ok = stream.write(segment);
+      stream.uncork();
+    }
+    if (ok) return undefined;
+    this.#drained ??= new Promise<void>((resolve, reject) => {
+      const onDrain = () => {
+        stream.off("close", onClose);
+        this.#drained = undefined;
+        resolve();
+      };
+      const onClose = () => {
+        stream.off("drain", onDrain);
+        this.#drained = undefined;
+        reject(new Error("the call closed while sending"));
+      };
+      stream.once("drain", onDrain);
+      stream.once("close", onClose);
+    });
+    return this.#drained;
+  }
 }

@@ -27,8 +27,12 @@ export interface TreeSource {
   list(dir: string): Promise<TreeEntry[]>;
   /** lstat-like lookup of one path ("" = the root), undefined if absent. */
   stat(path: string): Promise<TreeEntry | undefined>;
-  /** Content of a regular file, streamed (never the whole file in memory). */
-  open(path: string): Promise<AsyncIterable<Uint8Array>> | AsyncIterable<Uint8Array>;
+  /**
+   * Content of a regular file, streamed (never the whole file in memory),
+   * in chunks the caller may keep. `expectedSize` is the size the listing
+   * gave, a hint that lets a small file be read in one go.
+   */
+  open(path: string, expectedSize?: number): Promise<AsyncIterable<Uint8Array>> | AsyncIterable<Uint8Array>;
   /** Releases what the source holds (temporary files). */
   close(): Promise<void>;
 }
