@@ -20,7 +20,7 @@ import type { BuildEvent } from "./events.js";
 import { EventQueue } from "./event-queue.js";
 import { type DaemonKind, planOutputs } from "./outputs.js";
 import { ProgressTracker } from "./progress.js";
-import { openSessionTunnel } from "./session-tunnel.js";
+import { type OpenStream, openSessionTunnel } from "./session-tunnel.js";
 import { cacheEntries, entitlements, frontendAttrs } from "./solve-request.js";
 
 const log = createLogger("build");
@@ -34,6 +34,8 @@ const SESSION_CLOSE_GRACE_MS = 5_000;
 export interface BuildTarget {
   address: string;
   control: Client<typeof Control>;
+  /** A call's raw HTTP/2 stream (the session tunnel frames its own messages). */
+  openStream: OpenStream;
   /** What kind of BuildKit this is (asked once, when a build needs it). */
   daemon(): Promise<DaemonKind>;
   /** Exporters the daemon accepts in one solve (1 before BuildKit v0.13). */
@@ -118,7 +120,7 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
     }
 
     const session = new BuildSession({ sharedKey: locals.sharedKey, attachables });
-    const tunnel = openSessionTunnel(target.control, session.headers, signal);
+    const tunnel = openSessionTunnel(target.openStream, session.headers, signal);
     const served = session.serve(tunnel.connection);
     cleanups.push(async () => {
       // Half-close: the daemon drops the session and ends the call.

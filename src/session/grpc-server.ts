@@ -4,6 +4,7 @@ import { gunzip } from "node:zlib";
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createLogger } from "../log.js";
+import { type FramedMessage, framePrefix, GrpcFrameReader, MessageTooLargeError } from "./grpc-frames.js";
 
 const log = createLogger("session");
 
@@ -200,10 +201,7 @@ function serveStream(stream: http2.ServerHttp2Stream, method: string, metadata: 
     },
     messageBatches: batches,
     send(message) {
-      const prefix = Buffer.allocUnsafe(5);
-      prefix[0] = 0;
-      prefix.writeUInt32BE(message.length, 1);
-      return writer.write([prefix, message]) ?? Promise.resolve();
+      return writer.write([framePrefix(message.length), message]) ?? Promise.resolve();
     },
     write(framed) {
       return writer.write(framed);
@@ -223,59 +221,26 @@ function serveStream(stream: http2.ServerHttp2Stream, method: string, metadata: 
   );
 }
 
-/**
- * Splits the request body into gRPC messages (5-byte prefix: flag, length),
- * yielding those that a chunk of the stream completes together.
- */
+/** The request body's messages, those that a chunk of the stream completes together at a time. */
 async function* readMessageBatches(stream: http2.ServerHttp2Stream, gzipped: boolean): AsyncGenerator<Uint8Array[]> {
-  // Chunks are kept apart until a whole message is there: joining each
-  // 16 KiB frame onto the rest would copy a 3 MiB message hundreds of times.
-  const pending: Buffer[] = [];
-  let pendingBytes = 0;
-  let needed = 5; // bytes the next step waits for: a prefix, then a body
-  let body: { length: number; compressed: boolean } | undefined;
-  const take = (n: number): Buffer => {
-    if (n === 0) return EMPTY_MESSAGE;
-    const first = pending[0]!;
-    if (first.length >= n) {
-      // The common case: the bytes are in one chunk, no copy.
-      if (first.length === n) pending.shift();
-      else pending[0] = first.subarray(n);
-      pendingBytes -= n;
-      return first.subarray(0, n);
-    }
-    const all = Buffer.concat(pending, pendingBytes);
-    pending.length = 0;
-    if (all.length > n) pending.push(all.subarray(n));
-    pendingBytes = all.length - n;
-    return all.subarray(0, n);
-  };
+  const reader = new GrpcFrameReader(MAX_RECEIVE_MESSAGE_BYTES);
   // A consumer that stops early (a handler done at FIN) must not reset the call under its trailers.
   for await (const chunk of stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
-    pending.push(chunk);
-    pendingBytes += chunk.length;
-    let batch: Uint8Array[] | undefined;
-    while (pendingBytes >= needed) {
-      if (!body) {
-        const prefix = take(5);
-        body = { length: prefix.readUInt32BE(1), compressed: prefix[0] === 1 };
-        if (body.length > MAX_RECEIVE_MESSAGE_BYTES) throw tooLarge(body.length);
-        if (body.compressed && !gzipped) throw new GrpcStatusError(GrpcCode.INTERNAL, "compressed message without grpc-encoding");
-        needed = body.length;
-        continue;
-      }
-      const message = take(body.length);
-      const compressed = body.compressed;
-      body = undefined;
-      needed = 5;
-      if (compressed) {
-        // Decompressed on the thread pool, bounded like a message on the wire.
-        if (batch) yield batch;
-        batch = undefined;
-        yield [await gunzipBounded(message)];
-      } else (batch ??= []).push(message);
+    let framed: FramedMessage[];
+    try {
+      framed = reader.push(chunk);
+    } catch (err) {
+      if (err instanceof MessageTooLargeError) throw new GrpcStatusError(GrpcCode.RESOURCE_EXHAUSTED, err.message);
+      throw err;
     }
-    if (batch) yield batch;
+    if (framed.length === 0) continue;
+    if (!framed.some((m) => m.compressed)) {
+      yield framed.map((m) => m.bytes);
+      continue;
+    }
+    if (!gzipped) throw new GrpcStatusError(GrpcCode.INTERNAL, "compressed message without grpc-encoding");
+    // Decompressed on the thread pool, bounded like a message on the wire.
+    for (const m of framed) yield [m.compressed ? await gunzipBounded(m.bytes) : m.bytes];
   }
   // A reset (the daemon cancelled) also ends the iteration; it must not pass
   // for the end of the daemon's messages. Node records the reset code before
@@ -283,13 +248,7 @@ async function* readMessageBatches(stream: http2.ServerHttp2Stream, gzipped: boo
   if (stream.rstCode !== undefined && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
     throw new GrpcStatusError(GrpcCode.CANCELLED, "the daemon cancelled the call");
   }
-  if (pendingBytes > 0 || body) throw new GrpcStatusError(GrpcCode.INTERNAL, "truncated gRPC message");
-}
-
-const EMPTY_MESSAGE = Buffer.alloc(0);
-
-function tooLarge(length: number): GrpcStatusError {
-  return new GrpcStatusError(GrpcCode.RESOURCE_EXHAUSTED, `received message larger than max (${length} vs. ${MAX_RECEIVE_MESSAGE_BYTES})`);
+  if (reader.partial) throw new GrpcStatusError(GrpcCode.INTERNAL, "truncated gRPC message");
 }
 
 function gunzipBounded(message: Buffer): Promise<Buffer> {

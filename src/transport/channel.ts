@@ -43,6 +43,13 @@ export interface Channel {
   readonly lastConnectionError: { error: Error; at: number } | undefined;
   /** Opens another raw byte stream to the same daemon (same TLS, same timeout). */
   dial(signal?: AbortSignal): Promise<Duplex>;
+  /**
+   * Starts a call on the channel's connection and hands over its HTTP/2
+   * stream, for a caller that frames the call's messages itself (the build
+   * session's tunnel, whose every byte would otherwise be copied three times
+   * on the way). Headers go out as for any call; pseudo-headers are set here.
+   */
+  openStream(path: string, headers: http2.OutgoingHttpHeaders): Promise<http2.ClientHttp2Stream>;
   /** Closes the HTTP/2 connection; calls in flight fail. Idempotent. */
   close(): void;
 }
@@ -95,9 +102,10 @@ export async function openChannel(address: string, options: ChannelOptions = {})
       },
     },
   );
+  const requests = withRepeatedHeaders(sessionManager);
   const transport = createGrpcTransport({
     baseUrl: baseUrlOf(endpoint, tlsOptions),
-    sessionManager: withRepeatedHeaders(sessionManager),
+    sessionManager: requests,
     readMaxBytes: MAX_MESSAGE_BYTES,
     writeMaxBytes: MAX_MESSAGE_BYTES,
   });
@@ -110,6 +118,12 @@ export async function openChannel(address: string, options: ChannelOptions = {})
       return lastConnectionError;
     },
     dial: dialOnce,
+    async openStream(path, headers) {
+      const stream = await requests.request("POST", path, headers, {});
+      // What the session manager's keepalive counts for the calls it frames.
+      stream.on("data", () => requests.notifyResponseByteRead(stream));
+      return stream;
+    },
     close() {
       if (closed) return;
       closed = true;

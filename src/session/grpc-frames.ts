@@ -1,0 +1,84 @@
+// gRPC's message framing on an HTTP/2 stream: each message is a 1-byte
+// compressed flag, a 4-byte big-endian length, then the message.
+
+/** A message as framed on the wire. */
+export interface FramedMessage {
+  bytes: Buffer;
+  compressed: boolean;
+}
+
+/** Thrown for a length prefix above the reader's limit, before anything of it is buffered. */
+export class MessageTooLargeError extends Error {
+  override name = "MessageTooLargeError";
+  constructor(
+    readonly length: number,
+    readonly limit: number,
+  ) {
+    super(`received message larger than max (${length} vs. ${limit})`);
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Cuts a stream's chunks into messages. Chunks are kept apart until a whole
+ * message is there (joining each 16 KiB frame onto the rest would copy a
+ * 3 MiB message hundreds of times), and a message inside one chunk is a view
+ * of it, not a copy.
+ */
+export class GrpcFrameReader {
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+  /** The body being waited for, once its prefix is read. */
+  #body: { length: number; compressed: boolean } | undefined;
+
+  constructor(private readonly maxMessageBytes: number) {}
+
+  /** Whether bytes of an unfinished message are held (a stream ending now is truncated). */
+  get partial(): boolean {
+    return this.#pendingBytes > 0 || this.#body !== undefined;
+  }
+
+  /** The messages `chunk` completes, in order. @throws MessageTooLargeError */
+  push(chunk: Buffer): FramedMessage[] {
+    const messages: FramedMessage[] = [];
+    this.#pending.push(chunk);
+    this.#pendingBytes += chunk.length;
+    for (;;) {
+      if (!this.#body) {
+        if (this.#pendingBytes < 5) break;
+        const prefix = this.#take(5);
+        const length = prefix.readUInt32BE(1);
+        if (length > this.maxMessageBytes) throw new MessageTooLargeError(length, this.maxMessageBytes);
+        this.#body = { length, compressed: prefix[0] === 1 };
+      }
+      if (this.#pendingBytes < this.#body.length) break;
+      messages.push({ bytes: this.#take(this.#body.length), compressed: this.#body.compressed });
+      this.#body = undefined;
+    }
+    return messages;
+  }
+
+  #take(n: number): Buffer {
+    if (n === 0) return EMPTY;
+    const first = this.#pending[0]!;
+    if (first.length >= n) {
+      if (first.length === n) this.#pending.shift();
+      else this.#pending[0] = first.subarray(n);
+      this.#pendingBytes -= n;
+      return first.subarray(0, n);
+    }
+    const all = Buffer.concat(this.#pending, this.#pendingBytes);
+    this.#pending = all.length > n ? [all.subarray(n)] : [];
+    this.#pendingBytes = all.length - n;
+    return all.subarray(0, n);
+  }
+}
+
+/** The 5-byte prefix of an uncompressed message of `length` bytes. */
+export function framePrefix(length: number): Buffer {
+  const prefix = Buffer.allocUnsafe(5);
+  prefix[0] = 0;
+  prefix.writeUInt32BE(length, 1);
+  return prefix;
+}
