@@ -66,6 +66,24 @@ export interface BuildOptions {
   registryAuth?: RegistryAuth;
   /** No outputs: the build runs and its result stays in the cache. */
   outputs?: Output[];
+  /**
+   * The session's shared key (Go's `SolveOpt.SharedKey`). The daemon keeps
+   * the last upload of each local (`context`, `dockerfile`, named contexts)
+   * under this key and the local's name, and a new upload under the same key
+   * sends only the files whose size, mode or modification time differ from
+   * it. By default every directory has its own key (its path on this host),
+   * so a rebuild of one directory sends only what changed; give builds of the
+   * same project from different directories (a fresh checkout, an upload
+   * unpacked to a new temporary directory) one key, and the second sends
+   * only what differs from the first.
+   *
+   * Files are compared by metadata, not content: use one key only for trees
+   * whose changed files get new modification times. A tarball made with
+   * fixed times (`tar --mtime`, `git archive`) under a shared key can leave
+   * the daemon with an older file of the same size. In-memory files and
+   * `dockerfileContent` are safe under any key (their times follow content).
+   */
+  sharedKey?: string;
   /** Aborts the solve, the session and the progress stream. */
   signal?: AbortSignal;
 }

@@ -219,6 +219,10 @@ interface Locals {
 
 /** The local directories the frontend will ask for, as tree sources. */
 async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> | void)[], signal: AbortSignal): Promise<Locals> {
+  // Checked before any context is read.
+  if (options.sharedKey !== undefined && (typeof options.sharedKey !== "string" || options.sharedKey === "")) {
+    throw new BuildKitNodeError("INVALID_ARGUMENT", "sharedKey must be a non-empty string (omit it for a key per directory)");
+  }
   // What each local holds, for the session's shared key.
   const identities: string[] = [];
   const open = async (input: ContextInput, name: string): Promise<TreeSource> => {
@@ -261,7 +265,7 @@ async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> 
     dirs.set(localName, await open(input, localName));
     contextAttrs[`context:${name}`] = `local:${localName}`;
   }
-  return { dirs, dockerfileName, contextAttrs, sharedKey: sharedKeyFor(options.context, identities) };
+  return { dirs, dockerfileName, contextAttrs, sharedKey: sharedKeyFor(options, identities) };
 }
 
 /** Opens a context input, with what identifies its contents. */
@@ -314,12 +318,15 @@ async function* hashedChunks(tar: AsyncIterable<Uint8Array>, hash: Hash, signal:
 
 /**
  * The daemon diffs each upload against the last one made under the same key
- * and asks only for files whose metadata changed. A directory keeps its key
- * (per path and machine, like buildx), so a rebuild sends only what changed.
- * Uploads and in-memory files get a key from their contents: their entries
- * have fixed times, so two different contents must never share a key.
+ * and asks only for files whose metadata changed. The caller's `sharedKey`
+ * when given; by default a directory keeps its key (per path and machine,
+ * like buildx), so a rebuild sends only what changed, and uploads and
+ * in-memory files get a key from their contents (a tarball's entries may
+ * have fixed times, so two different contents must not share a key).
  */
-function sharedKeyFor(context: ContextInput, identities: string[]): string {
+function sharedKeyFor(options: BuildOptions, identities: string[]): string {
+  const { context, sharedKey } = options;
+  if (sharedKey !== undefined) return sharedKey;
   const label = typeof context === "string" ? basename(resolve(context)) : "tar" in context ? "upload" : "files";
   const digest = createHash("sha256").update(hostname()).update("\u0000").update(identities.join("\u0000")).digest("hex").slice(0, 32);
   return `${label}:${digest}`;
