@@ -1,8 +1,17 @@
 // The session's gRPC server, driven by an HTTP/2 client playing the daemon.
 import { create, toBinary, fromBinary } from "@bufbuild/protobuf";
+import { gzipSync } from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
 import { HealthCheckRequestSchema, HealthCheckResponseSchema } from "../src/gen/grpc/health/v1/health_pb.js";
-import { GrpcCode, GrpcStatusError, metadataValue, type ServerCall, unary } from "../src/session/grpc-server.js";
+import {
+  GrpcCode,
+  GrpcStatusError,
+  MAX_RECEIVE_MESSAGE_BYTES,
+  metadataValue,
+  parseGrpcTimeout,
+  type ServerCall,
+  unary,
+} from "../src/session/grpc-server.js";
 import { type DaemonSide, startDaemonSide } from "./support/daemon-side.js";
 
 let daemon: DaemonSide | undefined;
@@ -72,5 +81,116 @@ describe("serveGrpc", () => {
     expect(((await iterator.next()).value as Uint8Array).length).toBe(big.length);
     call.cancel();
     await aborted;
+  });
+
+  /** A handler that records what it received and how its call ended. */
+  function recorder() {
+    const seen: { messages: Uint8Array[]; error?: unknown; aborted?: unknown } = { messages: [] };
+    const handler = async (call: ServerCall) => {
+      call.signal.addEventListener("abort", () => (seen.aborted = call.signal.reason));
+      try {
+        for await (const message of call.messages()) seen.messages.push(message);
+      } catch (err) {
+        seen.error = err;
+        throw err;
+      }
+    };
+    return { seen, handler };
+  }
+
+  it("refuses a message over 16 MiB by its length prefix, RESOURCE_EXHAUSTED, without waiting for its bytes", async () => {
+    const { seen, handler } = recorder();
+    daemon = await startDaemonSide(new Map([["/x.Y/Upload", handler]]));
+    const call = daemon.call("/x.Y/Upload");
+    call.send(new Uint8Array([1, 2, 3]));
+    // A 4 GiB - 1 length, as a hostile or broken peer might claim; only a few bytes follow.
+    call.sendRaw(Buffer.from([0, 0xff, 0xff, 0xff, 0xff, 1, 2, 3]));
+    const status = await call.status;
+    expect(status.code).toBe(GrpcCode.RESOURCE_EXHAUSTED);
+    expect(status.message).toContain(`larger than max (4294967295 vs. ${MAX_RECEIVE_MESSAGE_BYTES})`);
+    expect(seen.messages.map((m) => [...m])).toEqual([[1, 2, 3]]);
+  });
+
+  it("takes a message of exactly 16 MiB", async () => {
+    const { seen, handler } = recorder();
+    daemon = await startDaemonSide(new Map([["/x.Y/Upload", handler]]));
+    const call = daemon.call("/x.Y/Upload");
+    call.send(new Uint8Array(MAX_RECEIVE_MESSAGE_BYTES).fill(9));
+    call.end();
+    expect((await call.status).code).toBe(GrpcCode.OK);
+    expect(seen.messages.map((m) => m.length)).toEqual([MAX_RECEIVE_MESSAGE_BYTES]);
+  });
+
+  it("decompresses gzip messages, and refuses one that inflates past the limit", async () => {
+    const { seen, handler } = recorder();
+    daemon = await startDaemonSide(new Map([["/x.Y/Upload", handler]]));
+    const framed = (payload: Uint8Array) => {
+      const body = gzipSync(payload);
+      const prefix = Buffer.alloc(5);
+      prefix[0] = 1;
+      prefix.writeUInt32BE(body.length, 1);
+      return Buffer.concat([prefix, body]);
+    };
+    const call = daemon.call("/x.Y/Upload", { "grpc-encoding": "gzip" });
+    call.sendRaw(framed(Buffer.from("hello, gzip")));
+    call.send(Buffer.from("plain"));
+    call.end();
+    expect((await call.status).code).toBe(GrpcCode.OK);
+    expect(seen.messages.map((m) => Buffer.from(m).toString())).toEqual(["hello, gzip", "plain"]);
+
+    // 32 MiB of zeros is ~32 KiB compressed: under the limit on the wire, not once inflated.
+    const bomb = recorder();
+    await daemon.close();
+    daemon = await startDaemonSide(new Map([["/x.Y/Upload", bomb.handler]]));
+    const bombCall = daemon.call("/x.Y/Upload", { "grpc-encoding": "gzip" });
+    bombCall.sendRaw(framed(Buffer.alloc(2 * MAX_RECEIVE_MESSAGE_BYTES)));
+    bombCall.end();
+    const status = await bombCall.status;
+    expect(status.code).toBe(GrpcCode.RESOURCE_EXHAUSTED);
+    expect(bomb.seen.messages).toEqual([]);
+  });
+
+  it("refuses a compressed message on a call that declared no encoding", async () => {
+    const { handler } = recorder();
+    daemon = await startDaemonSide(new Map([["/x.Y/Upload", handler]]));
+    const call = daemon.call("/x.Y/Upload");
+    const body = gzipSync(Buffer.from("x"));
+    const prefix = Buffer.from([1, 0, 0, 0, body.length]);
+    call.sendRaw(Buffer.concat([prefix, body]));
+    call.end();
+    expect((await call.status).code).toBe(GrpcCode.INTERNAL);
+  });
+
+  it("ends a call past its grpc-timeout with DEADLINE_EXCEEDED and tells the handler", async () => {
+    let aborted: unknown;
+    let handlerDone!: () => void;
+    const done = new Promise<void>((resolve) => (handlerDone = resolve));
+    const handler = async (call: ServerCall) => {
+      // Waits for the daemon's messages, which never come.
+      try {
+        for await (const _ of call.messages()) void _;
+      } finally {
+        aborted = call.signal.reason;
+        handlerDone();
+      }
+    };
+    daemon = await startDaemonSide(new Map([["/x.Y/Slow", handler]]));
+    const call = daemon.call("/x.Y/Slow", { "grpc-timeout": "50m" });
+    expect(await call.status).toEqual({ code: GrpcCode.DEADLINE_EXCEEDED, message: "/x.Y/Slow: deadline exceeded" });
+    call.cancel();
+    await done;
+    expect(aborted).toBeInstanceOf(GrpcStatusError);
+  });
+
+  it("reads grpc-timeout as gRPC defines it", () => {
+    expect(parseGrpcTimeout("1H")).toBe(3_600_000);
+    expect(parseGrpcTimeout("2M")).toBe(120_000);
+    expect(parseGrpcTimeout("3S")).toBe(3000);
+    expect(parseGrpcTimeout("250m")).toBe(250);
+    expect(parseGrpcTimeout("1500u")).toBe(2);
+    expect(parseGrpcTimeout("99999999n")).toBe(100);
+    expect(parseGrpcTimeout("99999999H")).toBe(2 ** 31 - 1);
+    expect(parseGrpcTimeout(undefined)).toBeUndefined();
+    for (const bad of ["", "10", "S", "123456789S", "1.5S", "-1S", "10s"]) expect(parseGrpcTimeout(bad)).toBeUndefined();
   });
 });

@@ -101,12 +101,8 @@ class TunnelConnection extends Duplex {
 
   /** The daemon's bytes, unwrapped from their BytesMessages. */
   #receive(chunk: Buffer): void {
-    let framed;
-    try {
-      framed = this.#reader.push(chunk);
-    } catch (err) {
-      return void this.destroy(err as Error);
-    }
+    const framed = this.#reader.push(chunk);
+    if (this.#reader.failure) return void this.destroy(this.#reader.failure);
     for (const { bytes, compressed } of framed) {
       if (compressed) return void this.destroy(new Error("the daemon sent a compressed session message unasked"));
       const data = bytesMessageData(bytes);

@@ -7,7 +7,7 @@ export interface FramedMessage {
   compressed: boolean;
 }
 
-/** Thrown for a length prefix above the reader's limit, before anything of it is buffered. */
+/** A length prefix above the reader's limit, met before anything of that message is buffered. */
 export class MessageTooLargeError extends Error {
   override name = "MessageTooLargeError";
   constructor(
@@ -39,9 +39,16 @@ export class GrpcFrameReader {
     return this.#pendingBytes > 0 || this.#body !== undefined;
   }
 
-  /** The messages `chunk` completes, in order. @throws MessageTooLargeError */
+  /**
+   * A prefix over the limit, once met: the stream cannot go on (nothing after
+   * it can be framed), but the messages before it were whole.
+   */
+  failure: MessageTooLargeError | undefined;
+
+  /** The messages `chunk` completes, in order; none once `failure` is set. */
   push(chunk: Buffer): FramedMessage[] {
     const messages: FramedMessage[] = [];
+    if (this.failure) return messages;
     this.#pending.push(chunk);
     this.#pendingBytes += chunk.length;
     for (;;) {
@@ -49,7 +56,12 @@ export class GrpcFrameReader {
         if (this.#pendingBytes < 5) break;
         const prefix = this.#take(5);
         const length = prefix.readUInt32BE(1);
-        if (length > this.maxMessageBytes) throw new MessageTooLargeError(length, this.maxMessageBytes);
+        if (length > this.maxMessageBytes) {
+          this.failure = new MessageTooLargeError(length, this.maxMessageBytes);
+          this.#pending = [];
+          this.#pendingBytes = 0;
+          break;
+        }
         this.#body = { length, compressed: prefix[0] === 1 };
       }
       if (this.#pendingBytes < this.#body.length) break;

@@ -4,7 +4,7 @@ import { gunzip } from "node:zlib";
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createLogger } from "../log.js";
-import { type FramedMessage, framePrefix, GrpcFrameReader, MessageTooLargeError } from "./grpc-frames.js";
+import { framePrefix, GrpcFrameReader } from "./grpc-frames.js";
 
 const log = createLogger("session");
 
@@ -226,21 +226,15 @@ async function* readMessageBatches(stream: http2.ServerHttp2Stream, gzipped: boo
   const reader = new GrpcFrameReader(MAX_RECEIVE_MESSAGE_BYTES);
   // A consumer that stops early (a handler done at FIN) must not reset the call under its trailers.
   for await (const chunk of stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
-    let framed: FramedMessage[];
-    try {
-      framed = reader.push(chunk);
-    } catch (err) {
-      if (err instanceof MessageTooLargeError) throw new GrpcStatusError(GrpcCode.RESOURCE_EXHAUSTED, err.message);
-      throw err;
-    }
-    if (framed.length === 0) continue;
-    if (!framed.some((m) => m.compressed)) {
+    const framed = reader.push(chunk);
+    if (framed.some((m) => m.compressed)) {
+      if (!gzipped) throw new GrpcStatusError(GrpcCode.INTERNAL, "compressed message without grpc-encoding");
+      // Decompressed on the thread pool, bounded like a message on the wire.
+      for (const m of framed) yield [m.compressed ? await gunzipBounded(m.bytes) : m.bytes];
+    } else if (framed.length > 0) {
       yield framed.map((m) => m.bytes);
-      continue;
     }
-    if (!gzipped) throw new GrpcStatusError(GrpcCode.INTERNAL, "compressed message without grpc-encoding");
-    // Decompressed on the thread pool, bounded like a message on the wire.
-    for (const m of framed) yield [m.compressed ? await gunzipBounded(m.bytes) : m.bytes];
+    if (reader.failure) throw new GrpcStatusError(GrpcCode.RESOURCE_EXHAUSTED, reader.failure.message);
   }
   // A reset (the daemon cancelled) also ends the iteration; it must not pass
   // for the end of the daemon's messages. Node records the reset code before
