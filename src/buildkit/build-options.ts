@@ -84,6 +84,13 @@ export interface BuildOptions {
    * `dockerfileContent` are safe under any key (their times follow content).
    */
   sharedKey?: string;
+  /**
+   * A file or directory of a local context that cannot be read (permissions):
+   * `"error"` (the default) fails the build with INVALID_ARGUMENT naming it;
+   * `"warn"` sends it empty, as Docker's client does, with a `warning` event.
+   * A Dockerfile that cannot be read always fails the build.
+   */
+  onUnreadable?: "error" | "warn";
   /** Aborts the solve, the session and the progress stream. */
   signal?: AbortSignal;
 }

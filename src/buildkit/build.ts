@@ -1,6 +1,6 @@
 import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import { createHash, type Hash, randomBytes } from "node:crypto";
-import { existsSync, statSync } from "node:fs";
+import { closeSync, existsSync, openSync, statSync } from "node:fs";
 import { hostname } from "node:os";
 import { basename, dirname, posix, resolve } from "node:path";
 import { Readable } from "node:stream";
@@ -110,7 +110,11 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
     const locals = await openLocals(options, cleanups, signal);
     const attrs = { ...frontendAttrs(options, locals.dockerfileName), ...locals.contextAttrs };
     const registryAuth = options.registryAuth ?? "docker-config";
-    const attachables: Attachable[] = [fileSyncAttachable(locals.dirs), authAttachable(registryAuth)];
+    const fileSync = fileSyncAttachable(locals.dirs, {
+      onUnreadable: options.onUnreadable ?? "error",
+      warn: (message) => emit({ type: "warning", digest: "", message, detail: [] }),
+    });
+    const attachables: Attachable[] = [fileSync, authAttachable(registryAuth)];
     if (plan.targets.size > 0) attachables.push(fileSendAttachable(plan.targets));
     if (options.secrets) attachables.push(secretsAttachable(options.secrets));
     if (options.ssh?.length) {
@@ -168,7 +172,7 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
     if (signal.aborted) throw abortError(userSignal);
     if (solveError !== undefined) {
       // A refused Docker load makes the export fail; say why, not just that.
-      const cause = plan.clientFailure();
+      const cause = plan.clientFailure() ?? fileSync.clientFailure();
       if (cause instanceof BuildKitNodeError) throw cause;
       throw solveFailure(solveError, tracker, target, signal);
     }
@@ -244,6 +248,7 @@ async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> 
     if (!existsSync(path) || !statSync(path).isFile()) {
       throw new BuildKitNodeError("INVALID_ARGUMENT", `no Dockerfile at ${path}`);
     }
+    assertReadable(path);
     dockerfileName = basename(path);
     dirs.set("dockerfile", await open(dirname(path), "dockerfile"));
   } else {
@@ -266,6 +271,16 @@ async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> 
     contextAttrs[`context:${name}`] = `local:${localName}`;
   }
   return { dirs, dockerfileName, contextAttrs, sharedKey: sharedKeyFor(options, identities) };
+}
+
+/** The daemon would read an unreadable Dockerfile as an empty one ("the Dockerfile cannot be empty"): say what it is. */
+function assertReadable(dockerfile: string): void {
+  try {
+    closeSync(openSync(dockerfile, "r"));
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code === "EACCES" ? "permission denied" : (err as Error).message;
+    throw new BuildKitNodeError("INVALID_ARGUMENT", `the Dockerfile ${dockerfile} cannot be read: ${why}`, { cause: err });
+  }
 }
 
 /** Opens a context input, with what identifies its contents. */

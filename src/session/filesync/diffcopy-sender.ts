@@ -23,6 +23,7 @@ import { PacketType, readPacket, writeControl, writeData, writeEndOfListing, wri
 import { TreeFilter, type TransferFilter } from "./tree-filter.js";
 import type { TreeSource } from "./tree-source.js";
 import { walkTree } from "./tree-walk.js";
+import { isUnreadable, type UnreadablePolicy } from "./unreadable.js";
 
 export type { TransferFilter } from "./tree-filter.js";
 
@@ -57,9 +58,9 @@ interface FileJob {
  * from the daemon, a bad REQ, a failure reading the source, or when
  * `call.signal` aborts.
  */
-export async function sendTree(source: TreeSource, filter: TransferFilter, call: ServerCall): Promise<void> {
+export async function sendTree(source: TreeSource, filter: TransferFilter, call: ServerCall, unreadable: UnreadablePolicy): Promise<void> {
   const treeFilter = await TreeFilter.create(source, filter);
-  await new DiffCopySender(source, treeFilter, call).run();
+  await new DiffCopySender(source, treeFilter, call, unreadable).run();
 }
 
 class DiffCopySender {
@@ -81,6 +82,7 @@ class DiffCopySender {
     private readonly source: TreeSource,
     private readonly filter: TreeFilter,
     private readonly call: ServerCall,
+    private readonly unreadable: UnreadablePolicy,
   ) {}
 
   async run(): Promise<void> {
@@ -129,7 +131,7 @@ class DiffCopySender {
     const { signal } = this.controller;
     let id = 0;
     let turnStarted = performance.now();
-    for await (const entries of walkTree(this.source, this.filter, signal)) {
+    for await (const entries of walkTree(this.source, this.filter, signal, this.unreadable)) {
       for (const entry of entries) {
         // Registered before the STAT goes out: the daemon may ask at once.
         if (isRegularGoMode(entry.mode)) this.requestable.set(id, { id, path: entry.path, size: entry.size });
@@ -209,13 +211,18 @@ class DiffCopySender {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** DATA chunks, then the empty DATA that ends the file (sent alone if the file cannot be opened, as Go does). */
+  /**
+   * DATA chunks, then the empty DATA that ends the file. The end is sent
+   * alone for a file gone since the listing (as Go does) and for one that
+   * cannot be read, if the unreadable policy lets the transfer go on.
+   */
   private async sendFile(job: FileJob): Promise<void> {
     let content: AsyncIterable<Uint8Array> | undefined;
     try {
       content = await this.source.open(job.path, job.size);
     } catch (err) {
-      log(`${this.source.description}: cannot open ${job.path}, sending it empty: ${err instanceof Error ? err.message : String(err)}`);
+      if (isUnreadable(err)) this.unreadable.report(job.path, "file", err);
+      else log(`${this.source.description}: ${job.path} is gone since it was listed, sending it empty`);
     }
     if (content) {
       for await (const chunk of content) {

@@ -68,13 +68,10 @@ export async function directorySource(root: string): Promise<TreeSource> {
       return statEntry(relative);
     },
 
-    async *open(relative: string, expectedSize = 0): AsyncGenerator<Uint8Array> {
+    /** Opens at once (a file that cannot be opened rejects here, not while it is read); read it to the end or stop early to close it. */
+    async open(relative: string, expectedSize = 0): Promise<AsyncIterable<Uint8Array>> {
       const fd = await openForReading(hostPath(relative));
-      try {
-        yield* readChunks(fd, { position: null, expectedSize });
-      } finally {
-        closeSoon(fd);
-      }
+      return readThenClose(fd, expectedSize);
     },
 
     async close(): Promise<void> {},
@@ -88,6 +85,10 @@ export async function directorySource(root: string): Promise<TreeSource> {
       stats = await lstat(file);
     } catch (err) {
       if (isErrno(err, "ENOENT", "ENOTDIR")) return undefined;
+      // A directory we may list but not search: its entries cannot be read.
+      if (isErrno(err, "EACCES", "EPERM")) {
+        throw new BuildKitNodeError("PERMISSION_DENIED", `${description}: cannot stat ${relative}: ${errorText(err)}`, { cause: err });
+      }
       throw new BuildKitNodeError("UNKNOWN", `${description}: cannot stat ${relative}: ${errorText(err)}`, { cause: err });
     }
     if (stats.isSocket()) return undefined;
@@ -108,6 +109,14 @@ export async function directorySource(root: string): Promise<TreeSource> {
       entry.devminor = Number((rdev & 0xffn) | ((rdev >> 12n) & 0xfff00n));
     }
     return entry;
+  }
+}
+
+async function* readThenClose(fd: number, expectedSize: number): AsyncGenerator<Uint8Array> {
+  try {
+    yield* readChunks(fd, { position: null, expectedSize });
+  } finally {
+    closeSoon(fd);
   }
 }
 

@@ -4,6 +4,7 @@
 import { BuildKitNodeError } from "../../errors.js";
 import { isDirectory } from "./entry-tree.js";
 import type { TreeFilter } from "./tree-filter.js";
+import type { UnreadablePolicy } from "./unreadable.js";
 import type { TreeEntry, TreeSource } from "./tree-source.js";
 
 /** Entries per batch at most (a batch also ends before each directory is listed). */
@@ -23,7 +24,12 @@ interface Frame {
  * does not keep but looks into is sent only when something inside it is,
  * just before that first entry (with any such ancestors, outermost first).
  */
-export async function* walkTree(source: TreeSource, filter: TreeFilter, signal: AbortSignal): AsyncGenerator<TreeEntry[]> {
+export async function* walkTree(
+  source: TreeSource,
+  filter: TreeFilter,
+  signal: AbortSignal,
+  unreadable: UnreadablePolicy,
+): AsyncGenerator<TreeEntry[]> {
   // Explored directories not sent yet, outermost first.
   const pending: TreeEntry[] = [];
   const stack: Frame[] = [];
@@ -35,8 +41,13 @@ export async function* walkTree(source: TreeSource, filter: TreeFilter, signal: 
       stack.push({ entries: await source.list(dir), next: 0, explored });
       return true;
     } catch (err) {
-      if (explored && err instanceof BuildKitNodeError && err.code === "PERMISSION_DENIED") return false;
-      throw err;
+      if (!(err instanceof BuildKitNodeError && err.code === "PERMISSION_DENIED")) throw err;
+      // Like fsutil: an unreadable directory nobody asked for is passed over.
+      if (explored) return false;
+      // One that is sent: its entry has gone out already; it is sent empty, or the transfer fails.
+      unreadable.report(dir, "directory", err);
+      stack.push({ entries: [], next: 0, explored });
+      return true;
     }
   };
   /** Leaves an explored directory: still pending means nothing inside was sent. */
