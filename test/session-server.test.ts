@@ -1,5 +1,7 @@
-// The session's gRPC server, driven by an HTTP/2 client playing the daemon.
+// The session's gRPC server, driven by an HTTP/2 client playing the daemon
+// (Node's, over loopback), and at the end by a raw socket writing frames.
 import { create, toBinary, fromBinary } from "@bufbuild/protobuf";
+import * as net from "node:net";
 import { gzipSync } from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
 import { HealthCheckRequestSchema, HealthCheckResponseSchema } from "../src/gen/grpc/health/v1/health_pb.js";
@@ -9,7 +11,9 @@ import {
   MAX_RECEIVE_MESSAGE_BYTES,
   metadataValue,
   parseGrpcTimeout,
+  type Routes,
   type ServerCall,
+  serveGrpc,
   unary,
 } from "../src/session/grpc-server.js";
 import { type DaemonSide, startDaemonSide } from "./support/daemon-side.js";
@@ -192,5 +196,155 @@ describe("serveGrpc", () => {
     expect(parseGrpcTimeout("99999999H")).toBe(2 ** 31 - 1);
     expect(parseGrpcTimeout(undefined)).toBeUndefined();
     for (const bad of ["", "10", "S", "123456789S", "1.5S", "-1S", "10s"]) expect(parseGrpcTimeout(bad)).toBeUndefined();
+  });
+});
+
+// The session's own HTTP/2 server, at the frame level: a raw socket plays a
+// client that does what Node's client never does (padding, CONTINUATION,
+// garbage), to check what the real daemons may send is read right.
+describe("the session's HTTP/2 server", () => {
+  /** A frame: 9-byte header and payload. */
+  function frame(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
+    const header = Buffer.alloc(9);
+    header.writeUIntBE(payload.length, 0, 3);
+    header[3] = type;
+    header[4] = flags;
+    header.writeUInt32BE(streamId, 5);
+    return Buffer.concat([header, payload]);
+  }
+  /** A header block of literals without indexing, no Huffman. */
+  function literals(fields: Array<[string, string]>): Buffer {
+    const parts: Buffer[] = [];
+    for (const [name, value] of fields) parts.push(Buffer.from([0x00, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value));
+    return Buffer.concat(parts);
+  }
+  /** Frames the server sends, parsed as they come. */
+  async function* framesFrom(socket: net.Socket): AsyncGenerator<{ type: number; flags: number; streamId: number; payload: Buffer }> {
+    let buffer = Buffer.alloc(0);
+    for await (const chunk of socket as AsyncIterable<Buffer>) {
+      buffer = Buffer.concat([buffer, chunk]);
+      while (buffer.length >= 9 && buffer.length >= 9 + buffer.readUIntBE(0, 3)) {
+        const length = buffer.readUIntBE(0, 3);
+        yield { type: buffer[3]!, flags: buffer[4]!, streamId: buffer.readUInt32BE(5) & 0x7fffffff, payload: buffer.subarray(9, 9 + length) };
+        buffer = buffer.subarray(9 + length);
+      }
+    }
+  }
+  const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+  async function rawServer(routes: Routes): Promise<{ socket: net.Socket; close(): void }> {
+    const listener = net.createServer();
+    await new Promise<void>((resolve) => listener.listen(0, "127.0.0.1", resolve));
+    const accepted = new Promise<net.Socket>((resolve) => listener.once("connection", resolve));
+    const socket = net.connect((listener.address() as net.AddressInfo).port, "127.0.0.1");
+    const served = serveGrpc(await accepted, routes);
+    return {
+      socket,
+      close() {
+        served.close();
+        socket.destroy();
+        listener.close();
+      },
+    };
+  }
+
+  it("reads padded frames and a header block split into CONTINUATION frames, and answers PING", async () => {
+    const seen: { metadata?: ReadonlyMap<string, readonly string[]>; messages: string[] } = { messages: [] };
+    const raw = await rawServer(
+      new Map([
+        [
+          "/x.Y/Z",
+          async (call: ServerCall) => {
+            seen.metadata = call.metadata;
+            for await (const m of call.messages()) seen.messages.push(Buffer.from(m).toString());
+          },
+        ],
+      ]),
+    );
+    try {
+      const block = literals([
+        [":method", "POST"],
+        [":scheme", "http"],
+        [":path", "/x.Y/Z"],
+        [":authority", "session"],
+        ["content-type", "application/grpc"],
+        ["dir-name", "context"],
+        ["exclude-patterns", "a"],
+        ["exclude-patterns", "b"],
+      ]);
+      const message = Buffer.concat([Buffer.from([0, 0, 0, 0, 5]), Buffer.from("hello")]);
+      const padded = (payload: Buffer, pad: number) => Buffer.concat([Buffer.from([pad]), payload, Buffer.alloc(pad)]);
+      raw.socket.write(
+        Buffer.concat([
+          PREFACE,
+          frame(4, 0, 0, Buffer.alloc(0)), // SETTINGS
+          frame(1, 0x8, 1, padded(block.subarray(0, 20), 3)), // HEADERS, padded, no END_HEADERS
+          frame(9, 0, 1, block.subarray(20, 40)), // CONTINUATION
+          frame(9, 0x4, 1, block.subarray(40)), // CONTINUATION, END_HEADERS
+          frame(0, 0x8, 1, padded(message.subarray(0, 7), 10)), // DATA, padded
+          frame(0, 0x1, 1, message.subarray(7)), // DATA, END_STREAM
+          frame(6, 0, 0, Buffer.from("12345678")), // PING
+        ]),
+      );
+      let pingAck: Buffer | undefined;
+      let status: string | undefined;
+      for await (const f of framesFrom(raw.socket)) {
+        if (f.type === 6 && f.flags & 0x1) pingAck = f.payload;
+        if (f.type === 1 && f.streamId === 1 && f.flags & 0x1) {
+          // Trailers: literals without indexing with new names, as our encoder writes them.
+          status = f.payload.includes(Buffer.from("grpc-status")) ? f.payload.toString("latin1") : undefined;
+          break;
+        }
+      }
+      expect(pingAck?.toString()).toBe("12345678");
+      expect(status).toContain("grpc-status");
+      expect(seen.messages).toEqual(["hello"]);
+      expect(seen.metadata?.get("exclude-patterns")).toEqual(["a", "b"]);
+      expect(seen.metadata?.get("dir-name")).toEqual(["context"]);
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("answers a peer that does not speak HTTP/2 with GOAWAY and closes, failing no handler", async () => {
+    const raw = await rawServer(new Map());
+    try {
+      raw.socket.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+      const frames = [];
+      for await (const f of framesFrom(raw.socket)) frames.push(f);
+      const goaway = frames.find((f) => f.type === 7);
+      expect(goaway?.payload.readUInt32BE(4)).toBe(1); // PROTOCOL_ERROR
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("refuses a frame larger than it allows with GOAWAY FRAME_SIZE_ERROR", async () => {
+    const raw = await rawServer(new Map());
+    try {
+      raw.socket.write(Buffer.concat([PREFACE, frame(0, 0, 1, Buffer.alloc(20_000))]));
+      const frames = [];
+      for await (const f of framesFrom(raw.socket)) frames.push(f);
+      expect(frames.find((f) => f.type === 7)?.payload.readUInt32BE(4)).toBe(6);
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("decodes what Node's HPACK encoder sends: Huffman strings and the dynamic table, call after call", async () => {
+    const seen: Array<ReadonlyMap<string, readonly string[]>> = [];
+    daemon = await startDaemonSide(new Map([["/x.Y/Z", async (call: ServerCall) => void seen.push(call.metadata)]]));
+    const metadata = { "dir-name": "context", "include-patterns": ["src/**/*.ts", "package.json"], "x-docker-expose-session-sharedkey": "app:0123456789abcdef" };
+    for (let i = 0; i < 3; i++) {
+      const call = daemon.call("/x.Y/Z", metadata);
+      call.end();
+      expect((await call.status).code).toBe(GrpcCode.OK);
+    }
+    expect(seen).toHaveLength(3);
+    for (const m of seen) {
+      expect(m.get("include-patterns")).toEqual(["src/**/*.ts", "package.json"]);
+      expect(m.get("x-docker-expose-session-sharedkey")).toEqual(["app:0123456789abcdef"]);
+      expect(m.get("te")).toEqual(["trailers"]);
+    }
   });
 });

@@ -55,7 +55,8 @@ class TunnelConnection extends Duplex {
   #status: { code: number; message: string } | undefined;
 
   constructor(stream: Promise<http2.ClientHttp2Stream>, signal: AbortSignal) {
-    super({ allowHalfOpen: true });
+    // The session writes its frames in batches; a batch should not have to wait a turn for 'drain'.
+    super({ allowHalfOpen: true, writableHighWaterMark: WRITE_AHEAD_BYTES });
     this.callEnded = new Promise((resolve, reject) => (this.#settle = { resolve, reject }));
     const onAbort = () => this.destroy(new BuildKitNodeError("CANCELED", "the session call was aborted", { cause: signal.reason }));
     if (signal.aborted) onAbort();

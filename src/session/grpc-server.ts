@@ -1,10 +1,11 @@
-import * as http2 from "node:http2";
 import type { Duplex } from "node:stream";
 import { gunzip } from "node:zlib";
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createLogger } from "../log.js";
 import { framePrefix, GrpcFrameReader } from "./grpc-frames.js";
+import type { HeaderField } from "./http2/hpack.js";
+import { Http2ServerConnection, type ServerStream, StreamResetError } from "./http2/server-connection.js";
 
 const log = createLogger("session");
 
@@ -109,67 +110,63 @@ export const MAX_RECEIVE_MESSAGE_BYTES = 16 * 1024 * 1024;
 
 /**
  * Serves gRPC over `connection`, a byte stream on which the peer (the
- * BuildKit daemon) is the HTTP/2 client. The HTTP/2 session is never closed
- * from our side while the connection lives: the daemon cannot redial a
- * session, so a GOAWAY or an idle close would kill the build.
+ * BuildKit daemon) is the HTTP/2 client. The HTTP/2 connection is never
+ * closed from our side while it lives: the daemon cannot redial a session,
+ * so a GOAWAY or an idle close would kill the build.
  */
-export function serveGrpc(connection: Duplex, routes: Routes): { session: http2.ServerHttp2Session; close(): void } {
-  const session = http2.performServerHandshake(connection, {
-    // The daemon's FileSend chunks reach 3 MiB; allow headroom.
-    maxSessionMemory: 64,
-    settings: { initialWindowSize: 4 * 1024 * 1024 },
-  });
-  session.on("error", (err) => log(`session connection: ${err.message}`));
-  session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
-    const path = String(headers[":path"] ?? "");
-    serveStream(stream, path, metadataOf(rawHeaders), routes.get(path));
-  });
-  return {
-    session,
-    close() {
-      if (!session.destroyed) session.destroy();
+export function serveGrpc(connection: Duplex, routes: Routes): { close(): void } {
+  const server = new Http2ServerConnection(connection, {
+    onStream(stream) {
+      const path = stream.headers.find(([name]) => name === ":path")?.[1] ?? "";
+      serveStream(stream, path, metadataOf(stream.headers), routes.get(path));
     },
-  };
+    onError(err) {
+      log(`session connection: ${err.message}`);
+    },
+  });
+  return { close: () => server.close() };
 }
 
-/** Rebuilds metadata from the raw header list, keeping repeated fields apart. */
-function metadataOf(rawHeaders: string[]): Map<string, string[]> {
+/** Metadata from the request's header fields, repeated fields kept apart. */
+function metadataOf(fields: readonly HeaderField[]): Map<string, string[]> {
   const metadata = new Map<string, string[]>();
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    const key = rawHeaders[i]!.toLowerCase();
-    if (key.startsWith(":")) continue;
+  for (const [name, value] of fields) {
+    if (name.startsWith(":")) continue;
+    const key = name.toLowerCase();
     const list = metadata.get(key);
-    if (list) list.push(rawHeaders[i + 1]!);
-    else metadata.set(key, [rawHeaders[i + 1]!]);
+    if (list) list.push(value);
+    else metadata.set(key, [value]);
   }
   return metadata;
 }
 
-function serveStream(stream: http2.ServerHttp2Stream, method: string, metadata: Map<string, string[]>, handler: Handler | undefined): void {
+function serveStream(stream: ServerStream, method: string, metadata: Map<string, string[]>, handler: Handler | undefined): void {
   const controller = new AbortController();
   let deadline: NodeJS.Timeout | undefined;
-  stream.on("close", () => {
+  const onClose = () => {
     clearTimeout(deadline);
     controller.abort(new Error(`${method}: call closed`));
-  });
-  stream.on("error", (err) => log(`${method}: ${err.message}`));
-  stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+  };
+  if (stream.signal.aborted) onClose();
+  else stream.signal.addEventListener("abort", onClose, { once: true });
+  stream.respond([
+    [":status", "200"],
+    ["content-type", "application/grpc"],
+  ]);
 
   let finished = false;
   const finish = (code: number, message: string) => {
-    if (finished || stream.closed || stream.destroyed) return;
+    if (finished) return;
     finished = true;
     clearTimeout(deadline);
-    stream.once("wantTrailers", () => {
-      const trailers: http2.OutgoingHttpHeaders = { "grpc-status": String(code) };
-      if (message) trailers["grpc-message"] = encodeURIComponent(message);
-      stream.sendTrailers(trailers);
-    });
-    stream.end();
+    // The daemon's half of the call must end too, read or not.
+    stream.discardBody();
+    const trailers: HeaderField[] = [["grpc-status", String(code)]];
+    if (message) trailers.push(["grpc-message", encodeURIComponent(message)]);
+    stream.end(trailers);
   };
   if (!handler) {
     log(`unimplemented: ${method}`);
-    stream.resume();
     return finish(GrpcCode.UNIMPLEMENTED, `unknown method ${method}`);
   }
 
@@ -185,7 +182,6 @@ function serveStream(stream: http2.ServerHttp2Stream, method: string, metadata: 
   }
 
   const gzipped = metadata.get("grpc-encoding")?.[0] === "gzip";
-  const writer = new FramedWriter(stream);
   let consumed = false;
   const batches = () => {
     if (consumed) throw new Error(`${method}: the messages may be consumed once`);
@@ -201,31 +197,37 @@ function serveStream(stream: http2.ServerHttp2Stream, method: string, metadata: 
     },
     messageBatches: batches,
     send(message) {
-      return writer.write([framePrefix(message.length), message]) ?? Promise.resolve();
+      return stream.write([framePrefix(message.length), message]) ?? Promise.resolve();
     },
     write(framed) {
-      return writer.write(framed);
+      return stream.write(framed);
     },
   };
   handler(call).then(
-    () => {
-      stream.resume(); // the daemon's half of the call must end too, read or not
-      finish(GrpcCode.OK, "");
-    },
+    () => finish(GrpcCode.OK, ""),
     (err: unknown) => {
       const status = err instanceof GrpcStatusError ? err : new GrpcStatusError(GrpcCode.UNKNOWN, err instanceof Error ? err.message : String(err));
       if (!controller.signal.aborted) log(`${method} failed: ${status.message}`);
-      stream.resume();
       finish(status.code, status.message);
     },
   );
 }
 
 /** The request body's messages, those that a chunk of the stream completes together at a time. */
-async function* readMessageBatches(stream: http2.ServerHttp2Stream, gzipped: boolean): AsyncGenerator<Uint8Array[]> {
+async function* readMessageBatches(stream: ServerStream, gzipped: boolean): AsyncGenerator<Uint8Array[]> {
   const reader = new GrpcFrameReader(MAX_RECEIVE_MESSAGE_BYTES);
-  // A consumer that stops early (a handler done at FIN) must not reset the call under its trailers.
-  for await (const chunk of stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+  const body = stream.body[Symbol.asyncIterator]();
+  for (;;) {
+    let next: IteratorResult<Buffer>;
+    try {
+      next = await body.next();
+    } catch (err) {
+      // A reset (the daemon cancelled) must not pass for the end of its messages.
+      if (err instanceof StreamResetError) throw new GrpcStatusError(GrpcCode.CANCELLED, "the daemon cancelled the call");
+      throw err;
+    }
+    if (next.done) break;
+    const chunk = next.value;
     const framed = reader.push(chunk);
     if (framed.some((m) => m.compressed)) {
       if (!gzipped) throw new GrpcStatusError(GrpcCode.INTERNAL, "compressed message without grpc-encoding");
@@ -235,12 +237,6 @@ async function* readMessageBatches(stream: http2.ServerHttp2Stream, gzipped: boo
       yield framed.map((m) => m.bytes);
     }
     if (reader.failure) throw new GrpcStatusError(GrpcCode.RESOURCE_EXHAUSTED, reader.failure.message);
-  }
-  // A reset (the daemon cancelled) also ends the iteration; it must not pass
-  // for the end of the daemon's messages. Node records the reset code before
-  // it ends the readable side.
-  if (stream.rstCode !== undefined && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
-    throw new GrpcStatusError(GrpcCode.CANCELLED, "the daemon cancelled the call");
   }
   if (reader.partial) throw new GrpcStatusError(GrpcCode.INTERNAL, "truncated gRPC message");
 }
@@ -269,40 +265,4 @@ export function parseGrpcTimeout(value: string | undefined): number | undefined 
   }
   const perUnit: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
   return Math.min(Math.ceil(Number(match[1]) * perUnit[match[2]!]!), 2 ** 31 - 1);
-}
-
-/** Writes framed messages to one call, each batch in one go; one wait for 'drain' shared by every writer. */
-class FramedWriter {
-  #drained: Promise<void> | undefined;
-
-  constructor(private readonly stream: http2.ServerHttp2Stream) {}
-
-  /** Undefined when the call takes more at once; else a promise that settles on 'drain' (or rejects on close). */
-  write(framed: Uint8Array[]): Promise<void> | undefined {
-    const stream = this.stream;
-    if (stream.destroyed || stream.closed) return Promise.reject(new Error("the call is closed"));
-    let ok = true;
-    if (framed.length === 1) ok = stream.write(framed[0]);
-    else {
-      stream.cork();
-      for (const segment of framed) ok = stream.write(segment);
-      stream.uncork();
-    }
-    if (ok) return undefined;
-    this.#drained ??= new Promise<void>((resolve, reject) => {
-      const onDrain = () => {
-        stream.off("close", onClose);
-        this.#drained = undefined;
-        resolve();
-      };
-      const onClose = () => {
-        stream.off("drain", onDrain);
-        this.#drained = undefined;
-        reject(new Error("the call closed while sending"));
-      };
-      stream.once("drain", onDrain);
-      stream.once("close", onClose);
-    });
-    return this.#drained;
-  }
 }
