@@ -4,6 +4,7 @@ import { create, toBinary, fromBinary } from "@bufbuild/protobuf";
 import * as net from "node:net";
 import { gzipSync } from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
+import { ChunkQueue } from "../src/session/chunk-queue.js";
 import { HealthCheckRequestSchema, HealthCheckResponseSchema } from "../src/gen/grpc/health/v1/health_pb.js";
 import {
   GrpcCode,
@@ -346,5 +347,34 @@ describe("the session's HTTP/2 server", () => {
       expect(m.get("x-docker-expose-session-sharedkey")).toEqual(["app:0123456789abcdef"]);
       expect(m.get("te")).toEqual(["trailers"]);
     }
+  });
+});
+
+describe("ChunkQueue", () => {
+  it("hands out pieces of any size across chunks of any size, byte for byte", () => {
+    const data = Buffer.from(Array.from({ length: 20_000 }, (_, i) => (i * 31 + 7) % 251));
+    // Chunk and piece sizes from fixed cycles that fall out of step with each other.
+    const chunkSizes = [1, 7, 300, 2, 4096, 13, 9];
+    const pieceSizes = [5, 9, 1, 16_384, 3, 700, 2];
+    const queue = new ChunkQueue();
+    const out: Buffer[] = [];
+    let fed = 0;
+    let taken = 0;
+    for (let step = 0; taken < data.length; step++) {
+      if (fed < data.length && (queue.length < 20_000 || step % 2 === 0)) {
+        const n = Math.min(chunkSizes[step % chunkSizes.length]!, data.length - fed);
+        queue.push(data.subarray(fed, fed + n));
+        fed += n;
+      }
+      const n = Math.min(pieceSizes[step % pieceSizes.length]!, queue.length);
+      if (n === 0) continue;
+      const peeked = Buffer.from(queue.peek(n));
+      const piece = queue.take(n);
+      expect(piece.equals(peeked)).toBe(true);
+      out.push(Buffer.from(piece));
+      taken += n;
+    }
+    expect(Buffer.concat(out).equals(data)).toBe(true);
+    expect(queue.length).toBe(0);
   });
 });

@@ -1,5 +1,6 @@
 // gRPC's message framing on an HTTP/2 stream: each message is a 1-byte
 // compressed flag, a 4-byte big-endian length, then the message.
+import { ChunkQueue } from "./chunk-queue.js";
 
 /** A message as framed on the wire. */
 export interface FramedMessage {
@@ -18,8 +19,6 @@ export class MessageTooLargeError extends Error {
   }
 }
 
-const EMPTY = Buffer.alloc(0);
-
 /**
  * Cuts a stream's chunks into messages. Chunks are kept apart until a whole
  * message is there (joining each 16 KiB frame onto the rest would copy a
@@ -27,63 +26,45 @@ const EMPTY = Buffer.alloc(0);
  * of it, not a copy.
  */
 export class GrpcFrameReader {
-  #pending: Buffer[] = [];
-  #pendingBytes = 0;
+  readonly #queue = new ChunkQueue();
   /** The body being waited for, once its prefix is read. */
   #body: { length: number; compressed: boolean } | undefined;
-
-  constructor(private readonly maxMessageBytes: number) {}
-
-  /** Whether bytes of an unfinished message are held (a stream ending now is truncated). */
-  get partial(): boolean {
-    return this.#pendingBytes > 0 || this.#body !== undefined;
-  }
-
   /**
    * A prefix over the limit, once met: the stream cannot go on (nothing after
    * it can be framed), but the messages before it were whole.
    */
   failure: MessageTooLargeError | undefined;
 
+  constructor(private readonly maxMessageBytes: number) {}
+
+  /** Whether bytes of an unfinished message are held (a stream ending now is truncated). */
+  get partial(): boolean {
+    return this.#queue.length > 0 || this.#body !== undefined;
+  }
+
   /** The messages `chunk` completes, in order; none once `failure` is set. */
   push(chunk: Buffer): FramedMessage[] {
     const messages: FramedMessage[] = [];
     if (this.failure) return messages;
-    this.#pending.push(chunk);
-    this.#pendingBytes += chunk.length;
+    const queue = this.#queue;
+    queue.push(chunk);
     for (;;) {
       if (!this.#body) {
-        if (this.#pendingBytes < 5) break;
-        const prefix = this.#take(5);
+        if (queue.length < 5) break;
+        const prefix = queue.take(5);
         const length = prefix.readUInt32BE(1);
         if (length > this.maxMessageBytes) {
           this.failure = new MessageTooLargeError(length, this.maxMessageBytes);
-          this.#pending = [];
-          this.#pendingBytes = 0;
+          queue.clear();
           break;
         }
         this.#body = { length, compressed: prefix[0] === 1 };
       }
-      if (this.#pendingBytes < this.#body.length) break;
-      messages.push({ bytes: this.#take(this.#body.length), compressed: this.#body.compressed });
+      if (queue.length < this.#body.length) break;
+      messages.push({ bytes: queue.take(this.#body.length), compressed: this.#body.compressed });
       this.#body = undefined;
     }
     return messages;
-  }
-
-  #take(n: number): Buffer {
-    if (n === 0) return EMPTY;
-    const first = this.#pending[0]!;
-    if (first.length >= n) {
-      if (first.length === n) this.#pending.shift();
-      else this.#pending[0] = first.subarray(n);
-      this.#pendingBytes -= n;
-      return first.subarray(0, n);
-    }
-    const all = Buffer.concat(this.#pending, this.#pendingBytes);
-    this.#pending = all.length > n ? [all.subarray(n)] : [];
-    this.#pendingBytes = all.length - n;
-    return all.subarray(0, n);
   }
 }
 

@@ -12,6 +12,7 @@
 // GOAWAY of its own except on a protocol error (the daemon cannot redial a
 // session, so nothing idle or graceful closes it).
 import type { Duplex } from "node:stream";
+import { ChunkQueue } from "../chunk-queue.js";
 import { encodeHeaders, type HeaderField, HpackDecoder, HpackError } from "./hpack.js";
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
@@ -220,8 +221,7 @@ export class Http2ServerConnection {
   readonly #streams = new Map<number, StreamState>();
   readonly #decoder = new HpackDecoder(HEADER_TABLE_SIZE, MAX_HEADER_LIST_SIZE);
   // Inbound parsing.
-  #pending: Buffer[] = [];
-  #pendingBytes = 0;
+  readonly #inbound = new ChunkQueue();
   #prefaceSeen = false;
   /** A header block being continued: its stream, flags and fragments. */
   #continuing: { streamId: number; endStream: boolean; fragments: Buffer[]; size: number } | undefined;
@@ -265,21 +265,21 @@ export class Http2ServerConnection {
 
   #receive(chunk: Buffer): void {
     if (this.#closed) return;
-    this.#pending.push(chunk);
-    this.#pendingBytes += chunk.length;
+    const inbound = this.#inbound;
+    inbound.push(chunk);
     try {
       if (!this.#prefaceSeen) {
-        if (this.#pendingBytes < PREFACE.length) return;
-        if (!this.#take(PREFACE.length).equals(PREFACE)) throw new Http2ProtocolError(H2Code.PROTOCOL_ERROR, "not an HTTP/2 client preface");
+        if (inbound.length < PREFACE.length) return;
+        if (!inbound.take(PREFACE.length).equals(PREFACE)) throw new Http2ProtocolError(H2Code.PROTOCOL_ERROR, "not an HTTP/2 client preface");
         this.#prefaceSeen = true;
       }
-      while (this.#pendingBytes >= 9 && !this.#closed) {
-        const header = this.#peek(9);
+      while (inbound.length >= 9 && !this.#closed) {
+        const header = inbound.peek(9);
         const length = header.readUIntBE(0, 3);
         if (length > MAX_FRAME_SIZE) throw new Http2ProtocolError(H2Code.FRAME_SIZE_ERROR, `a frame of ${length} bytes`);
-        if (this.#pendingBytes < 9 + length) break;
-        this.#take(9);
-        const payload = this.#take(length);
+        if (inbound.length < 9 + length) break;
+        inbound.take(9);
+        const payload = inbound.take(length);
         this.#frame(header[3]!, header[4]!, header.readUInt32BE(5) & 0x7fff_ffff, payload);
       }
     } catch (err) {
@@ -583,30 +583,7 @@ export class Http2ServerConnection {
     this.#ready.clear();
     this.#options.onError?.(err);
   }
-
-  #peek(n: number): Buffer {
-    const first = this.#pending[0]!;
-    if (first.length >= n) return first.subarray(0, n);
-    return Buffer.concat(this.#pending, this.#pendingBytes).subarray(0, n);
-  }
-
-  #take(n: number): Buffer {
-    if (n === 0) return EMPTY;
-    const first = this.#pending[0]!;
-    if (first.length >= n) {
-      if (first.length === n) this.#pending.shift();
-      else this.#pending[0] = first.subarray(n);
-      this.#pendingBytes -= n;
-      return first.subarray(0, n);
-    }
-    const all = Buffer.concat(this.#pending, this.#pendingBytes);
-    this.#pending = all.length > n ? [all.subarray(n)] : [];
-    this.#pendingBytes = all.length - n;
-    return all.subarray(0, n);
-  }
 }
-
-const EMPTY = Buffer.alloc(0);
 
 function frameHeader(length: number, type: number, flags: number, streamId: number): Buffer {
   const header = Buffer.allocUnsafe(9);
