@@ -4,6 +4,7 @@
 // files while the listing is still arriving, and ends with the FIN exchange.
 // The real daemon cannot be steered into these orderings and failures.
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { randomBytes } from "node:crypto";
 import * as fs from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -296,6 +297,23 @@ describe("FileSync DiffCopy sender", () => {
     expect(received.timeline.indexOf("data:first")).toBeLessThan(received.timeline.indexOf("stat:later/x"));
     expect(received.timeline.indexOf("data:first")).toBeLessThan(received.timeline.indexOf("end"));
     expect(Object.fromEntries([...received.files].map(([k, v]) => [k, v.toString()]))).toEqual({ first: "1", "later/x": "2", "later/y": "3" });
+  });
+
+  it("sends large files byte for byte while it reuses its read buffers, several files at once", async () => {
+    // More 1 MiB reads than the sender has buffers, for three large files and
+    // many small ones in flight together: a buffer reused before its bytes
+    // were sent would show here as a wrong file.
+    const spec: Record<string, Buffer> = {};
+    for (const [name, size] of [["big-1", 9 * 1024 * 1024 + 17], ["big-2", 6 * 1024 * 1024], ["mid", 300_000]] as const) {
+      spec[name] = randomBytes(size);
+    }
+    for (let i = 0; i < 200; i++) spec[`small/${String(i).padStart(3, "0")}`] = Buffer.alloc(1000 + i, i);
+    const root = await writeTree(path.join(tmp, "large"), spec);
+    await serve({ context: await directorySource(root) });
+    const received = await receive("context");
+    expect(received.status.code).toBe(GrpcCode.OK);
+    const wrong = Object.entries(spec).filter(([name, content]) => !received.files.get(name)?.equals(content));
+    expect(wrong.map(([name]) => name)).toEqual([]);
   });
 
   it("answers REQs that come after the listing, in any order", async () => {

@@ -25,7 +25,7 @@ const SESSION_PATH = `/${Control.typeName}/${Control.method.session.name}`;
 const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 /** The session's bytes per message at most (well under the daemon's 16 MiB). */
 const MAX_SEND_BYTES = 4 * 1024 * 1024;
-/** Bytes written ahead of the call's flow control before the session's writes wait. */
+/** Bytes the session may write while the call is still sending earlier ones. */
 const WRITE_AHEAD_BYTES = 1024 * 1024;
 /** BytesMessage.data: field 1, length-delimited. */
 const DATA_TAG = 0x0a;
@@ -130,9 +130,10 @@ class TunnelConnection extends Duplex {
 
   /**
    * `chunks` as BytesMessages (one, unless they exceed a message's limit),
-   * written without copying them. The session may write on while the call
-   * holds less than WRITE_AHEAD_BYTES; past that it waits for the call's
-   * flow control to let bytes out.
+   * written without copying them. The callback waits until the call has sent
+   * them (HTTP/2 holds the chunks until then): the session's writer may then
+   * reuse its buffers, and what it writes meanwhile, up to the writable side's
+   * high-water mark, goes out as the next message.
    */
   #send(chunks: Buffer[], callback: (err?: Error | null) => void): void {
     const stream = this.#stream;
@@ -140,24 +141,14 @@ class TunnelConnection extends Duplex {
       this.#early.push({ chunks, callback });
       return;
     }
-    stream.cork();
+    if (stream.destroyed || stream.closed) return callback(new Error("the session call closed while sending"));
+    const pieces: Buffer[] = [];
     for (const message of messagesOf(chunks)) {
-      const length = message.reduce((sum, chunk) => sum + chunk.length, 0);
-      stream.write(messageHeader(length));
-      for (const chunk of message) stream.write(chunk);
+      pieces.push(messageHeader(message.reduce((sum, chunk) => sum + chunk.length, 0)), ...message);
     }
+    stream.cork();
+    pieces.forEach((piece, i) => (i === pieces.length - 1 ? stream.write(piece, (err) => callback(err ?? null)) : stream.write(piece)));
     stream.uncork();
-    if (stream.writableLength < WRITE_AHEAD_BYTES) return callback();
-    const onDrain = () => {
-      stream.off("close", onClose);
-      callback();
-    };
-    const onClose = () => {
-      stream.off("drain", onDrain);
-      callback(new Error("the session call closed while sending"));
-    };
-    stream.once("drain", onDrain);
-    stream.once("close", onClose);
   }
 
   override _final(callback: (err?: Error | null) => void): void {

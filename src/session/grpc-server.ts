@@ -61,9 +61,11 @@ export interface ServerCall {
   /**
    * Writes messages already framed (a MessageBatch's segments) in one write.
    * Returns undefined when more may be written at once, else a promise that
-   * settles when the call takes more (rejected if it closes first).
+   * settles when the call takes more (rejected if it closes first). `onSent`
+   * is called once the segments are sent (or dropped): their buffers may
+   * then be reused.
    */
-  write(framed: Uint8Array[]): Promise<void> | undefined;
+  write(framed: Uint8Array[], onSent?: () => void): Promise<void> | undefined;
 }
 
 /** Serves one call; resolving ends it with OK, throwing with the error's status. */
@@ -199,8 +201,8 @@ function serveStream(stream: ServerStream, method: string, metadata: Map<string,
     send(message) {
       return stream.write([framePrefix(message.length), message]) ?? Promise.resolve();
     },
-    write(framed) {
-      return stream.write(framed);
+    write(framed, onSent) {
+      return stream.write(framed, onSent);
     },
   };
   handler(call).then(

@@ -22,6 +22,7 @@ import { isRegularGoMode } from "../fsutil/file-mode.js";
 import { PacketType, readPacket, writeControl, writeData, writeEndOfListing, writeStat } from "../fsutil/packet-codec.js";
 import { TreeFilter, type TransferFilter } from "./tree-filter.js";
 import type { TreeSource } from "./tree-source.js";
+import { ReadBufferPool } from "./file-reads.js";
 import { walkTree } from "./tree-walk.js";
 import { isUnreadable, type UnreadablePolicy } from "./unreadable.js";
 
@@ -35,6 +36,8 @@ export const DATA_CHUNK_SIZE = 32 * 1024;
 const MAX_FILES_IN_FLIGHT = 64;
 /** Bytes of file content read but not yet handed to the call, at most (one file is always allowed). */
 const MAX_BYTES_IN_FLIGHT = 4 * 1024 * 1024;
+/** Read buffers per transfer for large files (READ_CHUNK each), reused as their bytes are sent. */
+const READ_BUFFERS = 4;
 /** A batch this large is written at once rather than at the end of the event loop's turn. */
 const FLUSH_BYTES = 512 * 1024;
 /** The listing gives the event loop a turn at least this often, even when every listing is answered at once (in-memory trees). */
@@ -72,10 +75,13 @@ class DiffCopySender {
   private bytesInFlight = 0;
   private idleWaiters: Array<() => void> = [];
   private readonly batch = new MessageBatch();
+  /** Pooled read buffers the batch refers to, released once it is sent. */
+  private batchReads: Uint8Array[] = [];
   private flushScheduled = false;
   /** Settles when the call takes more after a write it could not take at once. */
   private congested: Promise<void> | undefined;
   private readonly controller = new AbortController();
+  private readonly pool = new ReadBufferPool(READ_BUFFERS, this.controller.signal);
   private failure: ((err: unknown) => void) | undefined;
 
   constructor(
@@ -219,7 +225,7 @@ class DiffCopySender {
   private async sendFile(job: FileJob): Promise<void> {
     let content: AsyncIterable<Uint8Array> | undefined;
     try {
-      content = await this.source.open(job.path, job.size);
+      content = await this.source.open(job.path, job.size, this.pool);
     } catch (err) {
       if (isUnreadable(err)) this.unreadable.report(job.path, "file", err);
       else log(`${this.source.description}: ${job.path} is gone since it was listed, sending it empty`);
@@ -229,6 +235,7 @@ class DiffCopySender {
         for (let offset = 0; offset < chunk.byteLength; offset += DATA_CHUNK_SIZE) {
           writeData(this.batch, job.id, chunk.subarray(offset, offset + DATA_CHUNK_SIZE));
         }
+        this.batchReads.push(chunk);
         if (this.batch.byteLength >= FLUSH_BYTES) await this.flush();
         this.controller.signal.throwIfAborted();
       }
@@ -257,7 +264,9 @@ class DiffCopySender {
     if (signal.aborted) return Promise.reject(signal.reason);
     if (this.congested) return this.congested;
     if (this.batch.messages === 0) return Promise.resolve();
-    const written = this.call.write(this.batch.take());
+    const reads = this.batchReads;
+    this.batchReads = [];
+    const written = this.call.write(this.batch.take(), reads.length === 0 ? undefined : () => reads.forEach((chunk) => this.pool.release(chunk)));
     if (!written) return Promise.resolve();
     const wait = this.unlessAborted(written);
     this.congested = wait;

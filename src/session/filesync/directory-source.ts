@@ -8,7 +8,7 @@ import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { BuildKitNodeError } from "../../errors.js";
 import { goModeFromUnix, GoMode } from "../fsutil/file-mode.js";
-import { closeSoon, openForReading, readChunks } from "./file-reads.js";
+import { closeSoon, openForReading, type ReadBufferPool, readChunks } from "./file-reads.js";
 import type { TreeEntry, TreeSource } from "./tree-source.js";
 import { assertTreePath, joinPath, sortByUtf8 } from "./tree-path.js";
 
@@ -69,9 +69,9 @@ export async function directorySource(root: string): Promise<TreeSource> {
     },
 
     /** Opens at once (a file that cannot be opened rejects here, not while it is read); read it to the end or stop early to close it. */
-    async open(relative: string, expectedSize = 0): Promise<AsyncIterable<Uint8Array>> {
+    async open(relative: string, expectedSize = 0, pool?: ReadBufferPool): Promise<AsyncIterable<Uint8Array>> {
       const fd = await openForReading(hostPath(relative));
-      return readThenClose(fd, expectedSize);
+      return readThenClose(fd, expectedSize, pool);
     },
 
     async close(): Promise<void> {},
@@ -112,9 +112,9 @@ export async function directorySource(root: string): Promise<TreeSource> {
   }
 }
 
-async function* readThenClose(fd: number, expectedSize: number): AsyncGenerator<Uint8Array> {
+async function* readThenClose(fd: number, expectedSize: number, pool: ReadBufferPool | undefined): AsyncGenerator<Uint8Array> {
   try {
-    yield* readChunks(fd, { position: null, expectedSize });
+    yield* readChunks(fd, { position: null, expectedSize, pool });
   } finally {
     closeSoon(fd);
   }

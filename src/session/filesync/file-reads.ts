@@ -27,6 +27,53 @@ export function closeSoon(fd: number): void {
   fs.close(fd, () => {});
 }
 
+/** Reads at least this large go into pooled buffers when a pool is given. */
+const POOLED_READ_MIN = 64 * 1024;
+
+/**
+ * READ_CHUNK buffers for one transfer's large reads, each reused once what
+ * was read into it has been sent: a 1 GiB file then costs a few megabytes,
+ * not a gigabyte of buffers left for the garbage collector. A reader waits
+ * for a free buffer when all are out (which also bounds the bytes in flight).
+ */
+export class ReadBufferPool {
+  readonly #free: Buffer[] = [];
+  readonly #owned = new WeakMap<ArrayBufferLike, Buffer>();
+  readonly #waiters: Array<{ resolve: (buffer: Buffer) => void; reject: (err: unknown) => void }> = [];
+  #count = 0;
+
+  constructor(
+    private readonly max: number,
+    private readonly signal: AbortSignal,
+  ) {
+    signal.addEventListener("abort", () => {
+      for (const waiter of this.#waiters.splice(0)) waiter.reject(signal.reason);
+    }, { once: true });
+  }
+
+  acquire(): Promise<Buffer> {
+    if (this.signal.aborted) return Promise.reject(this.signal.reason);
+    const free = this.#free.pop();
+    if (free) return Promise.resolve(free);
+    if (this.#count < this.max) {
+      this.#count++;
+      const buffer = Buffer.allocUnsafeSlow(READ_CHUNK);
+      this.#owned.set(buffer.buffer, buffer);
+      return Promise.resolve(buffer);
+    }
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+  }
+
+  /** Takes back the buffer `chunk` was read into; chunks from elsewhere are ignored. */
+  release(chunk: Uint8Array): void {
+    const buffer = this.#owned.get(chunk.buffer);
+    if (!buffer) return;
+    const waiter = this.#waiters.shift();
+    if (waiter) waiter.resolve(buffer);
+    else this.#free.push(buffer);
+  }
+}
+
 export interface ReadRange {
   /** Where to start, or null for the descriptor's current position. */
   position: number | null;
@@ -34,12 +81,15 @@ export interface ReadRange {
   expectedSize: number;
   /** Stop after this many bytes (a range inside a larger file); default: at end of file. */
   limit?: number;
+  /** Where large reads go (the consumer then releases each chunk to it); else fresh buffers. */
+  pool?: ReadBufferPool | undefined;
 }
 
 /**
  * The bytes of `fd` in chunks of at most READ_CHUNK, each in a buffer of its
- * own that the caller may keep. A file that is `expectedSize` long takes
- * ceil(size / READ_CHUNK) reads, with no extra read to find its end.
+ * own that the caller may keep (or, with a pool, must release to it). A file
+ * that is `expectedSize` long takes ceil(size / READ_CHUNK) reads, with no
+ * extra read to find its end.
  */
 export async function* readChunks(fd: number, range: ReadRange): AsyncGenerator<Buffer> {
   let position = range.position;
@@ -48,9 +98,19 @@ export async function* readChunks(fd: number, range: ReadRange): AsyncGenerator<
   while (total < limit) {
     // One byte past the expected end tells a file that grew from one that did not.
     const wanted = Math.min(READ_CHUNK, limit - total, Math.max(range.expectedSize - total + 1, 1));
-    const buffer = Buffer.allocUnsafe(wanted);
-    const n = await read(fd, buffer, position);
-    if (n === 0) return;
+    const pooled = range.pool && wanted >= POOLED_READ_MIN ? await range.pool.acquire() : undefined;
+    const buffer = pooled ? pooled.subarray(0, wanted) : Buffer.allocUnsafe(wanted);
+    let n: number;
+    try {
+      n = await read(fd, buffer, position);
+    } catch (err) {
+      if (pooled) range.pool!.release(pooled);
+      throw err;
+    }
+    if (n === 0) {
+      if (pooled) range.pool!.release(pooled);
+      return;
+    }
     total += n;
     if (position !== null) position += n;
     yield n === wanted ? buffer : buffer.subarray(0, n);

@@ -19,7 +19,7 @@ import { createGunzip } from "node:zlib";
 import * as tar from "tar-stream";
 import { BuildKitNodeError } from "../../errors.js";
 import { writeFully } from "../write-fully.js";
-import { closeSoon, openForReading, readChunks } from "./file-reads.js";
+import { closeSoon, openForReading, type ReadBufferPool, readChunks } from "./file-reads.js";
 import { goModeFromUnix } from "../fsutil/file-mode.js";
 import { EntryTree, type TreeNode, isDirectory, isSymlink } from "./entry-tree.js";
 import type { TreeEntry, TreeSource } from "./tree-source.js";
@@ -72,10 +72,10 @@ export async function tarSource(input: Readable, options: TarSourceOptions = {})
 function spooledSource(tree: EntryTree<SpoolExtent>, spoolPath: string, spoolDir: string): TreeSource {
   // One descriptor for every read: each file is then a read (or a few) at its offset.
   let spool: Promise<number> | undefined;
-  async function* readExtent(extent: SpoolExtent): AsyncGenerator<Uint8Array> {
+  async function* readExtent(extent: SpoolExtent, pool: ReadBufferPool | undefined): AsyncGenerator<Uint8Array> {
     if (extent.size === 0) return;
     spool ??= openForReading(spoolPath);
-    yield* readChunks(await spool, { position: extent.offset, expectedSize: extent.size, limit: extent.size });
+    yield* readChunks(await spool, { position: extent.offset, expectedSize: extent.size, limit: extent.size, pool });
   }
   return {
     description: "tar upload",
@@ -85,10 +85,10 @@ function spooledSource(tree: EntryTree<SpoolExtent>, spoolPath: string, spoolDir
     async stat(p: string): Promise<TreeEntry | undefined> {
       return tree.get(p)?.entry;
     },
-    open(p: string): AsyncIterable<Uint8Array> {
+    open(p: string, _expectedSize?: number, pool?: ReadBufferPool): AsyncIterable<Uint8Array> {
       const extent = tree.get(p)?.content;
       if (!extent) throw new BuildKitNodeError("NOT_FOUND", `tar upload: no file ${p}`);
-      return readExtent(extent);
+      return readExtent(extent, pool);
     },
     async close(): Promise<void> {
       if (spool) closeSoon(await spool);

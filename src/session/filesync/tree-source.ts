@@ -2,6 +2,8 @@
 // directory, an uploaded tarball, files held in memory), described the way
 // fsutil describes entries on the wire.
 
+import type { ReadBufferPool } from "./file-reads.js";
+
 /** One entry of a tree, as fsutil's Stat describes it. */
 export interface TreeEntry {
   /** Relative, '/'-separated, no leading './' or '/'. */
@@ -30,9 +32,11 @@ export interface TreeSource {
   /**
    * Content of a regular file, streamed (never the whole file in memory),
    * in chunks the caller may keep. `expectedSize` is the size the listing
-   * gave, a hint that lets a small file be read in one go.
+   * gave, a hint that lets a small file be read in one go. With `pool`,
+   * large chunks are read into its buffers, which the caller releases to it
+   * once done with them.
    */
-  open(path: string, expectedSize?: number): Promise<AsyncIterable<Uint8Array>> | AsyncIterable<Uint8Array>;
+  open(path: string, expectedSize?: number, pool?: ReadBufferPool): Promise<AsyncIterable<Uint8Array>> | AsyncIterable<Uint8Array>;
   /** Releases what the source holds (temporary files). */
   close(): Promise<void>;
 }

@@ -65,9 +65,11 @@ export interface ServerStream {
   /**
    * Queues `chunks` as DATA, sent as the peer's windows allow. Undefined when
    * more may be written at once; else a promise that settles when the queue
-   * is short again (rejects if the stream ends first).
+   * is short again (rejects if the stream ends first). `onSent` is called
+   * once the connection has sent them (or they were dropped with the
+   * stream): the chunks may be reused from then on.
    */
-  write(chunks: readonly Uint8Array[]): Promise<void> | undefined;
+  write(chunks: readonly Uint8Array[], onSent?: () => void): Promise<void> | undefined;
   /** Ends the response with trailers, after the queued data. */
   end(trailers: readonly HeaderField[]): void;
   /** Resets the stream (RST_STREAM). */
@@ -90,6 +92,11 @@ interface OutgoingItem {
   /** DATA payload pieces still to send (front first). */
   data: Uint8Array[];
   dataBytes: number;
+  /** Bytes ever queued, and ever cut into frames. */
+  queuedTotal: number;
+  framedTotal: number;
+  /** Callbacks due once the bytes up to `at` are sent, in order. */
+  sentMarkers: Array<{ at: number; onSent: () => void }>;
 }
 
 class StreamState implements ServerStream {
@@ -105,7 +112,7 @@ class StreamState implements ServerStream {
   unackedBytes = 0;
   // Outbound.
   sendWindow: number;
-  readonly outgoing: OutgoingItem = { data: [], dataBytes: 0 };
+  readonly outgoing: OutgoingItem = { data: [], dataBytes: 0, queuedTotal: 0, framedTotal: 0, sentMarkers: [] };
   trailers: readonly HeaderField[] | undefined;
   responded = false;
   closedLocal = false;
@@ -146,13 +153,19 @@ class StreamState implements ServerStream {
     this.connection.sendHeaders(this, headers, false);
   }
 
-  write(chunks: readonly Uint8Array[]): Promise<void> | undefined {
-    if (this.closedLocal || this.resetError) return Promise.reject(new Error("the call is closed"));
+  write(chunks: readonly Uint8Array[], onSent?: () => void): Promise<void> | undefined {
+    if (this.closedLocal || this.resetError) {
+      onSent?.();
+      return Promise.reject(new Error("the call is closed"));
+    }
+    const out = this.outgoing;
     for (const chunk of chunks) {
       if (chunk.byteLength === 0) continue;
-      this.outgoing.data.push(chunk);
-      this.outgoing.dataBytes += chunk.byteLength;
+      out.data.push(chunk);
+      out.dataBytes += chunk.byteLength;
+      out.queuedTotal += chunk.byteLength;
     }
+    if (onSent) out.sentMarkers.push({ at: out.queuedTotal, onSent });
     this.connection.schedule(this);
     if (this.outgoing.dataBytes < STREAM_WRITE_HIGH_WATER) return undefined;
     if (!this.drained) {
@@ -196,6 +209,8 @@ class StreamState implements ServerStream {
     this.closedLocal = true;
     this.outgoing.data = [];
     this.outgoing.dataBytes = 0;
+    // Dropped, never to be sent: their buffers are free.
+    for (const { onSent } of this.outgoing.sentMarkers.splice(0)) onSent();
     if (this.drained) {
       this.drained.reject(new Error("the call closed while sending"));
       this.drained = undefined;
@@ -489,6 +504,7 @@ export class Http2ServerConnection {
   #flush(): void {
     if (this.#closed || this.#blocked) return;
     const frames: Uint8Array[] = [];
+    const sent: Array<() => void> = [];
     let progress = true;
     while (progress && this.#ready.size > 0) {
       progress = false;
@@ -501,7 +517,9 @@ export class Http2ServerConnection {
             continue;
           }
           const payload = takeBytes(out, room);
-          frames.push(frameHeader(payload.reduce((n, p) => n + p.byteLength, 0), FrameType.DATA, 0, stream.id), ...payload);
+          frames.push(frameHeader(room, FrameType.DATA, 0, stream.id), ...payload);
+          out.framedTotal += room;
+          while (out.sentMarkers.length > 0 && out.sentMarkers[0]!.at <= out.framedTotal) sent.push(out.sentMarkers.shift()!.onSent);
           stream.sendWindow -= room;
           this.#connectionSendWindow -= room;
           stream.checkDrained();
@@ -520,7 +538,7 @@ export class Http2ServerConnection {
         }
       }
     }
-    if (frames.length > 0) this.#writeRaw(frames);
+    if (frames.length > 0) this.#writeRaw(frames, sent);
   }
 
   #pushHeaders(frames: Uint8Array[], stream: StreamState, fields: readonly HeaderField[], endStream: boolean): void {
@@ -553,12 +571,20 @@ export class Http2ServerConnection {
     this.#writeRaw([frameHeader(payload.byteLength, type, flags, streamId), payload]);
   }
 
-  #writeRaw(pieces: Uint8Array[]): void {
-    if (this.#closed) return;
+  /** Writes `pieces` in one go; `sent` are called when the connection has sent them (or failed). */
+  #writeRaw(pieces: Uint8Array[], sent: Array<() => void> = []): void {
+    if (this.#closed) {
+      for (const onSent of sent) onSent();
+      return;
+    }
     const connection = this.#connection;
+    const done = sent.length === 0 ? undefined : () => sent.forEach((onSent) => onSent());
     connection.cork();
     let ok = true;
-    for (const piece of pieces) if (piece.byteLength > 0) ok = connection.write(piece);
+    pieces.forEach((piece, i) => {
+      if (i === pieces.length - 1) ok = connection.write(piece, done);
+      else if (piece.byteLength > 0) ok = connection.write(piece);
+    });
     connection.uncork();
     if (!ok) this.#blocked = true;
   }
