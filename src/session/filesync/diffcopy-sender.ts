@@ -67,9 +67,16 @@ export async function sendTree(source: TreeSource, filter: TransferFilter, call:
 }
 
 class DiffCopySender {
-  /** Regular files the daemon may still request, by STAT ID. */
-  private readonly requestable = new Map<number, FileJob>();
-  private readonly queue: FileJob[] = [];
+  /**
+   * Regular files the daemon may still request: path and size by STAT ID
+   * (dense arrays, not an object per file: a listing of 200,000 files all
+   * wait here while the daemon works through them).
+   */
+  private readonly requestablePaths: Array<string | undefined> = [];
+  private readonly requestableSizes: number[] = [];
+  /** Requested and not started yet: STAT IDs and their paths. */
+  private queue: number[] = [];
+  private queuePaths: string[] = [];
   private queueHead = 0;
   private inFlight = 0;
   private bytesInFlight = 0;
@@ -140,7 +147,10 @@ class DiffCopySender {
     for await (const entries of walkTree(this.source, this.filter, signal, this.unreadable)) {
       for (const entry of entries) {
         // Registered before the STAT goes out: the daemon may ask at once.
-        if (isRegularGoMode(entry.mode)) this.requestable.set(id, { id, path: entry.path, size: entry.size });
+        if (isRegularGoMode(entry.mode)) {
+          this.requestablePaths[id] = entry.path;
+          this.requestableSizes[id] = entry.size;
+        }
         id++;
         writeStat(this.batch, entry);
       }
@@ -180,22 +190,25 @@ class DiffCopySender {
   }
 
   private request(id: number): void {
-    const job = this.requestable.get(id);
-    if (job === undefined) throw new Error(`invalid file id ${id}`);
-    this.requestable.delete(id); // a second REQ for it is invalid too
-    this.queue.push(job);
+    const path = this.requestablePaths[id];
+    if (path === undefined) throw new Error(`invalid file id ${id}`);
+    this.requestablePaths[id] = undefined; // a second REQ for it is invalid too
+    this.queue.push(id);
+    this.queuePaths.push(path);
     this.startFiles();
   }
 
   private startFiles(): void {
     // Nothing new is read while the call is full: what is in flight is the bound.
     while (this.inFlight < MAX_FILES_IN_FLIGHT && this.queueHead < this.queue.length && !this.congested && !this.controller.signal.aborted) {
-      const job = this.queue[this.queueHead]!;
+      const id = this.queue[this.queueHead]!;
+      const job: FileJob = { id, path: this.queuePaths[this.queueHead]!, size: this.requestableSizes[id]! };
       const reserved = Math.min(job.size + 1, MAX_BYTES_IN_FLIGHT);
       if (this.inFlight > 0 && this.bytesInFlight + reserved > MAX_BYTES_IN_FLIGHT) break;
       this.queueHead++;
       if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
-        this.queue.splice(0, this.queueHead);
+        this.queue = this.queue.slice(this.queueHead);
+        this.queuePaths = this.queuePaths.slice(this.queueHead);
         this.queueHead = 0;
       }
       this.inFlight++;
