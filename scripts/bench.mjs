@@ -409,11 +409,13 @@ function printTargets(results, buildctl) {
   const small = byScenario.get("20k");
   const many = byScenario.get("200k");
   if (small && many) {
-    const perFile = (runs) => Math.min(...runs.node.map((r) => r.wallMs)) / runs.tree.files;
-    const ratio = perFile(many) / perFile(small);
+    // The client's cost per file is its CPU time; wall time per file also carries the daemon's share.
+    const perFile = (runs, key) => Math.min(...runs.node.map((r) => r[key])) / runs.tree.files;
+    const cpuRatio = perFile(many, "cpuMs") / perFile(small, "cpuMs");
+    const wallRatio = perFile(many, "wallMs") / perFile(small, "wallMs");
     console.log(
-      `- 200k files cost ${(perFile(many) * 1000).toFixed(0)} µs per file, 20k ${(perFile(small) * 1000).toFixed(0)} µs (best runs): ` +
-        `${ratio.toFixed(2)}× (≤ ${LINEAR_SLACK}) ${verdict(ratio <= LINEAR_SLACK)}`,
+      `- 200k files cost ${(perFile(many, "cpuMs") * 1000).toFixed(0)} µs of client CPU per file, 20k ${(perFile(small, "cpuMs") * 1000).toFixed(0)} µs (best runs): ` +
+        `${cpuRatio.toFixed(2)}× (≤ ${LINEAR_SLACK}) ${verdict(cpuRatio <= LINEAR_SLACK)}; wall per file ${wallRatio.toFixed(2)}×`,
     );
   }
   const rebuild = byScenario.get("rebuild");
