@@ -33,7 +33,8 @@ const CONNECTION_WINDOW = 16 * 1024 * 1024;
 /** Frames we accept (our SETTINGS_MAX_FRAME_SIZE is the default). */
 const MAX_FRAME_SIZE = 16_384;
 const HEADER_TABLE_SIZE = 4096;
-const MAX_HEADER_LIST_SIZE = 256 * 1024;
+/** A call's headers at most: BuildKit sends a .dockerignore's patterns as metadata (gRPC servers take up to 16 MiB). */
+const MAX_HEADER_LIST_SIZE = 4 * 1024 * 1024;
 /** Bytes a stream may queue before its writer is asked to wait. */
 const STREAM_WRITE_HIGH_WATER = 1024 * 1024;
 
@@ -393,7 +394,9 @@ export class Http2ServerConnection {
       existing.wakeReader?.();
       return;
     }
-    if (streamId % 2 === 0 || streamId <= this.#lastStreamId) throw new Http2ProtocolError(H2Code.PROTOCOL_ERROR, `a new stream ${streamId} out of order`);
+    if (streamId % 2 === 0) throw new Http2ProtocolError(H2Code.PROTOCOL_ERROR, `a client stream with the even id ${streamId}`);
+    // A stream already over (one we reset, say): its late headers were decoded for the table's sake, and are dropped.
+    if (streamId <= this.#lastStreamId) return;
     this.#lastStreamId = streamId;
     if (this.#goingAway) return this.#writeFrame(FrameType.RST_STREAM, 0, streamId, uint32(H2Code.REFUSED_STREAM));
     const stream = new StreamState(streamId, fields, this, this.#peerInitialWindow);
