@@ -60,23 +60,19 @@ describe("fsutil packets by hand", () => {
   it("encodes DATA, FIN and ERR as the generated code does, large payloads by reference", () => {
     const small = Buffer.from("four");
     const large = Buffer.alloc(32 * 1024, 7);
-    const batch = new MessageBatch();
-    writeData(batch, 0, small);
-    writeData(batch, 300, large);
-    writeData(batch, 300, new Uint8Array(0));
-    writeControl(batch, PacketType.FIN);
-    writeControl(batch, PacketType.ERR, "failed: ✗");
-    const segmentsBefore = batch.take();
+    const fill = (batch: MessageBatch) => {
+      writeData(batch, 0, small);
+      writeData(batch, 300, large);
+      writeData(batch, 300, new Uint8Array(0));
+      writeControl(batch, PacketType.FIN);
+      writeControl(batch, PacketType.ERR, "failed: ✗");
+      return batch;
+    };
+    const batch = fill(new MessageBatch());
     // The large payload is its own segment, the very buffer given.
-    expect(segmentsBefore.some((s) => s === large)).toBe(true);
+    expect(batch.take().some((s) => s === large)).toBe(true);
     expect(batch.byteLength).toBe(0); // taken: the batch is empty again
 
-    const again = new MessageBatch();
-    writeData(again, 0, small);
-    writeData(again, 300, large);
-    writeData(again, 300, new Uint8Array(0));
-    writeControl(again, PacketType.FIN);
-    writeControl(again, PacketType.ERR, "failed: ✗");
     const expected = [
       create(PacketSchema, { type: Packet_PacketType.PACKET_DATA, id: 0, data: small }),
       create(PacketSchema, { type: Packet_PacketType.PACKET_DATA, id: 300, data: large }),
@@ -84,7 +80,7 @@ describe("fsutil packets by hand", () => {
       create(PacketSchema, { type: Packet_PacketType.PACKET_FIN }),
       create(PacketSchema, { type: Packet_PacketType.PACKET_ERR, data: Buffer.from("failed: ✗") }),
     ].map((p) => Buffer.from(toBinary(PacketSchema, p)).toString("hex"));
-    expect(messagesOf(again).map((m) => m.toString("hex"))).toEqual(expected);
+    expect(messagesOf(fill(new MessageBatch())).map((m) => m.toString("hex"))).toEqual(expected);
   });
 
   it("spans many chunks of the batch without losing a byte", () => {
