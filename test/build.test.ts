@@ -95,27 +95,6 @@ describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
       }
     });
 
-    it("sends each build its own Dockerfile, even one of the same size after another on the same context", async () => {
-      // In-memory files have fixed times: the session key must tell the two apart, or a
-      // daemon that diffs against the last transfer (BuildKit v0.8) keeps the first.
-      const outputs = [tempDir("same-size-1"), tempDir("same-size-2")];
-      try {
-        for (const [i, word] of ["first", "other"].entries()) {
-          await runCollecting(
-            bk.build({
-              context: { files: {} },
-              dockerfileContent: `FROM ${BASE_IMAGE} AS b\nRUN echo ${word} > /w\nFROM scratch\nCOPY --from=b /w /\n`,
-              outputs: [{ type: "local", dest: outputs[i]!.path }],
-            }),
-          );
-        }
-        expect(readFileSync(join(outputs[0]!.path, "w"), "utf8")).toBe("first\n");
-        expect(readFileSync(join(outputs[1]!.path, "w"), "utf8")).toBe("other\n");
-      } finally {
-        for (const out of outputs) out.remove();
-      }
-    });
-
     it("builds from files in memory, with the Dockerfile given apart", async () => {
       const out = tempDir("memory");
       try {

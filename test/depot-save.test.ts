@@ -265,7 +265,14 @@ async function startStallingFront(upstream: string, stall: (path: string) => boo
     for (const [name, value] of Object.entries(headers)) if (!name.startsWith(":") || name === ":method" || name === ":path") forwarded[name] = value;
     const up = client.request(forwarded);
     up.on("error", (err) => stream.destroy(err));
-    up.on("response", (response) => stream.respond(response));
+    // The caller may have gone (reset) before the answer's headers arrive.
+    up.on("response", (response) => {
+      if (stream.destroyed || stream.closed) return up.close();
+      stream.respond(response);
+    });
+    stream.on("close", () => {
+      if (!up.destroyed) up.close();
+    });
     stream.pipe(up);
     up.pipe(stream);
   });

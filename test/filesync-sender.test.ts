@@ -4,6 +4,7 @@
 // files while the listing is still arriving, and ends with the FIN exchange.
 // The real daemon cannot be steered into these orderings and failures.
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { randomBytes } from "node:crypto";
 import * as fs from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -298,6 +299,23 @@ describe("FileSync DiffCopy sender", () => {
     expect(Object.fromEntries([...received.files].map(([k, v]) => [k, v.toString()]))).toEqual({ first: "1", "later/x": "2", "later/y": "3" });
   });
 
+  it("sends large files byte for byte while it reuses its read buffers, several files at once", async () => {
+    // More 1 MiB reads than the sender has buffers, for three large files and
+    // many small ones in flight together: a buffer reused before its bytes
+    // were sent would show here as a wrong file.
+    const spec: Record<string, Buffer> = {};
+    for (const [name, size] of [["big-1", 9 * 1024 * 1024 + 17], ["big-2", 6 * 1024 * 1024], ["mid", 300_000]] as const) {
+      spec[name] = randomBytes(size);
+    }
+    for (let i = 0; i < 200; i++) spec[`small/${String(i).padStart(3, "0")}`] = Buffer.alloc(1000 + i, i);
+    const root = await writeTree(path.join(tmp, "large"), spec);
+    await serve({ context: await directorySource(root) });
+    const received = await receive("context");
+    expect(received.status.code).toBe(GrpcCode.OK);
+    const wrong = Object.entries(spec).filter(([name, content]) => !received.files.get(name)?.equals(content));
+    expect(wrong.map(([name]) => name)).toEqual([]);
+  });
+
   it("answers REQs that come after the listing, in any order", async () => {
     const root = await writeTree(path.join(tmp, "ctx"), { a: "A", "b/c": "C", d: "D" });
     await serve({ context: await directorySource(root) });
@@ -423,7 +441,9 @@ describe("FileSync DiffCopy sender", () => {
 
     const fromMemory = await receive("dockerfile", { metadata: { followpaths: ["Dockerfile", "Dockerfile.dockerignore", "dockerfile"] } });
     expect(pathsOf(fromMemory)).toEqual(["Dockerfile", "Dockerfile.dockerignore"]);
-    expect(fromMemory.stats[0]).toMatchObject({ mode: 0o644, modTime: 0n, size: 13n });
+    expect(fromMemory.stats[0]).toMatchObject({ mode: 0o644, size: 13n });
+    // An in-memory file's time follows its content (see memorySource).
+    expect(fromMemory.stats[0]!.modTime).toBe((await memorySource({ Dockerfile: "FROM busybox\n" }).stat("Dockerfile"))!.modTimeNs);
   });
 
   it("answers an unknown dir-name NOT_FOUND", async () => {

@@ -18,6 +18,7 @@ import {
   type TreeEntry,
   type TreeSource,
 } from "../src/session/filesync/tree-source.js";
+import { READ_CHUNK } from "../src/session/filesync/file-reads.js";
 
 let tmp: string;
 const opened: TreeSource[] = [];
@@ -259,7 +260,7 @@ describe("tarSource", () => {
         largest = Math.max(largest, chunk.byteLength);
       }
       expect(hash.digest("hex")).toBe(digest);
-      expect(largest).toBeLessThanOrEqual(256 * 1024); // read in bounded pieces, never whole
+      expect(largest).toBeLessThanOrEqual(READ_CHUNK); // read in bounded pieces, never whole
     }
   });
 
@@ -348,7 +349,10 @@ describe("memorySource", () => {
     expect(names(await source.list(""))).toEqual(["Dockerfile", "src"]);
     expect(names(await source.list("src"))).toEqual(["src/app", "src/x.txt"]);
     const file = await source.stat("Dockerfile");
-    expect(file).toEqual({ path: "Dockerfile", mode: 0o644, size: 13, modTimeNs: 0n, linkname: "", uid: 0, gid: 0 });
+    expect(file).toMatchObject({ path: "Dockerfile", mode: 0o644, size: 13, linkname: "", uid: 0, gid: 0 });
+    // A file's time follows its content: stable for the same bytes, different for others of the same size.
+    expect((await memorySource({ Dockerfile: "FROM busybox\n" }).stat("Dockerfile"))?.modTimeNs).toBe(file?.modTimeNs);
+    expect((await memorySource({ Dockerfile: "FROM busyb0x\n" }).stat("Dockerfile"))?.modTimeNs).not.toBe(file?.modTimeNs);
     expect(await source.stat("src/app")).toMatchObject({ mode: (GoMode.Dir | 0o755) >>> 0, modTimeNs: 0n });
     expect((await read(source, "src/app/main.js")).toString()).toBe("main");
     expect((await read(source, "src/x.txt")).length).toBe(0);

@@ -1,8 +1,22 @@
-// The session's gRPC server, driven by an HTTP/2 client playing the daemon.
+// The session's gRPC server, driven by an HTTP/2 client playing the daemon
+// (Node's, over loopback), and at the end by a raw socket writing frames.
 import { create, toBinary, fromBinary } from "@bufbuild/protobuf";
+import * as net from "node:net";
+import { gzipSync } from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
+import { ChunkQueue } from "../src/session/chunk-queue.js";
 import { HealthCheckRequestSchema, HealthCheckResponseSchema } from "../src/gen/grpc/health/v1/health_pb.js";
-import { GrpcCode, GrpcStatusError, metadataValue, type ServerCall, unary } from "../src/session/grpc-server.js";
+import {
+  GrpcCode,
+  GrpcStatusError,
+  MAX_RECEIVE_MESSAGE_BYTES,
+  metadataValue,
+  parseGrpcTimeout,
+  type Routes,
+  type ServerCall,
+  serveGrpc,
+  unary,
+} from "../src/session/grpc-server.js";
 import { type DaemonSide, startDaemonSide } from "./support/daemon-side.js";
 
 let daemon: DaemonSide | undefined;
@@ -72,5 +86,295 @@ describe("serveGrpc", () => {
     expect(((await iterator.next()).value as Uint8Array).length).toBe(big.length);
     call.cancel();
     await aborted;
+  });
+
+  /** A handler that records what it received and how its call ended. */
+  function recorder() {
+    const seen: { messages: Uint8Array[]; error?: unknown; aborted?: unknown } = { messages: [] };
+    const handler = async (call: ServerCall) => {
+      call.signal.addEventListener("abort", () => (seen.aborted = call.signal.reason));
+      try {
+        for await (const message of call.messages()) seen.messages.push(message);
+      } catch (err) {
+        seen.error = err;
+        throw err;
+      }
+    };
+    return { seen, handler };
+  }
+
+  it("refuses a message over 16 MiB by its length prefix, RESOURCE_EXHAUSTED, without waiting for its bytes", async () => {
+    const { seen, handler } = recorder();
+    daemon = await startDaemonSide(new Map([["/x.Y/Upload", handler]]));
+    const call = daemon.call("/x.Y/Upload");
+    call.send(new Uint8Array([1, 2, 3]));
+    // A 4 GiB - 1 length, as a hostile or broken peer might claim; only a few bytes follow.
+    call.sendRaw(Buffer.from([0, 0xff, 0xff, 0xff, 0xff, 1, 2, 3]));
+    const status = await call.status;
+    expect(status.code).toBe(GrpcCode.RESOURCE_EXHAUSTED);
+    expect(status.message).toContain(`larger than max (4294967295 vs. ${MAX_RECEIVE_MESSAGE_BYTES})`);
+    expect(seen.messages.map((m) => [...m])).toEqual([[1, 2, 3]]);
+  });
+
+  it("takes a message of exactly 16 MiB", async () => {
+    const { seen, handler } = recorder();
+    daemon = await startDaemonSide(new Map([["/x.Y/Upload", handler]]));
+    const call = daemon.call("/x.Y/Upload");
+    call.send(new Uint8Array(MAX_RECEIVE_MESSAGE_BYTES).fill(9));
+    call.end();
+    expect((await call.status).code).toBe(GrpcCode.OK);
+    expect(seen.messages.map((m) => m.length)).toEqual([MAX_RECEIVE_MESSAGE_BYTES]);
+  });
+
+  it("decompresses gzip messages, and refuses one that inflates past the limit", async () => {
+    const { seen, handler } = recorder();
+    daemon = await startDaemonSide(new Map([["/x.Y/Upload", handler]]));
+    const framed = (payload: Uint8Array) => {
+      const body = gzipSync(payload);
+      const prefix = Buffer.alloc(5);
+      prefix[0] = 1;
+      prefix.writeUInt32BE(body.length, 1);
+      return Buffer.concat([prefix, body]);
+    };
+    const call = daemon.call("/x.Y/Upload", { "grpc-encoding": "gzip" });
+    call.sendRaw(framed(Buffer.from("hello, gzip")));
+    call.send(Buffer.from("plain"));
+    call.end();
+    expect((await call.status).code).toBe(GrpcCode.OK);
+    expect(seen.messages.map((m) => Buffer.from(m).toString())).toEqual(["hello, gzip", "plain"]);
+
+    // 32 MiB of zeros is ~32 KiB compressed: under the limit on the wire, not once inflated.
+    const bomb = recorder();
+    await daemon.close();
+    daemon = await startDaemonSide(new Map([["/x.Y/Upload", bomb.handler]]));
+    const bombCall = daemon.call("/x.Y/Upload", { "grpc-encoding": "gzip" });
+    bombCall.sendRaw(framed(Buffer.alloc(2 * MAX_RECEIVE_MESSAGE_BYTES)));
+    bombCall.end();
+    const status = await bombCall.status;
+    expect(status.code).toBe(GrpcCode.RESOURCE_EXHAUSTED);
+    expect(bomb.seen.messages).toEqual([]);
+  });
+
+  it("refuses a compressed message on a call that declared no encoding", async () => {
+    const { handler } = recorder();
+    daemon = await startDaemonSide(new Map([["/x.Y/Upload", handler]]));
+    const call = daemon.call("/x.Y/Upload");
+    const body = gzipSync(Buffer.from("x"));
+    const prefix = Buffer.from([1, 0, 0, 0, body.length]);
+    call.sendRaw(Buffer.concat([prefix, body]));
+    call.end();
+    expect((await call.status).code).toBe(GrpcCode.INTERNAL);
+  });
+
+  it("ends a call past its grpc-timeout with DEADLINE_EXCEEDED and tells the handler", async () => {
+    let aborted: unknown;
+    let handlerDone!: () => void;
+    const done = new Promise<void>((resolve) => (handlerDone = resolve));
+    const handler = async (call: ServerCall) => {
+      // Waits for the daemon's messages, which never come.
+      try {
+        for await (const _ of call.messages()) void _;
+      } finally {
+        aborted = call.signal.reason;
+        handlerDone();
+      }
+    };
+    daemon = await startDaemonSide(new Map([["/x.Y/Slow", handler]]));
+    const call = daemon.call("/x.Y/Slow", { "grpc-timeout": "50m" });
+    expect(await call.status).toEqual({ code: GrpcCode.DEADLINE_EXCEEDED, message: "/x.Y/Slow: deadline exceeded" });
+    call.cancel();
+    await done;
+    expect(aborted).toBeInstanceOf(GrpcStatusError);
+  });
+
+  it("reads grpc-timeout as gRPC defines it", () => {
+    expect(parseGrpcTimeout("1H")).toBe(3_600_000);
+    expect(parseGrpcTimeout("2M")).toBe(120_000);
+    expect(parseGrpcTimeout("3S")).toBe(3000);
+    expect(parseGrpcTimeout("250m")).toBe(250);
+    expect(parseGrpcTimeout("1500u")).toBe(2);
+    expect(parseGrpcTimeout("99999999n")).toBe(100);
+    expect(parseGrpcTimeout("99999999H")).toBe(2 ** 31 - 1);
+    expect(parseGrpcTimeout(undefined)).toBeUndefined();
+    for (const bad of ["", "10", "S", "123456789S", "1.5S", "-1S", "10s"]) expect(parseGrpcTimeout(bad)).toBeUndefined();
+  });
+});
+
+// The session's own HTTP/2 server, at the frame level: a raw socket plays a
+// client that does what Node's client never does (padding, CONTINUATION,
+// garbage), to check what the real daemons may send is read right.
+describe("the session's HTTP/2 server", () => {
+  /** A frame: 9-byte header and payload. */
+  function frame(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
+    const header = Buffer.alloc(9);
+    header.writeUIntBE(payload.length, 0, 3);
+    header[3] = type;
+    header[4] = flags;
+    header.writeUInt32BE(streamId, 5);
+    return Buffer.concat([header, payload]);
+  }
+  /** A header block of literals without indexing, no Huffman. */
+  function literals(fields: Array<[string, string]>): Buffer {
+    const parts: Buffer[] = [];
+    for (const [name, value] of fields) parts.push(Buffer.from([0x00, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value));
+    return Buffer.concat(parts);
+  }
+  /** Frames the server sends, parsed as they come. */
+  async function* framesFrom(socket: net.Socket): AsyncGenerator<{ type: number; flags: number; streamId: number; payload: Buffer }> {
+    let buffer = Buffer.alloc(0);
+    for await (const chunk of socket as AsyncIterable<Buffer>) {
+      buffer = Buffer.concat([buffer, chunk]);
+      while (buffer.length >= 9 && buffer.length >= 9 + buffer.readUIntBE(0, 3)) {
+        const length = buffer.readUIntBE(0, 3);
+        yield { type: buffer[3]!, flags: buffer[4]!, streamId: buffer.readUInt32BE(5) & 0x7fffffff, payload: buffer.subarray(9, 9 + length) };
+        buffer = buffer.subarray(9 + length);
+      }
+    }
+  }
+  const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+  async function rawServer(routes: Routes): Promise<{ socket: net.Socket; close(): void }> {
+    const listener = net.createServer();
+    await new Promise<void>((resolve) => listener.listen(0, "127.0.0.1", resolve));
+    const accepted = new Promise<net.Socket>((resolve) => listener.once("connection", resolve));
+    const socket = net.connect((listener.address() as net.AddressInfo).port, "127.0.0.1");
+    const served = serveGrpc(await accepted, routes);
+    return {
+      socket,
+      close() {
+        served.close();
+        socket.destroy();
+        listener.close();
+      },
+    };
+  }
+
+  it("reads padded frames and a header block split into CONTINUATION frames, and answers PING", async () => {
+    const seen: { metadata?: ReadonlyMap<string, readonly string[]>; messages: string[] } = { messages: [] };
+    const raw = await rawServer(
+      new Map([
+        [
+          "/x.Y/Z",
+          async (call: ServerCall) => {
+            seen.metadata = call.metadata;
+            for await (const m of call.messages()) seen.messages.push(Buffer.from(m).toString());
+          },
+        ],
+      ]),
+    );
+    try {
+      const block = literals([
+        [":method", "POST"],
+        [":scheme", "http"],
+        [":path", "/x.Y/Z"],
+        [":authority", "session"],
+        ["content-type", "application/grpc"],
+        ["dir-name", "context"],
+        ["exclude-patterns", "a"],
+        ["exclude-patterns", "b"],
+      ]);
+      const message = Buffer.concat([Buffer.from([0, 0, 0, 0, 5]), Buffer.from("hello")]);
+      const padded = (payload: Buffer, pad: number) => Buffer.concat([Buffer.from([pad]), payload, Buffer.alloc(pad)]);
+      raw.socket.write(
+        Buffer.concat([
+          PREFACE,
+          frame(4, 0, 0, Buffer.alloc(0)), // SETTINGS
+          frame(1, 0x8, 1, padded(block.subarray(0, 20), 3)), // HEADERS, padded, no END_HEADERS
+          frame(9, 0, 1, block.subarray(20, 40)), // CONTINUATION
+          frame(9, 0x4, 1, block.subarray(40)), // CONTINUATION, END_HEADERS
+          frame(0, 0x8, 1, padded(message.subarray(0, 7), 10)), // DATA, padded
+          frame(0, 0x1, 1, message.subarray(7)), // DATA, END_STREAM
+          frame(6, 0, 0, Buffer.from("12345678")), // PING
+        ]),
+      );
+      let pingAck: Buffer | undefined;
+      let status: string | undefined;
+      for await (const f of framesFrom(raw.socket)) {
+        if (f.type === 6 && f.flags & 0x1) pingAck = f.payload;
+        if (f.type === 1 && f.streamId === 1 && f.flags & 0x1) {
+          // Trailers: literals without indexing with new names, as our encoder writes them.
+          status = f.payload.includes(Buffer.from("grpc-status")) ? f.payload.toString("latin1") : undefined;
+          break;
+        }
+      }
+      expect(pingAck?.toString()).toBe("12345678");
+      expect(status).toContain("grpc-status");
+      expect(seen.messages).toEqual(["hello"]);
+      expect(seen.metadata?.get("exclude-patterns")).toEqual(["a", "b"]);
+      expect(seen.metadata?.get("dir-name")).toEqual(["context"]);
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("answers a peer that does not speak HTTP/2 with GOAWAY and closes, failing no handler", async () => {
+    const raw = await rawServer(new Map());
+    try {
+      raw.socket.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+      const frames = [];
+      for await (const f of framesFrom(raw.socket)) frames.push(f);
+      const goaway = frames.find((f) => f.type === 7);
+      expect(goaway?.payload.readUInt32BE(4)).toBe(1); // PROTOCOL_ERROR
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("refuses a frame larger than it allows with GOAWAY FRAME_SIZE_ERROR", async () => {
+    const raw = await rawServer(new Map());
+    try {
+      raw.socket.write(Buffer.concat([PREFACE, frame(0, 0, 1, Buffer.alloc(20_000))]));
+      const frames = [];
+      for await (const f of framesFrom(raw.socket)) frames.push(f);
+      expect(frames.find((f) => f.type === 7)?.payload.readUInt32BE(4)).toBe(6);
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("decodes what Node's HPACK encoder sends: Huffman strings and the dynamic table, call after call", async () => {
+    const seen: Array<ReadonlyMap<string, readonly string[]>> = [];
+    daemon = await startDaemonSide(new Map([["/x.Y/Z", async (call: ServerCall) => void seen.push(call.metadata)]]));
+    const metadata = { "dir-name": "context", "include-patterns": ["src/**/*.ts", "package.json"], "x-docker-expose-session-sharedkey": "app:0123456789abcdef" };
+    for (let i = 0; i < 3; i++) {
+      const call = daemon.call("/x.Y/Z", metadata);
+      call.end();
+      expect((await call.status).code).toBe(GrpcCode.OK);
+    }
+    expect(seen).toHaveLength(3);
+    for (const m of seen) {
+      expect(m.get("include-patterns")).toEqual(["src/**/*.ts", "package.json"]);
+      expect(m.get("x-docker-expose-session-sharedkey")).toEqual(["app:0123456789abcdef"]);
+      expect(m.get("te")).toEqual(["trailers"]);
+    }
+  });
+});
+
+describe("ChunkQueue", () => {
+  it("hands out pieces of any size across chunks of any size, byte for byte", () => {
+    const data = Buffer.from(Array.from({ length: 20_000 }, (_, i) => (i * 31 + 7) % 251));
+    // Chunk and piece sizes from fixed cycles that fall out of step with each other.
+    const chunkSizes = [1, 7, 300, 2, 4096, 13, 9];
+    const pieceSizes = [5, 9, 1, 16_384, 3, 700, 2];
+    const queue = new ChunkQueue();
+    const out: Buffer[] = [];
+    let fed = 0;
+    let taken = 0;
+    for (let step = 0; taken < data.length; step++) {
+      if (fed < data.length && (queue.length < 20_000 || step % 2 === 0)) {
+        const n = Math.min(chunkSizes[step % chunkSizes.length]!, data.length - fed);
+        queue.push(data.subarray(fed, fed + n));
+        fed += n;
+      }
+      const n = Math.min(pieceSizes[step % pieceSizes.length]!, queue.length);
+      if (n === 0) continue;
+      const peeked = Buffer.from(queue.peek(n));
+      const piece = queue.take(n);
+      expect(piece.equals(peeked)).toBe(true);
+      out.push(Buffer.from(piece));
+      taken += n;
+    }
+    expect(Buffer.concat(out).equals(data)).toBe(true);
+    expect(queue.length).toBe(0);
   });
 });

@@ -102,6 +102,31 @@ export interface BuildOptions {
    * over one is refused with RESOURCE_EXHAUSTED the moment it crosses it.
    */
   tarLimits?: TarLimits;
+  /**
+   * The session's shared key (Go's `SolveOpt.SharedKey`). The daemon keeps
+   * the last upload of each local (`context`, `dockerfile`, named contexts)
+   * under this key and the local's name, and a new upload under the same key
+   * sends only the files whose size, mode or modification time differ from
+   * it. By default every directory has its own key (its path on this host),
+   * so a rebuild of one directory sends only what changed; give builds of the
+   * same project from different directories (a fresh checkout, an upload
+   * unpacked to a new temporary directory) one key, and the second sends
+   * only what differs from the first.
+   *
+   * Files are compared by metadata, not content: use one key only for trees
+   * whose changed files get new modification times. A tarball made with
+   * fixed times (`tar --mtime`, `git archive`) under a shared key can leave
+   * the daemon with an older file of the same size. In-memory files and
+   * `dockerfileContent` are safe under any key (their times follow content).
+   */
+  sharedKey?: string;
+  /**
+   * A file or directory of a local context that cannot be read (permissions):
+   * `"error"` (the default) fails the build with INVALID_ARGUMENT naming it;
+   * `"warn"` sends it empty, as Docker's client does, with a `warning` event.
+   * A Dockerfile that cannot be read always fails the build.
+   */
+  onUnreadable?: "error" | "warn";
   /** Aborts the solve, the session and the progress stream. */
   signal?: AbortSignal;
   /**

@@ -1,6 +1,6 @@
 import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import { createHash, type Hash, randomBytes } from "node:crypto";
-import { existsSync, statSync } from "node:fs";
+import { closeSync, existsSync, openSync, statSync } from "node:fs";
 import { hostname } from "node:os";
 import { basename, dirname, posix, resolve } from "node:path";
 import { Readable } from "node:stream";
@@ -24,7 +24,7 @@ import type { BuildEvent } from "./events.js";
 import { EventQueue } from "./event-queue.js";
 import { checkDaemonSupports, type DaemonKind } from "./daemon-kind.js";
 import { planOutputs } from "./outputs.js";
-import { openSessionTunnel } from "./session-tunnel.js";
+import { type OpenStream, openSessionTunnel } from "./session-tunnel.js";
 import { localDockerfileText, solveError, type SolveFailureContext } from "./solve-error.js";
 import { cacheEntries, entitlements, frontendAttrs } from "./solve-request.js";
 import { StatusTracker } from "./status-tracker.js";
@@ -41,6 +41,8 @@ const SESSION_CLOSE_GRACE_MS = 5_000;
 export interface BuildTarget {
   address: string;
   control: Client<typeof Control>;
+  /** A call's raw HTTP/2 stream (the session tunnel frames its own messages). */
+  openStream: OpenStream;
   /** What kind of BuildKit this is (asked once, when a build needs it). */
   daemon(): Promise<DaemonKind>;
   /** Exporters the daemon accepts in one solve (1 before BuildKit v0.13). */
@@ -131,7 +133,11 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
     await assertDockerfileIn(locals, options);
     const attrs = { ...frontendAttrs(options, locals.dockerfileName), ...locals.contextAttrs };
     const registryAuth = options.registryAuth ?? "docker-config";
-    const attachables: Attachable[] = [fileSyncAttachable(locals.dirs), authAttachable(registryAuth)];
+    const fileSync = fileSyncAttachable(locals.dirs, {
+      onUnreadable: options.onUnreadable ?? "error",
+      warn: (message) => emit({ type: "warning", digest: "", message, detail: [] }),
+    });
+    const attachables: Attachable[] = [fileSync, authAttachable(registryAuth)];
     const fileSend = plan.targets.size > 0 ? fileSendAttachable(plan.targets) : undefined;
     if (fileSend) attachables.push(fileSend);
     if (options.secrets) attachables.push(secretsAttachable(options.secrets));
@@ -142,7 +148,7 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
     }
 
     const session = new BuildSession({ sharedKey: locals.sharedKey, attachables });
-    const tunnel = openSessionTunnel(target.control, session.headers, signal);
+    const tunnel = openSessionTunnel(target.openStream, session.headers, signal);
     const served = session.serve(tunnel.connection);
     cleanups.push(async () => {
       // Half-close: the daemon drops the session and ends the call.
@@ -173,7 +179,7 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
     if ("failure" in solved) {
       daemonReachable = solved.daemonAnswered;
       // A refused Docker load makes the export fail; say why, not just that.
-      const cause = plan.clientFailure();
+      const cause = plan.clientFailure() ?? fileSync.clientFailure();
       if (cause instanceof BuildKitNodeError) throw cause;
       throw solved.failure;
     }
@@ -269,15 +275,16 @@ interface Locals {
 
 /** The local directories the frontend will ask for, as tree sources. */
 async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> | void)[], signal: AbortSignal): Promise<Locals> {
-  // What each local holds, for the session's shared key; the Dockerfile's
-  // too: in-memory files have fixed times, and a daemon that diffs against
-  // the last transfer (v0.8 does) would take a new Dockerfile of the same
-  // size for the old one.
+  // Checked before any context is read.
+  if (options.sharedKey !== undefined && (typeof options.sharedKey !== "string" || options.sharedKey === "")) {
+    throw new BuildKitNodeError("INVALID_ARGUMENT", "sharedKey must be a non-empty string (omit it for a key per directory)");
+  }
+  // What each local holds, for the session's shared key.
   const identities: string[] = [];
   const open = async (input: ContextInput, name: string): Promise<TreeSource> => {
     const { source, identity } = await openSource(input, signal, options.tarLimits);
     cleanups.push(() => source.close());
-    identities.push(`${name}=${identity}`);
+    if (name !== "dockerfile") identities.push(`${name}=${identity}`);
     return source;
   };
   const dirs = new Map<string, TreeSource>();
@@ -293,6 +300,7 @@ async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> 
     if (!existsSync(path) || !statSync(path).isFile()) {
       throw new BuildKitNodeError("INVALID_ARGUMENT", `no Dockerfile at ${path}`);
     }
+    assertReadable(path);
     dockerfileName = basename(path);
     dirs.set("dockerfile", await open(dirname(path), "dockerfile"));
   } else {
@@ -314,7 +322,17 @@ async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> 
     dirs.set(localName, await open(input, localName));
     contextAttrs[`context:${name}`] = `local:${localName}`;
   }
-  return { dirs, dockerfileName, contextAttrs, sharedKey: sharedKeyFor(options.context, identities) };
+  return { dirs, dockerfileName, contextAttrs, sharedKey: sharedKeyFor(options, identities) };
+}
+
+/** The daemon would read an unreadable Dockerfile as an empty one ("the Dockerfile cannot be empty"): say what it is. */
+function assertReadable(dockerfile: string): void {
+  try {
+    closeSync(openSync(dockerfile, "r"));
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code === "EACCES" ? "permission denied" : (err as Error).message;
+    throw new BuildKitNodeError("INVALID_ARGUMENT", `the Dockerfile ${dockerfile} cannot be read: ${why}`, { cause: err });
+  }
 }
 
 /**
@@ -382,12 +400,15 @@ async function* hashedChunks(tar: AsyncIterable<Uint8Array>, hash: Hash, signal:
 
 /**
  * The daemon diffs each upload against the last one made under the same key
- * and asks only for files whose metadata changed. A directory keeps its key
- * (per path and machine, like buildx), so a rebuild sends only what changed.
- * Uploads and in-memory files get a key from their contents: their entries
- * have fixed times, so two different contents must never share a key.
+ * and asks only for files whose metadata changed. The caller's `sharedKey`
+ * when given; by default a directory keeps its key (per path and machine,
+ * like buildx), so a rebuild sends only what changed, and uploads and
+ * in-memory files get a key from their contents (a tarball's entries may
+ * have fixed times, so two different contents must not share a key).
  */
-function sharedKeyFor(context: ContextInput, identities: string[]): string {
+function sharedKeyFor(options: BuildOptions, identities: string[]): string {
+  const { context, sharedKey } = options;
+  if (sharedKey !== undefined) return sharedKey;
   const label = typeof context === "string" ? basename(resolve(context)) : "tar" in context ? "upload" : "files";
   const digest = createHash("sha256").update(hostname()).update("\u0000").update(identities.join("\u0000")).digest("hex").slice(0, 32);
   return `${label}:${digest}`;

@@ -178,6 +178,7 @@ export class BuildKitClient implements AsyncDisposable {
       {
         address: this.address,
         control: this.#control,
+        openStream: (path, headers) => this.#channel.openStream(path, headers),
         daemon: () => this.#daemonKind(),
         maxExporters: () => this.#maxExporters(),
         callError: (err, context, signal, since) => this.#callError(err, context, signal, since),

@@ -1,6 +1,17 @@
-import type { Client } from "@connectrpc/connect";
-import { Duplex, PassThrough, Readable } from "node:stream";
-import type { Control } from "../gen/moby/buildkit/v1/control_pb.js";
+// The build session travels inside `Control.Session`, a bidi call of
+// BytesMessage whose bytes are the daemon's HTTP/2 connection to our session
+// server. Every byte of an upload crosses it, so the call is framed here
+// rather than by the generic client: a message is a 5-byte gRPC prefix and a
+// protobuf header of a few bytes written in front of the session's own
+// writes, never a copy of them.
+import * as http2 from "node:http2";
+import { Duplex } from "node:stream";
+import { BuildKitNodeError } from "../errors.js";
+import { Control } from "../gen/moby/buildkit/v1/control_pb.js";
+import { framePrefix, GrpcFrameReader } from "../session/grpc-frames.js";
+
+/** Starts a call and hands over its HTTP/2 stream (see Channel.openStream). */
+export type OpenStream = (path: string, headers: http2.OutgoingHttpHeaders) => Promise<http2.ClientHttp2Stream>;
 
 export interface SessionTunnel {
   /** The byte stream the session's HTTP/2 server runs on. */
@@ -9,47 +20,241 @@ export interface SessionTunnel {
   readonly closed: Promise<void>;
 }
 
+const SESSION_PATH = `/${Control.typeName}/${Control.method.session.name}`;
+/** BuildKit's message limit; the daemon's side of the session never sends more per message. */
+const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+/** The session's bytes per message at most (well under the daemon's 16 MiB). */
+const MAX_SEND_BYTES = 4 * 1024 * 1024;
+/** Bytes the session may write while the call is still sending earlier ones. */
+const WRITE_AHEAD_BYTES = 1024 * 1024;
+/** BytesMessage.data: field 1, length-delimited. */
+const DATA_TAG = 0x0a;
+
 /**
  * Opens `Control.Session` and exposes it as a byte stream: each
  * BytesMessage is an arbitrary slice of the daemon's HTTP/2 connection, in
  * either direction. Ending the stream's writable side half-closes the call,
  * which is how a session is ended once the solve is done.
  */
-export function openSessionTunnel(
-  control: Client<typeof Control>,
-  headers: Record<string, string | string[]>,
-  signal: AbortSignal,
-): SessionTunnel {
-  const outgoing = new PassThrough();
-  async function* requests() {
-    // A read drains everything buffered, so small HTTP/2 frames share a message.
-    for await (const chunk of outgoing as AsyncIterable<Buffer>) yield { data: chunk };
-  }
-  const callHeaders = new Headers();
-  for (const [name, value] of Object.entries(headers)) {
-    for (const v of Array.isArray(value) ? value : [value]) callHeaders.append(name, v);
-  }
-  const responses = control.session(requests(), { headers: callHeaders, signal })[Symbol.asyncIterator]();
-  // The call starts now; if it fails before the session server reads (a
-  // solve refused at once), its failure must still have a reader.
-  const first = responses.next();
-  first.catch(() => {});
+export function openSessionTunnel(openStream: OpenStream, headers: Record<string, string | string[]>, signal: AbortSignal): SessionTunnel {
+  const requestHeaders: http2.OutgoingHttpHeaders = { ...headers, "content-type": "application/grpc", te: "trailers" };
+  const connection = new TunnelConnection(openStream(SESSION_PATH, requestHeaders), signal);
+  connection.callEnded.catch(() => {}); // observed by the build; never an unhandled rejection
+  return { connection, closed: connection.callEnded };
+}
 
-  let settle!: { resolve: () => void; reject: (err: unknown) => void };
-  const closed = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
-  closed.catch(() => {}); // observed by the build; never an unhandled rejection
-  const incoming = Readable.from(
-    (async function* () {
-      try {
-        for (let next = await first; !next.done; next = await responses.next()) yield next.value.data;
-        settle.resolve();
-      } catch (err) {
-        settle.reject(err);
-        throw err;
-      }
-    })(),
-    { objectMode: false },
-  );
-  const connection = Duplex.from({ readable: incoming, writable: outgoing });
-  return { connection, closed };
+class TunnelConnection extends Duplex {
+  /** Settles when the call ends: resolved when the daemon ended it OK. */
+  readonly callEnded: Promise<void>;
+  #settle!: { resolve: () => void; reject: (err: Error) => void };
+  #stream: http2.ClientHttp2Stream | undefined;
+  /** Writes made before the call was open, with their callbacks. */
+  #early: Array<{ chunks: Buffer[]; callback: (err?: Error | null) => void }> = [];
+  #endRequested = false;
+  readonly #reader = new GrpcFrameReader(MAX_MESSAGE_BYTES);
+  #status: { code: number; message: string } | undefined;
+
+  constructor(stream: Promise<http2.ClientHttp2Stream>, signal: AbortSignal) {
+    // The session writes its frames in batches; a batch should not have to wait a turn for 'drain'.
+    super({ allowHalfOpen: true, writableHighWaterMark: WRITE_AHEAD_BYTES });
+    this.callEnded = new Promise((resolve, reject) => (this.#settle = { resolve, reject }));
+    const onAbort = () => this.destroy(new BuildKitNodeError("CANCELED", "the session call was aborted", { cause: signal.reason }));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+    this.callEnded.then(
+      () => signal.removeEventListener("abort", onAbort),
+      () => signal.removeEventListener("abort", onAbort),
+    );
+    stream.then(
+      (opened) => this.#attach(opened),
+      (err: unknown) => this.destroy(err instanceof Error ? err : new Error(String(err))),
+    );
+  }
+
+  #attach(stream: http2.ClientHttp2Stream): void {
+    if (this.destroyed) {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      return;
+    }
+    this.#stream = stream;
+    stream.on("response", (headers) => {
+      const status = headers[":status"];
+      if (status !== 200) return this.destroy(new Error(`the session call was answered with HTTP ${status}`));
+      // A trailers-only answer: the call failed before it started.
+      if (headers["grpc-status"] !== undefined) this.#status = grpcStatusOf(headers);
+    });
+    stream.on("trailers", (trailers) => (this.#status = grpcStatusOf(trailers)));
+    stream.on("data", (chunk: Buffer) => this.#receive(chunk));
+    stream.on("end", () => {
+      const status = this.#status;
+      if (status && status.code !== 0) return this.destroy(new Error(`the session call ended: ${status.message || `gRPC status ${status.code}`}`));
+      if (this.#reader.partial) return this.destroy(new Error("the session call ended inside a message"));
+      this.push(null);
+      this.#settle.resolve();
+    });
+    stream.on("error", (err) => this.destroy(err));
+    stream.on("close", () => {
+      if (!this.readableEnded) this.destroy(new Error(`the session call closed (HTTP/2 code ${stream.rstCode ?? "none"})`));
+    });
+    for (const { chunks, callback } of this.#early.splice(0)) this.#send(chunks, callback);
+    if (this.#endRequested) stream.end();
+  }
+
+  /** The daemon's bytes, unwrapped from their BytesMessages. */
+  #receive(chunk: Buffer): void {
+    const framed = this.#reader.push(chunk);
+    if (this.#reader.failure) return void this.destroy(this.#reader.failure);
+    for (const { bytes, compressed } of framed) {
+      if (compressed) return void this.destroy(new Error("the daemon sent a compressed session message unasked"));
+      const data = bytesMessageData(bytes);
+      if (data === undefined) return void this.destroy(new Error("the daemon sent a malformed session message"));
+      if (data.length > 0 && !this.push(data)) this.#stream?.pause();
+    }
+  }
+
+  override _read(): void {
+    this.#stream?.resume();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    this.#send([chunk], callback);
+  }
+
+  /** HTTP/2 writes a frame in pieces; a batch of them is one message. */
+  override _writev(chunks: Array<{ chunk: Buffer }>, callback: (err?: Error | null) => void): void {
+    this.#send(
+      chunks.map((c) => c.chunk),
+      callback,
+    );
+  }
+
+  /**
+   * `chunks` as BytesMessages (one, unless they exceed a message's limit),
+   * written without copying them. The callback waits until the call has sent
+   * them (HTTP/2 holds the chunks until then): the session's writer may then
+   * reuse its buffers, and what it writes meanwhile, up to the writable side's
+   * high-water mark, goes out as the next message.
+   */
+  #send(chunks: Buffer[], callback: (err?: Error | null) => void): void {
+    const stream = this.#stream;
+    if (!stream) {
+      this.#early.push({ chunks, callback });
+      return;
+    }
+    if (stream.destroyed || stream.closed) return callback(new Error("the session call closed while sending"));
+    const pieces: Buffer[] = [];
+    for (const message of messagesOf(chunks)) {
+      pieces.push(messageHeader(message.reduce((sum, chunk) => sum + chunk.length, 0)), ...message);
+    }
+    stream.cork();
+    pieces.forEach((piece, i) => (i === pieces.length - 1 ? stream.write(piece, (err) => callback(err ?? null)) : stream.write(piece)));
+    stream.uncork();
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    this.#endRequested = true;
+    this.#stream?.end();
+    callback();
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    const stream = this.#stream;
+    if (stream && !stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+    for (const { callback: early } of this.#early.splice(0)) early(err ?? new Error("the session ended"));
+    if (err) this.#settle.reject(err);
+    else this.#settle.resolve();
+    callback(err);
+  }
+}
+
+/** `chunks` grouped (and cut where needed) into messages of at most MAX_SEND_BYTES. */
+function messagesOf(chunks: Buffer[]): Buffer[][] {
+  const messages: Buffer[][] = [];
+  let current: Buffer[] = [];
+  let size = 0;
+  for (let chunk of chunks) {
+    while (size + chunk.length > MAX_SEND_BYTES) {
+      const room = MAX_SEND_BYTES - size;
+      current.push(chunk.subarray(0, room));
+      messages.push(current);
+      chunk = chunk.subarray(room);
+      current = [];
+      size = 0;
+    }
+    if (chunk.length > 0) {
+      current.push(chunk);
+      size += chunk.length;
+    }
+  }
+  if (current.length > 0) messages.push(current);
+  return messages;
+}
+
+/** The gRPC prefix and the protobuf bytes before BytesMessage.data's `length` bytes. */
+function messageHeader(length: number): Buffer {
+  const header = Buffer.allocUnsafe(5 + 1 + 5);
+  header[5] = DATA_TAG;
+  const varintLength = writeVarint(header, 6, length);
+  framePrefix(1 + varintLength + length).copy(header, 0);
+  return header.subarray(0, 6 + varintLength);
+}
+
+/** BytesMessage.data of a message, or undefined if it is not one. */
+function bytesMessageData(message: Buffer): Buffer | undefined {
+  let data: Buffer = EMPTY;
+  let pos = 0;
+  while (pos < message.length) {
+    const tag = readVarint(message, pos);
+    if (!tag) return undefined;
+    pos = tag.next;
+    const wireType = tag.value & 7;
+    if (wireType === 2) {
+      const length = readVarint(message, pos);
+      if (!length || length.next + length.value > message.length) return undefined;
+      if (tag.value >>> 3 === 1) data = message.subarray(length.next, length.next + length.value);
+      pos = length.next + length.value;
+    } else if (wireType === 0) {
+      const value = readVarint(message, pos);
+      if (!value) return undefined;
+      pos = value.next;
+    } else if (wireType === 1) pos += 8;
+    else if (wireType === 5) pos += 4;
+    else return undefined;
+  }
+  return pos === message.length ? data : undefined;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function readVarint(bytes: Buffer, pos: number): { value: number; next: number } | undefined {
+  let value = 0;
+  for (let shift = 0; shift < 64; shift += 7) {
+    if (pos >= bytes.length) return undefined;
+    const byte = bytes[pos++]!;
+    value += (byte & 0x7f) * 2 ** shift;
+    if (byte < 0x80) return { value, next: pos };
+  }
+  return undefined;
+}
+
+/** Writes `value` as a varint at `offset`; returns its length. */
+function writeVarint(buffer: Buffer, offset: number, value: number): number {
+  let pos = offset;
+  while (value > 0x7f) {
+    buffer[pos++] = (value & 0x7f) | 0x80;
+    value >>>= 7;
+  }
+  buffer[pos++] = value;
+  return pos - offset;
+}
+
+function grpcStatusOf(headers: http2.IncomingHttpHeaders): { code: number; message: string } {
+  const raw = headers["grpc-message"];
+  let message = typeof raw === "string" ? raw : "";
+  try {
+    message = decodeURIComponent(message);
+  } catch {
+    // not percent-encoded after all: keep it as it came
+  }
+  return { code: Number(headers["grpc-status"] ?? 2), message };
 }

@@ -1,9 +1,11 @@
-import * as http2 from "node:http2";
 import type { Duplex } from "node:stream";
-import { gunzipSync } from "node:zlib";
+import { gunzip } from "node:zlib";
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createLogger } from "../log.js";
+import { framePrefix, GrpcFrameReader } from "./grpc-frames.js";
+import type { HeaderField } from "./http2/hpack.js";
+import { Http2ServerConnection, type ServerStream, StreamResetError } from "./http2/server-connection.js";
 
 const log = createLogger("session");
 
@@ -13,9 +15,11 @@ export const GrpcCode = {
   CANCELLED: 1,
   UNKNOWN: 2,
   INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
   NOT_FOUND: 5,
   ALREADY_EXISTS: 6,
   PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
   FAILED_PRECONDITION: 9,
   UNIMPLEMENTED: 12,
   INTERNAL: 13,
@@ -48,10 +52,20 @@ export interface ServerCall {
   readonly metadata: ReadonlyMap<string, readonly string[]>;
   /** Aborted when the daemon cancels the call or the session ends. */
   readonly signal: AbortSignal;
-  /** The daemon's messages, until it half-closes. One consumer. */
+  /** The daemon's messages, until it half-closes. One consumer (of this or messageBatches()). */
   messages(): AsyncIterable<Uint8Array>;
+  /** The same messages, as many at a time as have arrived whole: one wait per batch, not per message. */
+  messageBatches(): AsyncIterable<Uint8Array[]>;
   /** Sends one message; resolves when it may be followed by another (backpressure). */
   send(message: Uint8Array): Promise<void>;
+  /**
+   * Writes messages already framed (a MessageBatch's segments) in one write.
+   * Returns undefined when more may be written at once, else a promise that
+   * settles when the call takes more (rejected if it closes first). `onSent`
+   * is called once the segments are sent (or dropped): their buffers may
+   * then be reused.
+   */
+  write(framed: Uint8Array[], onSent?: () => void): Promise<void> | undefined;
 }
 
 /** Serves one call; resolving ends it with OK, throwing with the error's status. */
@@ -90,151 +104,167 @@ export function sendMessage<S extends DescMessage>(call: ServerCall, schema: S, 
 }
 
 /**
- * Serves gRPC over `connection`, a byte stream on which the peer (the
- * BuildKit daemon) is the HTTP/2 client. The HTTP/2 session is never closed
- * from our side while the connection lives: the daemon cannot redial a
- * session, so a GOAWAY or an idle close would kill the build.
+ * The largest message the session takes, as gRPC servers limit it (BuildKit
+ * sends at most 16 MiB either way); a longer one ends the call with
+ * RESOURCE_EXHAUSTED before any of it is buffered.
  */
-export function serveGrpc(connection: Duplex, routes: Routes): { session: http2.ServerHttp2Session; close(): void } {
-  const session = http2.performServerHandshake(connection, {
-    // The daemon's FileSend chunks reach 3 MiB; allow headroom.
-    maxSessionMemory: 64,
-    settings: { initialWindowSize: 4 * 1024 * 1024 },
-  });
-  session.on("error", (err) => log(`session connection: ${err.message}`));
-  session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
-    const path = String(headers[":path"] ?? "");
-    serveStream(stream, path, metadataOf(rawHeaders), routes.get(path));
-  });
-  return {
-    session,
-    close() {
-      if (!session.destroyed) session.destroy();
+export const MAX_RECEIVE_MESSAGE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Serves gRPC over `connection`, a byte stream on which the peer (the
+ * BuildKit daemon) is the HTTP/2 client. The HTTP/2 connection is never
+ * closed from our side while it lives: the daemon cannot redial a session,
+ * so a GOAWAY or an idle close would kill the build.
+ */
+export function serveGrpc(connection: Duplex, routes: Routes): { close(): void } {
+  const server = new Http2ServerConnection(connection, {
+    onStream(stream) {
+      const path = stream.headers.find(([name]) => name === ":path")?.[1] ?? "";
+      serveStream(stream, path, metadataOf(stream.headers), routes.get(path));
     },
-  };
+    onError(err) {
+      log(`session connection: ${err.message}`);
+    },
+  });
+  return { close: () => server.close() };
 }
 
-/** Rebuilds metadata from the raw header list, keeping repeated fields apart. */
-function metadataOf(rawHeaders: string[]): Map<string, string[]> {
+/** Metadata from the request's header fields, repeated fields kept apart. */
+function metadataOf(fields: readonly HeaderField[]): Map<string, string[]> {
   const metadata = new Map<string, string[]>();
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    const key = rawHeaders[i]!.toLowerCase();
-    if (key.startsWith(":")) continue;
+  for (const [name, value] of fields) {
+    if (name.startsWith(":")) continue;
+    const key = name.toLowerCase();
     const list = metadata.get(key);
-    if (list) list.push(rawHeaders[i + 1]!);
-    else metadata.set(key, [rawHeaders[i + 1]!]);
+    if (list) list.push(value);
+    else metadata.set(key, [value]);
   }
   return metadata;
 }
 
-function serveStream(stream: http2.ServerHttp2Stream, method: string, metadata: Map<string, string[]>, handler: Handler | undefined): void {
+function serveStream(stream: ServerStream, method: string, metadata: Map<string, string[]>, handler: Handler | undefined): void {
   const controller = new AbortController();
-  stream.on("close", () => controller.abort(new Error(`${method}: call closed`)));
-  stream.on("error", (err) => log(`${method}: ${err.message}`));
-  stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+  let deadline: NodeJS.Timeout | undefined;
+  const onClose = () => {
+    clearTimeout(deadline);
+    controller.abort(new Error(`${method}: call closed`));
+  };
+  if (stream.signal.aborted) onClose();
+  else stream.signal.addEventListener("abort", onClose, { once: true });
+  stream.respond([
+    [":status", "200"],
+    ["content-type", "application/grpc"],
+  ]);
 
+  let finished = false;
   const finish = (code: number, message: string) => {
-    if (stream.closed || stream.destroyed) return;
-    stream.once("wantTrailers", () => {
-      const trailers: http2.OutgoingHttpHeaders = { "grpc-status": String(code) };
-      if (message) trailers["grpc-message"] = encodeURIComponent(message);
-      stream.sendTrailers(trailers);
-    });
-    stream.end();
+    if (finished) return;
+    finished = true;
+    clearTimeout(deadline);
+    // The daemon's half of the call must end too, read or not.
+    stream.discardBody();
+    const trailers: HeaderField[] = [["grpc-status", String(code)]];
+    if (message) trailers.push(["grpc-message", encodeURIComponent(message)]);
+    stream.end(trailers);
   };
   if (!handler) {
     log(`unimplemented: ${method}`);
-    stream.resume();
     return finish(GrpcCode.UNIMPLEMENTED, `unknown method ${method}`);
+  }
+
+  const timeoutMs = parseGrpcTimeout(metadata.get("grpc-timeout")?.[0]);
+  if (timeoutMs !== undefined) {
+    // The daemon's deadline: the handler is told to stop, the call ends as gRPC servers end it.
+    deadline = setTimeout(() => {
+      const status = new GrpcStatusError(GrpcCode.DEADLINE_EXCEEDED, `${method}: deadline exceeded`);
+      finish(status.code, status.message);
+      controller.abort(status);
+    }, timeoutMs);
+    deadline.unref();
   }
 
   const gzipped = metadata.get("grpc-encoding")?.[0] === "gzip";
   let consumed = false;
+  const batches = () => {
+    if (consumed) throw new Error(`${method}: the messages may be consumed once`);
+    consumed = true;
+    return readMessageBatches(stream, gzipped);
+  };
   const call: ServerCall = {
     method,
     metadata,
     signal: controller.signal,
-    messages() {
-      if (consumed) throw new Error(`${method}: messages() may be consumed once`);
-      consumed = true;
-      return readMessages(stream, gzipped);
+    async *messages() {
+      for await (const batch of batches()) yield* batch;
     },
+    messageBatches: batches,
     send(message) {
-      return writeMessage(stream, message);
+      return stream.write([framePrefix(message.length), message]) ?? Promise.resolve();
+    },
+    write(framed, onSent) {
+      return stream.write(framed, onSent);
     },
   };
   handler(call).then(
-    () => {
-      if (!consumed) stream.resume(); // the daemon's half of the call must end too
-      finish(GrpcCode.OK, "");
-    },
+    () => finish(GrpcCode.OK, ""),
     (err: unknown) => {
       const status = err instanceof GrpcStatusError ? err : new GrpcStatusError(GrpcCode.UNKNOWN, err instanceof Error ? err.message : String(err));
       if (!controller.signal.aborted) log(`${method} failed: ${status.message}`);
-      if (!consumed) stream.resume();
       finish(status.code, status.message);
     },
   );
 }
 
-/** Splits the request body into gRPC messages (5-byte prefix: flag, length). */
-async function* readMessages(stream: http2.ServerHttp2Stream, gzipped: boolean): AsyncGenerator<Uint8Array> {
-  // Chunks are kept apart until a whole message is there: joining each
-  // 16 KiB frame onto the rest would copy a 3 MiB message hundreds of times.
-  const pending: Buffer[] = [];
-  let pendingBytes = 0;
-  let needed = 5; // bytes the next step waits for: a prefix, then a body
-  let body: { length: number; compressed: boolean } | undefined;
-  const take = (n: number): Buffer => {
-    const all = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
-    pending.length = 0;
-    if (all.length > n) pending.push(all.subarray(n));
-    pendingBytes = all.length - n;
-    return all.subarray(0, n);
-  };
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    pending.push(chunk);
-    pendingBytes += chunk.length;
-    while (pendingBytes >= needed) {
-      if (!body) {
-        const prefix = take(5);
-        body = { length: prefix.readUInt32BE(1), compressed: prefix[0] === 1 };
-        needed = body.length;
-        if (body.compressed && !gzipped) throw new GrpcStatusError(GrpcCode.INTERNAL, "compressed message without grpc-encoding");
-        continue;
-      }
-      const message = take(body.length);
-      const compressed = body.compressed;
-      body = undefined;
-      needed = 5;
-      yield compressed ? gunzipSync(message) : message;
+/** The request body's messages, those that a chunk of the stream completes together at a time. */
+async function* readMessageBatches(stream: ServerStream, gzipped: boolean): AsyncGenerator<Uint8Array[]> {
+  const reader = new GrpcFrameReader(MAX_RECEIVE_MESSAGE_BYTES);
+  const body = stream.body[Symbol.asyncIterator]();
+  for (;;) {
+    let next: IteratorResult<Buffer>;
+    try {
+      next = await body.next();
+    } catch (err) {
+      // A reset (the daemon cancelled) must not pass for the end of its messages.
+      if (err instanceof StreamResetError) throw new GrpcStatusError(GrpcCode.CANCELLED, "the daemon cancelled the call");
+      throw err;
     }
+    if (next.done) break;
+    const chunk = next.value;
+    const framed = reader.push(chunk);
+    if (framed.some((m) => m.compressed)) {
+      if (!gzipped) throw new GrpcStatusError(GrpcCode.INTERNAL, "compressed message without grpc-encoding");
+      // Decompressed on the thread pool, bounded like a message on the wire.
+      for (const m of framed) yield [m.compressed ? await gunzipBounded(m.bytes) : m.bytes];
+    } else if (framed.length > 0) {
+      yield framed.map((m) => m.bytes);
+    }
+    if (reader.failure) throw new GrpcStatusError(GrpcCode.RESOURCE_EXHAUSTED, reader.failure.message);
   }
-  // A reset (the daemon cancelled) also ends the iteration; it must not pass
-  // for the end of the daemon's messages. Node records the reset code before
-  // it ends the readable side.
-  if (stream.rstCode !== undefined && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
-    throw new GrpcStatusError(GrpcCode.CANCELLED, "the daemon cancelled the call");
-  }
-  if (pendingBytes > 0 || body) throw new GrpcStatusError(GrpcCode.INTERNAL, "truncated gRPC message");
+  if (reader.partial) throw new GrpcStatusError(GrpcCode.INTERNAL, "truncated gRPC message");
 }
 
-function writeMessage(stream: http2.ServerHttp2Stream, message: Uint8Array): Promise<void> {
+function gunzipBounded(message: Buffer): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    if (stream.destroyed || stream.closed) return reject(new Error("the call is closed"));
-    const prefix = Buffer.alloc(5);
-    prefix.writeUInt32BE(message.length, 1);
-    stream.write(prefix);
-    if (stream.write(message)) return resolve();
-    const onDrain = () => {
-      stream.off("close", onClose);
-      resolve();
-    };
-    const onClose = () => {
-      stream.off("drain", onDrain);
-      reject(new Error("the call closed while sending"));
-    };
-    stream.once("drain", onDrain);
-    stream.once("close", onClose);
+    gunzip(message, { maxOutputLength: MAX_RECEIVE_MESSAGE_BYTES }, (err, inflated) => {
+      if (!err) return resolve(inflated);
+      if (err instanceof RangeError || (err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") {
+        return reject(new GrpcStatusError(GrpcCode.RESOURCE_EXHAUSTED, `received message larger than max (more than ${MAX_RECEIVE_MESSAGE_BYTES} decompressed)`));
+      }
+      reject(new GrpcStatusError(GrpcCode.INTERNAL, `cannot decompress a message: ${err.message}`));
+    });
   });
+}
+
+/**
+ * gRPC's `grpc-timeout` (at most 8 digits and a unit: H, M, S, m, u, n) in
+ * milliseconds, capped to what a timer takes; undefined when absent or malformed.
+ */
+export function parseGrpcTimeout(value: string | undefined): number | undefined {
+  const match = value === undefined ? null : /^(\d{1,8})([HMSmun])$/.exec(value);
+  if (!match) {
+    if (value !== undefined) log(`ignoring a malformed grpc-timeout: ${JSON.stringify(value)}`);
+    return undefined;
+  }
+  const perUnit: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
+  return Math.min(Math.ceil(Number(match[1]) * perUnit[match[2]!]!), 2 ** 31 - 1);
 }

@@ -9,6 +9,8 @@ import { type Routes, serveGrpc } from "../../src/session/grpc-server.js";
 export interface DaemonCall {
   /** Sends one message (raw protobuf bytes). */
   send(message: Uint8Array): void;
+  /** Writes bytes as they are on the call's stream (a hand-made gRPC prefix, say). */
+  sendRaw(bytes: Uint8Array): void;
   /** Half-closes our side. */
   end(): void;
   /**
@@ -37,7 +39,8 @@ export async function startDaemonSide(routes: Routes): Promise<DaemonSide> {
   const accepted = new Promise<net.Socket>((resolve) => server.once("connection", resolve));
   const socket = net.connect((server.address() as net.AddressInfo).port, "127.0.0.1");
   const served = serveGrpc(await accepted, routes);
-  const client = http2.connect("http://localhost", { createConnection: () => socket });
+  // Room for a message of BuildKit's largest size in one write (Node's default is 10 MiB).
+  const client = http2.connect("http://localhost", { createConnection: () => socket, maxSessionMemory: 64 });
 
   return {
     call(method, metadata = {}) {
@@ -61,6 +64,7 @@ export async function startDaemonSide(routes: Routes): Promise<DaemonSide> {
           prefix.writeUInt32BE(message.length, 1);
           stream.write(Buffer.concat([prefix, message]));
         },
+        sendRaw: (bytes) => stream.write(bytes),
         end: () => stream.end(),
         cancel: () => stream.close(http2.constants.NGHTTP2_CANCEL),
         messages: framed(stream),

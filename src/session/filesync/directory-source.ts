@@ -2,18 +2,21 @@
 // reported with their raw target and never followed, so nothing outside the
 // root is read), Go file modes, uid/gid reset to 0 as the Go client does
 // (they go into the daemon's content checksum, so cache keys then match).
-import { constants, type BigIntStats } from "node:fs";
+import { type BigIntStats } from "node:fs";
+import * as fsCallbacks from "node:fs";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { BuildKitNodeError } from "../../errors.js";
 import { goModeFromUnix, GoMode } from "../fsutil/file-mode.js";
+import { closeSoon, openForReading, type ReadBufferPool, readChunks } from "./file-reads.js";
 import type { TreeEntry, TreeSource } from "./tree-source.js";
 import { assertTreePath, joinPath, sortByUtf8 } from "./tree-path.js";
 
-// Read in large pieces (fewer reads); the sender cuts 32 KiB packets.
-const READ_CHUNK = 256 * 1024;
-/** lstat calls in flight while listing one directory. */
-const LSTAT_CONCURRENCY = 32;
+/**
+ * lstat calls in flight while listing one directory: the thread pool runs
+ * four at a time, the rest wait there rather than behind a round trip.
+ */
+const LSTAT_CONCURRENCY = 64;
 
 /**
  * The directory at `root` (a symlink as the root itself is resolved, as Go's
@@ -65,10 +68,10 @@ export async function directorySource(root: string): Promise<TreeSource> {
       return statEntry(relative);
     },
 
-    async open(relative: string): Promise<AsyncIterable<Uint8Array>> {
-      // O_NOFOLLOW: if the file was swapped for a symlink since the walk, do not follow it.
-      const handle = await fs.open(hostPath(relative), constants.O_RDONLY | constants.O_NOFOLLOW);
-      return handle.createReadStream({ highWaterMark: READ_CHUNK });
+    /** Opens at once (a file that cannot be opened rejects here, not while it is read); read it to the end or stop early to close it. */
+    async open(relative: string, expectedSize = 0, pool?: ReadBufferPool): Promise<AsyncIterable<Uint8Array>> {
+      const fd = await openForReading(hostPath(relative));
+      return readThenClose(fd, expectedSize, pool);
     },
 
     async close(): Promise<void> {},
@@ -79,9 +82,13 @@ export async function directorySource(root: string): Promise<TreeSource> {
     const file = hostPath(relative);
     let stats: BigIntStats;
     try {
-      stats = await fs.lstat(file, { bigint: true });
+      stats = await lstat(file);
     } catch (err) {
       if (isErrno(err, "ENOENT", "ENOTDIR")) return undefined;
+      // A directory we may list but not search: its entries cannot be read.
+      if (isErrno(err, "EACCES", "EPERM")) {
+        throw new BuildKitNodeError("PERMISSION_DENIED", `${description}: cannot stat ${relative}: ${errorText(err)}`, { cause: err });
+      }
       throw new BuildKitNodeError("UNKNOWN", `${description}: cannot stat ${relative}: ${errorText(err)}`, { cause: err });
     }
     if (stats.isSocket()) return undefined;
@@ -103,6 +110,19 @@ export async function directorySource(root: string): Promise<TreeSource> {
     }
     return entry;
   }
+}
+
+async function* readThenClose(fd: number, expectedSize: number, pool: ReadBufferPool | undefined): AsyncGenerator<Uint8Array> {
+  try {
+    yield* readChunks(fd, { position: null, expectedSize, pool });
+  } finally {
+    closeSoon(fd);
+  }
+}
+
+/** lstat with nanosecond times (fsutil sends them), through a callback: no promise machinery per entry. */
+function lstat(file: string): Promise<BigIntStats> {
+  return new Promise((resolve, reject) => fsCallbacks.lstat(file, { bigint: true }, (err, stats) => (err ? reject(err) : resolve(stats))));
 }
 
 function isErrno(err: unknown, ...codes: string[]): boolean {

@@ -8,16 +8,44 @@ import { GrpcCode, GrpcStatusError, metadataValue, type ServerCall } from "../gr
 import { sendTree } from "./diffcopy-sender.js";
 import type { TransferFilter } from "./tree-filter.js";
 import type { TreeSource } from "./tree-source.js";
+import { type UnreadableMode, UnreadablePolicy } from "./unreadable.js";
 
 /** The method the daemon calls (it checks the session lists it, case-insensitively). */
 export const FILE_SYNC_DIFF_COPY = "/moby.filesync.v1.FileSync/DiffCopy";
 
-/** Serves each source under its local name. The sources stay open; the caller closes them. */
-export function fileSyncAttachable(dirs: ReadonlyMap<string, TreeSource>): Attachable {
-  return { routes: new Map([[FILE_SYNC_DIFF_COPY, (call: ServerCall) => serveDiffCopy(dirs, call)]]) };
+export interface FileSyncOptions {
+  /** What a file or directory that cannot be read does to the transfer (default `error`). */
+  onUnreadable?: UnreadableMode;
+  /** Told what was sent empty under `onUnreadable: "warn"`. */
+  warn?: (message: string) => void;
 }
 
-async function serveDiffCopy(dirs: ReadonlyMap<string, TreeSource>, call: ServerCall): Promise<void> {
+export interface FileSyncAttachable extends Attachable {
+  /**
+   * The first failure on our side that made a transfer fail (an unreadable
+   * file, a malformed pattern): the real cause of the daemon's error.
+   */
+  clientFailure(): BuildKitNodeError | undefined;
+}
+
+/** Serves each source under its local name. The sources stay open; the caller closes them. */
+export function fileSyncAttachable(dirs: ReadonlyMap<string, TreeSource>, options: FileSyncOptions = {}): FileSyncAttachable {
+  let clientFailure: BuildKitNodeError | undefined;
+  const serve = async (call: ServerCall) => {
+    try {
+      await serveDiffCopy(dirs, call, options);
+    } catch (err) {
+      if (err instanceof BuildKitNodeError && err.code === "INVALID_ARGUMENT") {
+        clientFailure ??= err;
+        throw new GrpcStatusError(GrpcCode.INVALID_ARGUMENT, err.message);
+      }
+      throw err;
+    }
+  };
+  return { routes: new Map([[FILE_SYNC_DIFF_COPY, serve]]), clientFailure: () => clientFailure };
+}
+
+async function serveDiffCopy(dirs: ReadonlyMap<string, TreeSource>, call: ServerCall, options: FileSyncOptions): Promise<void> {
   const dirName = metadataValue(call, "dir-name") ?? "";
   const source = dirs.get(dirName);
   if (!source) throw new GrpcStatusError(GrpcCode.NOT_FOUND, `no access allowed to dir ${JSON.stringify(dirName)}`);
@@ -26,14 +54,8 @@ async function serveDiffCopy(dirs: ReadonlyMap<string, TreeSource>, call: Server
     excludePatterns: metadataList(call, "exclude-patterns"),
     followPaths: metadataList(call, "followpaths"),
   };
-  try {
-    await sendTree(source, filter, call);
-  } catch (err) {
-    if (err instanceof BuildKitNodeError && err.code === "INVALID_ARGUMENT") {
-      throw new GrpcStatusError(GrpcCode.INVALID_ARGUMENT, err.message);
-    }
-    throw err;
-  }
+  const unreadable = new UnreadablePolicy(options.onUnreadable ?? "error", source.description, options.warn ?? (() => {}));
+  await sendTree(source, filter, call, unreadable);
 }
 
 /**

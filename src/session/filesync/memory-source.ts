@@ -1,4 +1,5 @@
 // A tree of files held in memory (generated Dockerfiles, small contexts).
+import { createHash } from "node:crypto";
 import { BuildKitNodeError } from "../../errors.js";
 import { EntryTree } from "./entry-tree.js";
 import type { TreeEntry, TreeSource } from "./tree-source.js";
@@ -6,8 +7,11 @@ import { rootedComponents } from "./tree-path.js";
 
 export interface MemorySourceOptions {
   /**
-   * Modification time of every entry, ns since the epoch. Defaults to 0 so
-   * that the same files always give the same entries (and cache keys).
+   * Modification time of every entry, ns since the epoch. By default a
+   * directory's is 0 and a file's comes from its content: the same files
+   * always give the same entries (and cache keys), and a changed file never
+   * looks unchanged to the daemon, which re-requests only files whose size or
+   * time differ from its last upload under the session's key.
    */
   modTimeNs?: bigint;
 }
@@ -20,8 +24,7 @@ const CHUNK_SIZE = 32 * 1024;
  * or contain `..`, and a path may not be both a file and a directory.
  */
 export function memorySource(files: Record<string, string | Uint8Array>, options: MemorySourceOptions = {}): TreeSource {
-  const modTimeNs = options.modTimeNs ?? 0n;
-  const tree = new EntryTree<Uint8Array>(modTimeNs);
+  const tree = new EntryTree<Uint8Array>(options.modTimeNs ?? 0n);
   const seen = new Set<string>();
   for (const [name, value] of Object.entries(files)) {
     const what = `file ${JSON.stringify(name)}`;
@@ -33,6 +36,7 @@ export function memorySource(files: Record<string, string | Uint8Array>, options
     const bytes = typeof value === "string" ? Buffer.from(value, "utf8") : value;
     const existing = tree.find(components);
     if (existing?.children) throw new BuildKitNodeError("INVALID_ARGUMENT", `${what}: ${path} is also a directory of other files`);
+    const modTimeNs = options.modTimeNs ?? contentTime(bytes);
     tree.put(components, { mode: 0o644, size: bytes.byteLength, modTimeNs, linkname: "", uid: 0, gid: 0 }, bytes, what);
   }
 
@@ -51,6 +55,11 @@ export function memorySource(files: Record<string, string | Uint8Array>, options
     },
     async close(): Promise<void> {},
   };
+}
+
+/** A time that follows the content: 48 bits of its SHA-256, as ns (a moment in January 1970). */
+function contentTime(bytes: Uint8Array): bigint {
+  return createHash("sha256").update(bytes).digest().readBigUInt64BE(0) >> 16n;
 }
 
 async function* chunksOf(bytes: Uint8Array): AsyncGenerator<Uint8Array> {

@@ -10,7 +10,6 @@
 // the root (following symlinks inside the tree), hard links to anything but
 // an earlier regular file inside the tree. Device nodes are refused too: an
 // upload has no business creating them on the daemon.
-import { createReadStream } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -20,6 +19,7 @@ import { createGunzip } from "node:zlib";
 import * as tar from "tar-stream";
 import { BuildKitNodeError } from "../../errors.js";
 import { writeFully } from "../write-fully.js";
+import { closeSoon, openForReading, type ReadBufferPool, readChunks } from "./file-reads.js";
 import { goModeFromUnix } from "../fsutil/file-mode.js";
 import { EntryTree, type TreeNode, isDirectory, isSymlink } from "./entry-tree.js";
 import type { TreeEntry, TreeSource } from "./tree-source.js";
@@ -63,8 +63,6 @@ interface SpoolExtent {
   size: number;
 }
 
-// Read in large pieces (fewer reads); the sender cuts 32 KiB packets.
-const READ_CHUNK = 256 * 1024;
 /** Symlink hops followed when checking where a symlink leads. */
 const MAX_SYMLINK_HOPS = 40;
 /** Directories that no tar entry describes get this mode and mtime 0 (deterministic). */
@@ -98,6 +96,13 @@ export async function tarSource(input: Readable, options: TarSourceOptions = {})
 }
 
 function spooledSource(tree: EntryTree<SpoolExtent>, spoolPath: string, spoolDir: string): TreeSource {
+  // One descriptor for every read: each file is then a read (or a few) at its offset.
+  let spool: Promise<number> | undefined;
+  async function* readExtent(extent: SpoolExtent, pool: ReadBufferPool | undefined): AsyncGenerator<Uint8Array> {
+    if (extent.size === 0) return;
+    spool ??= openForReading(spoolPath);
+    yield* readChunks(await spool, { position: extent.offset, expectedSize: extent.size, limit: extent.size, pool });
+  }
   return {
     description: "tar upload",
     async list(dir: string): Promise<TreeEntry[]> {
@@ -106,13 +111,13 @@ function spooledSource(tree: EntryTree<SpoolExtent>, spoolPath: string, spoolDir
     async stat(p: string): Promise<TreeEntry | undefined> {
       return tree.get(p)?.entry;
     },
-    open(p: string): AsyncIterable<Uint8Array> {
+    open(p: string, _expectedSize?: number, pool?: ReadBufferPool): AsyncIterable<Uint8Array> {
       const extent = tree.get(p)?.content;
       if (!extent) throw new BuildKitNodeError("NOT_FOUND", `tar upload: no file ${p}`);
-      if (extent.size === 0) return Readable.from([]);
-      return createReadStream(spoolPath, { start: extent.offset, end: extent.offset + extent.size - 1, highWaterMark: READ_CHUNK });
+      return readExtent(extent, pool);
     },
     async close(): Promise<void> {
+      if (spool) closeSoon(await spool);
       await fs.rm(spoolDir, { recursive: true, force: true });
     },
   };

@@ -37,12 +37,21 @@ export function compareUtf8(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
 }
 
-/** `items` sorted by the UTF-8 bytes of `key(item)` (each key encoded once). */
+/** Surrogates: the only UTF-16 code units whose order differs from their characters' UTF-8 order. */
+const SURROGATE = /[\uD800-\uDFFF]/;
+
+/** `items` sorted by the UTF-8 bytes of `key(item)`. */
 export function sortByUtf8<T>(items: Iterable<T>, key: (item: T) => string): T[] {
-  return [...items]
-    .map((item) => ({ item, bytes: Buffer.from(key(item), "utf8") }))
-    .sort((a, b) => Buffer.compare(a.bytes, b.bytes))
-    .map(({ item }) => item);
+  const keyed = [...items].map((item) => ({ item, key: key(item) }));
+  if (keyed.some((k) => SURROGATE.test(k.key))) {
+    // Each key encoded once; compared as bytes.
+    return keyed
+      .map(({ item, key }) => ({ item, bytes: Buffer.from(key, "utf8") }))
+      .sort((a, b) => Buffer.compare(a.bytes, b.bytes))
+      .map(({ item }) => item);
+  }
+  // Without surrogates, UTF-16 code unit order is code point order, which is UTF-8 byte order.
+  return keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)).map(({ item }) => item);
 }
 
 /**

@@ -2,6 +2,8 @@
 // directory, an uploaded tarball, files held in memory), described the way
 // fsutil describes entries on the wire.
 
+import type { ReadBufferPool } from "./file-reads.js";
+
 /** One entry of a tree, as fsutil's Stat describes it. */
 export interface TreeEntry {
   /** Relative, '/'-separated, no leading './' or '/'. */
@@ -27,8 +29,14 @@ export interface TreeSource {
   list(dir: string): Promise<TreeEntry[]>;
   /** lstat-like lookup of one path ("" = the root), undefined if absent. */
   stat(path: string): Promise<TreeEntry | undefined>;
-  /** Content of a regular file, streamed (never the whole file in memory). */
-  open(path: string): Promise<AsyncIterable<Uint8Array>> | AsyncIterable<Uint8Array>;
+  /**
+   * Content of a regular file, streamed (never the whole file in memory),
+   * in chunks the caller may keep. `expectedSize` is the size the listing
+   * gave, a hint that lets a small file be read in one go. With `pool`,
+   * large chunks are read into its buffers, which the caller releases to it
+   * once done with them.
+   */
+  open(path: string, expectedSize?: number, pool?: ReadBufferPool): Promise<AsyncIterable<Uint8Array>> | AsyncIterable<Uint8Array>;
   /** Releases what the source holds (temporary files). */
   close(): Promise<void>;
 }
