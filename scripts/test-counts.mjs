@@ -1,6 +1,6 @@
 // Counts the results of a test run per daemon, from vitest's JSON report:
-// tests under a describe titled "on dockerd…" ran on dockerd's BuildKit,
-// "on buildkitd…" on the standalone buildkitd, the rest took no daemon.
+// tests under a describe (at any depth) titled "on dockerd…" ran on dockerd's
+// BuildKit, "on buildkitd…" on the standalone buildkitd, the rest took no daemon.
 //   node scripts/test-counts.mjs [REPORT] [--require-buildkitd]
 // With --require-buildkitd it fails when no test passed on buildkitd (CI runs
 // every daemon test on both daemons; none there means the daemon was missed).
@@ -14,9 +14,9 @@ const results = JSON.parse(readFileSync(report, "utf8"));
 const groups = { dockerd: count(), buildkitd: count(), "no daemon": count() };
 for (const file of results.testResults) {
   for (const test of file.assertionResults) {
-    const outer = test.ancestorTitles[0] ?? "";
     // vitest quotes a $name in a title ("on 'dockerd'"); "on %s" with the daemon's toString() does not.
-    const group = /^on '?dockerd\b/.test(outer) ? "dockerd" : /^on '?buildkitd\b/.test(outer) ? "buildkitd" : "no daemon";
+    const on = (daemon) => test.ancestorTitles.some((title) => new RegExp(`^on '?${daemon}\\b`).test(title));
+    const group = on("dockerd") ? "dockerd" : on("buildkitd") ? "buildkitd" : "no daemon";
     const status = test.status === "passed" || test.status === "failed" ? test.status : "skipped";
     groups[group][status]++;
   }
