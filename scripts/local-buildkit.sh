@@ -368,6 +368,10 @@ root = "$BUILDKITD_ROOT"
   enabled = true
   snapshotter = "overlayfs"
   networkMode = "host"
+  # Benchmarks upload gigabytes under fresh keys: keep the cache bounded.
+  gc = true
+  maxUsedSpace = "10GB"
+  minFreeSpace = "10GB"
 [worker.containerd]
   enabled = false
 [registry."127.0.0.1:$PLAIN_PORT"]
