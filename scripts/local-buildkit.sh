@@ -95,6 +95,8 @@ buildkitd_up() {
   fi
 }
 
+dockerd_has_busybox() { "${DOCKER[@]}" image inspect "127.0.0.1:$PLAIN_PORT/$BASE_IMAGE_REPO" >/dev/null 2>&1; }
+
 registry_up() { # registry_up <port>
   if [ "$1" = "$AUTH_PORT" ]; then auth_registry_up; else plain_registry_up; fi
 }
@@ -307,7 +309,11 @@ ensure_busybox() {
   for port in "$PLAIN_PORT" "$AUTH_PORT"; do
     registry_has_busybox "$port" || missing+=("$port")
   done
-  [ ${#missing[@]} -gt 0 ] || return 0
+  if [ ${#missing[@]} -eq 0 ]; then
+    # dockerd keeps its own copy too (tests tag it); a pruned store gets it back from the registry.
+    dockerd_has_busybox || "${DOCKER[@]}" pull -q "127.0.0.1:$PLAIN_PORT/$BASE_IMAGE_REPO" >/dev/null
+    return 0
+  fi
 
   TMP_DIR=$(mktemp -d)
   # Credentials from docker login go to this throw-away config, never to ~/.docker.
@@ -437,6 +443,7 @@ cmd_status() {
   report "registry 127.0.0.1:$AUTH_PORT (htpasswd)" auth_registry_up || ok=1
   report "busybox in 127.0.0.1:$PLAIN_PORT" registry_has_busybox "$PLAIN_PORT" || ok=1
   report "busybox in 127.0.0.1:$AUTH_PORT" registry_has_busybox "$AUTH_PORT" || ok=1
+  report "busybox in dockerd's image store" dockerd_has_busybox || ok=1
   if have_buildkitd; then
     report "buildkitd ($BUILDKITD_ADDRESS, mTLS)" buildkitd_up || ok=1
   else
