@@ -275,10 +275,6 @@ interface Locals {
 
 /** The local directories the frontend will ask for, as tree sources. */
 async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> | void)[], signal: AbortSignal): Promise<Locals> {
-  // Checked before any context is read.
-  if (options.sharedKey !== undefined && (typeof options.sharedKey !== "string" || options.sharedKey === "")) {
-    throw new BuildKitNodeError("INVALID_ARGUMENT", "sharedKey must be a non-empty string (omit it for a key per directory)");
-  }
   // What each local holds, for the session's shared key.
   const identities: string[] = [];
   const open = async (input: ContextInput, name: string): Promise<TreeSource> => {

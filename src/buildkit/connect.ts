@@ -123,7 +123,8 @@ async function connectTo(address: string, options: ConnectOptions): Promise<Buil
     // It matters for mutual TLS: with TLS 1.3 a server refuses a client
     // certificate only after the client's side of the handshake is done.
     await client.listWorkers({
-      timeoutMs: Math.max(1, timeoutMs - (Date.now() - started)),
+      // Within what a call's deadline can say (8 digits of ms).
+      timeoutMs: Math.min(Math.max(1, timeoutMs - (Date.now() - started)), 99_999_999),
       ...(options.signal ? { signal: options.signal } : {}),
     });
   } catch (err) {
