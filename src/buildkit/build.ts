@@ -148,10 +148,12 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
     }
 
     const session = new BuildSession({ sharedKey: locals.sharedKey, attachables });
-    const tunnel = openSessionTunnel(target.openStream, session.headers, signal);
+    // Only the caller's abort cuts the session short; otherwise it ends in
+    // the clean-up below, as the Go client ends it.
+    const tunnel = openSessionTunnel(target.openStream, session.headers, userSignal);
     const served = session.serve(tunnel.connection);
     cleanups.push(async () => {
-      // Half-close: the daemon drops the session and ends the call.
+      // Half-close: the daemon drops the session and ends the call (within milliseconds).
       tunnel.connection.end();
       if (daemonReachable) await settledWithin(tunnel.closed, SESSION_CLOSE_GRACE_MS);
       served.close();
@@ -199,7 +201,7 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
     throw err;
   } finally {
     userSignal?.removeEventListener("abort", onUserAbort);
-    controller.abort(); // ends whatever is still running: status, session, uploads
+    controller.abort(); // ends whatever is still running: status, uploads, a pending load
     for (const cleanup of cleanups.reverse()) {
       try {
         await cleanup();
