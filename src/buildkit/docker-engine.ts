@@ -19,7 +19,7 @@ export interface EngineProgress {
  * reports progress as it goes; a load streams its archive) before it fails
  * with TIMEOUT: the Engine, or the registry behind it, stopped answering.
  */
-export const ENGINE_IDLE_TIMEOUT_MS = 2 * 60_000;
+const ENGINE_IDLE_TIMEOUT_MS = 2 * 60_000;
 
 /**
  * The few Docker Engine API calls a build needs next to dockerd's embedded

@@ -20,7 +20,7 @@ export function dial(endpoint: Endpoint, address: string, tlsSettings: TlsSettin
       if (tlsSettings) return dialTls(endpoint.host, endpoint.port, tlsSettings, address, signal);
       return dialSocket(net.connect({ host: endpoint.host, port: endpoint.port }), address, signal, "connect");
     case "docker":
-      return upgradeDockerSocket(endpoint.socketPath, "/grpc", {}, address, signal);
+      return upgradeToGrpc(endpoint.socketPath, address, signal);
   }
 }
 
@@ -148,24 +148,18 @@ function dialSocket(socket: net.Socket, address: string, signal: AbortSignal, re
 }
 
 /**
- * Asks dockerd to hand over its Engine API socket for another protocol:
- * `POST <path>` with `Upgrade: h2c`, answered `101 Switching Protocols`.
- * `/grpc` then carries BuildKit's Control API (we are the HTTP/2 client),
- * `/session` a build session (dockerd is the HTTP/2 client).
+ * Asks dockerd to hand over its Engine API socket to BuildKit's Control API:
+ * `POST /grpc` with `Upgrade: h2c`, answered `101 Switching Protocols`; we
+ * are then the HTTP/2 client on it.
  */
-export function upgradeDockerSocket(
-  socketPath: string,
-  path: "/grpc" | "/session",
-  headers: http.OutgoingHttpHeaders,
-  address: string,
-  signal: AbortSignal,
-): Promise<Duplex> {
+function upgradeToGrpc(socketPath: string, address: string, signal: AbortSignal): Promise<Duplex> {
+  const path = "/grpc";
   return new Promise((resolve, reject) => {
     const request = http.request({
       socketPath,
       method: "POST",
       path,
-      headers: { ...headers, Connection: "Upgrade", Upgrade: "h2c" },
+      headers: { Connection: "Upgrade", Upgrade: "h2c" },
       agent: false,
     });
     const onAbort = () => {
@@ -217,7 +211,7 @@ export function abortError(signal: AbortSignal, address: string): TransportError
 }
 
 /** Turns a socket error into a TransportError a person can act on. */
-export function dialError(err: NodeJS.ErrnoException, address: string, duringTlsHandshake: boolean): TransportError {
+function dialError(err: NodeJS.ErrnoException, address: string, duringTlsHandshake: boolean): TransportError {
   if (err instanceof TransportError) return err;
   if (duringTlsHandshake || isTlsError(err)) {
     return new TransportError("TLS", address, `TLS handshake with ${address} failed: ${err.message}${hintFor(err)}`, { cause: err });

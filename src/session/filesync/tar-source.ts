@@ -43,7 +43,7 @@ export interface TarLimits {
   maxEntries?: number;
 }
 
-export const DEFAULT_TAR_LIMITS: Required<TarLimits> = {
+const DEFAULT_TAR_LIMITS: Required<TarLimits> = {
   maxBytes: 8 * 1024 ** 3,
   maxCompressionRatio: 100,
   maxEntries: 1_000_000,
