@@ -214,7 +214,7 @@ export class BuildKitClient implements AsyncDisposable {
     return exporterLimit(await this.#daemonKind());
   }
 
-  /** Closes the connection. Calls in flight fail with UNAVAILABLE/CANCELED. Idempotent. */
+  /** Closes the connection. Calls in flight (a build included) fail with CANCELED: the caller's doing. Idempotent. */
   async close(): Promise<void> {
     this.#closed = true;
     this.#channel.close();
