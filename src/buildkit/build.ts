@@ -131,6 +131,7 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
     const exporters = plan.exporters;
     log(`solve ${ref} on ${target.address}: ${exporters.map((e) => e.type).join(", ") || "no export"}`);
     const dockerfile = () => ({ name: locals.dockerfileName, text: localDockerfileText(options, locals.dockerfileName) });
+    plan.start();
     const solved = await solveWithProgress(target, ref, emit, signal, dockerfile, {
       ref,
       session: session.id,
