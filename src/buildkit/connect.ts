@@ -145,7 +145,7 @@ function dockerEngineOption(option: string | undefined, address: string): string
 }
 
 function probeError(err: unknown, address: string): TransportError {
-  const tlsCause = causes(err).find((e) => isTlsError(e as NodeJS.ErrnoException));
+  const tlsCause = causes(err).find((e) => isTlsError(e as { code?: unknown }));
   if (tlsCause) {
     return new TransportError("TLS", address, `TLS with ${address} failed: ${tlsCause.message}`, { cause: err });
   }

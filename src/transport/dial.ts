@@ -231,9 +231,15 @@ function dialError(err: NodeJS.ErrnoException, address: string, duringTlsHandsha
   return new TransportError("UNAVAILABLE", address, `cannot connect to ${address}: ${text}`, { cause: err });
 }
 
-export function isTlsError(err: { code?: string | undefined; message?: string }): boolean {
-  const code = err.code ?? "";
-  return /^ERR_(SSL|TLS)_/.test(code) || /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)/.test(code) || /alert|ssl3?_|tls/i.test(code + (err.message ?? ""));
+/**
+ * Whether `err` is TLS's own: an OpenSSL error (ERR_SSL_*, an alert from the
+ * peer), Node's TLS checks (ERR_TLS_*), or a certificate verification code.
+ * Read from the error's code and OpenSSL's library, never from words in the
+ * message, which may quote a host or socket path ("tls-builder.internal").
+ */
+export function isTlsError(err: { code?: unknown; library?: unknown }): boolean {
+  const code = typeof err.code === "string" ? err.code : "";
+  return /^ERR_(SSL|TLS)_/.test(code) || /^[A-Z_]*(CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY))[A-Z_]*$/.test(code) || err.library === "SSL routines";
 }
 
 function hintFor(err: NodeJS.ErrnoException): string {
