@@ -239,6 +239,12 @@ describe("the progress mode", () => {
     expect(resolveProgressMode("rawjson", tty, {})).toBe("rawjson");
     expect(resolveProgressMode("tty", pipe, {})).toBe("tty");
   });
+
+  it("an unknown mode from plain JavaScript is INVALID_ARGUMENT, as every error the library throws is one of its own", () => {
+    expect(() => createRenderer("fancy" as never, new PassThrough())).toThrow(
+      expect.objectContaining({ name: "BuildKitNodeError", code: "INVALID_ARGUMENT", message: expect.stringMatching(/unknown progress mode "fancy"/) }),
+    );
+  });
 });
 
 /** A BuildEvent back from its JSON form: ISO strings become Dates again. */

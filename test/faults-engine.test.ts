@@ -71,6 +71,25 @@ describe("the Docker Engine API", () => {
     expect(err).toMatchObject({ code: "UNAVAILABLE", address: `unix://${socket}` });
   });
 
+  it("an Engine's error whose characters arrive split between chunks reads whole", async () => {
+    // Plays an Engine whose registry refused the push with a message in UTF-8, cut inside
+    // a character: the rest is sent only once the client has read the first part (its
+    // progress line), so the two parts arrive apart.
+    const progress = `${JSON.stringify({ status: "Preparing", id: "abc" })}\n`;
+    const line = Buffer.from(`${progress}${JSON.stringify({ errorDetail: { message: "denied: dépôt verrouillé" }, error: "denied" })}\n`);
+    const cut = line.indexOf(Buffer.from("é")) + 1; // inside the two bytes of "é"
+    let firstPartRead!: () => void;
+    const read = new Promise<void>((resolve) => (firstPartRead = resolve));
+    const socket = await engine((_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.write(line.subarray(0, cut));
+      void read.then(() => res.end(line.subarray(cut)));
+    });
+    const err = await failure(new DockerEngine(socket).push("127.0.0.1:5000/x:1", undefined, { onProgress: () => firstPartRead() }));
+    expect(err.code).toBe("PERMISSION_DENIED");
+    expect(err.message).toBe("pushing 127.0.0.1:5000/x:1: denied: dépôt verrouillé");
+  });
+
   it("no Engine at the socket: TransportError UNAVAILABLE, and a load's body is released", async () => {
     const socket = join(dir.path, "nothing-here.sock");
     const body = new PassThrough();

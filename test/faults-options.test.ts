@@ -53,6 +53,8 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
     ["signal: true", { context: dockerfile, signal: true }, /^invalid option signal: must be an AbortSignal, not a boolean$/],
     ["tarLimits.maxBytes negative", { context: dockerfile, tarLimits: { maxBytes: -1 } }, /^invalid option tarLimits\.maxBytes: must be a positive number/],
     ["a secret source a string", { context: dockerfile, secrets: { npmrc: "~/.npmrc" } }, /^invalid option secrets\["npmrc"\]: must be \{ file \} \| \{ env \} \| \{ value \}$/],
+    ["sharedKey empty", { context: dockerfile, sharedKey: "" }, /^invalid option sharedKey: is empty$/],
+    ["onUnreadable: ignore", { context: dockerfile, onUnreadable: "ignore" }, /^invalid option onUnreadable: must be one of error, warn$/],
   ];
 
   it.each(cases)("build() with %s: INVALID_ARGUMENT naming the field, thrown before anything is sent", (_what, options, message) => {
@@ -75,8 +77,19 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
     expect(err.message).toMatch(/^invalid option context\.tar: the stream was already read to its end or destroyed$/);
   });
 
+  it("connect() takes a connectTimeoutMs that is not a whole number (a computed deadline)", async () => {
+    const client = await connect(daemon.address, { ...daemon.connectOptions, connectTimeoutMs: 30_000.5 });
+    await client.close();
+  });
+
+  it("calls take a timeoutMs that is not a whole number (a computed deadline)", async () => {
+    await expect(bk.listWorkers({ timeoutMs: 20_000.5 })).resolves.not.toHaveLength(0);
+  });
+
   it("calls refuse options of the wrong type", async () => {
     await expect(bk.listWorkers({ timeoutMs: "10s" } as never)).rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: expect.stringMatching(/timeoutMs: must be a positive number/) });
+    // gRPC's grpc-timeout header holds 8 digits: a longer deadline could not be sent.
+    await expect(bk.diskUsage({ timeoutMs: 100_000_000 })).rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: expect.stringMatching(/timeoutMs: must be at most 99999999 milliseconds/) });
     await expect(bk.prune({ filter: "type==regular" } as never)).rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: expect.stringMatching(/filter: must be an array of strings/) });
   });
 });
@@ -88,6 +101,10 @@ describe("connect() with options of the wrong type", () => {
     ["connectTimeoutMs negative", ["docker://", { connectTimeoutMs: -5 }], /connectTimeoutMs: must be a positive number of milliseconds, not a number/],
     ["keepalive.intervalMs a string", ["docker://", { keepalive: { intervalMs: "30s" } }], /keepalive\.intervalMs: must be a positive number of milliseconds, not a string/],
     ["tls a string", ["tcp://127.0.0.1:1234", { tls: "ca.pem" }], /tls: must be \{ ca, cert, key, serverName \}, not a string/],
+    // A timer past 2^31-1 ms fires at once: a ping "unanswered" after 1 ms would kill every connection.
+    ["keepalive.timeoutMs past what a timer takes", ["docker://", { keepalive: { timeoutMs: 3e9 } }], /keepalive\.timeoutMs: must be at most 2147483647 milliseconds/],
+    ["connectTimeoutMs Infinity", ["docker://", { connectTimeoutMs: Infinity }], /connectTimeoutMs: must be at most 2147483647 milliseconds/],
+    ["compression brotli", ["docker://", { compression: "br" }], /compression: must be one of gzip, identity/],
   ])("%s: TransportError INVALID_ARGUMENT", async (_what, args, message) => {
     const err = await (connect as (...a: unknown[]) => Promise<unknown>)(...args).then(
       () => expect.unreachable("connected"),

@@ -102,11 +102,13 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
     }
   });
 
-  it("refuses an empty sharedKey before reading the context", async () => {
-    const failure = await bk.build({ context: join(tmp.path, "absent"), dockerfileContent: DOCKERFILE, sharedKey: "" }).then(
-      () => undefined,
-      (err: unknown) => err,
-    );
+  it("refuses an empty sharedKey before reading the context", () => {
+    let failure: unknown;
+    try {
+      void bk.build({ context: join(tmp.path, "absent"), dockerfileContent: DOCKERFILE, sharedKey: "" });
+    } catch (err) {
+      failure = err;
+    }
     expect(failure).toBeInstanceOf(BuildKitNodeError);
     expect((failure as BuildKitNodeError).code).toBe("INVALID_ARGUMENT");
     expect((failure as BuildKitNodeError).message).toMatch(/sharedKey/);

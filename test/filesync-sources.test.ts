@@ -271,6 +271,15 @@ describe("tarSource", () => {
     expect(await fs.readdir(tmp)).toEqual([]);
   });
 
+  it("removes its spool directory on close even when the spool could not be read", async () => {
+    const source = await tarSource(Readable.from([await tarBytes(items)]), { tmpDir: tmp });
+    const [spoolDir] = await fs.readdir(tmp);
+    await fs.rm(path.join(tmp, spoolDir!, "contents")); // a temp cleaner got there first
+    await expect(read(source, "Dockerfile")).rejects.toMatchObject({ code: "ENOENT" });
+    await source.close();
+    expect(await fs.readdir(tmp)).toEqual([]);
+  });
+
   const escapes: Array<[string, TarItem[], string]> = [
     ["a parent-dir name", [{ header: { name: "../x" }, body: "x" }], "../x"],
     ["an absolute name", [{ header: { name: "/etc/passwd" }, body: "x" }], "/etc/passwd"],

@@ -72,7 +72,8 @@ export interface BuildOptions {
   /** RUN steps' ulimits, e.g. `{ nofile: { soft: 1024, hard: 2048 } }` (BuildKit v0.10+). */
   ulimits?: Record<string, { soft: number; hard: number }>;
   /**
-   * Named contexts (BuildKit v0.10+): `{ base: "docker-image://alpine:3.20" }`
+   * Named contexts (BuildKit v0.10+; refused, as UNIMPLEMENTED, by a daemon
+   * older than v0.11, which cannot say its version): `{ base: "docker-image://alpine:3.20" }`
    * or a local context input served through the session.
    */
   extraContexts?: Record<string, string | ContextInput>;

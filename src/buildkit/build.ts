@@ -1,29 +1,23 @@
 import { type Client, Code, ConnectError } from "@connectrpc/connect";
-import { createHash, type Hash, randomBytes } from "node:crypto";
-import { closeSync, existsSync, openSync, statSync } from "node:fs";
-import { hostname } from "node:os";
-import { basename, dirname, posix, resolve } from "node:path";
-import { Readable } from "node:stream";
+import { randomBytes } from "node:crypto";
 import { AbortError, BuildKitNodeError } from "../errors.js";
 import type { Control, StatusResponse } from "../gen/moby/buildkit/v1/control_pb.js";
 import { createLogger } from "../log.js";
 import type { Attachable } from "../session/attachable.js";
-import { authAttachable, resolveCredentials } from "../session/auth.js";
+import { authAttachable, type RegistryAuth, resolveCredentials } from "../session/auth.js";
 import { fileSendAttachable } from "../session/filesend/file-send.js";
 import { fileSyncAttachable } from "../session/filesync/file-sync.js";
-import { isDirectory } from "../session/filesync/entry-tree.js";
-import type { TarLimits } from "../session/filesync/tar-source.js";
-import { directorySource, memorySource, tarSource, type TreeSource } from "../session/filesync/tree-source.js";
 import { secretsAttachable, validateSecrets } from "../session/secrets.js";
 import { BuildSession } from "../session/session.js";
 import { sshAttachable } from "../session/ssh.js";
-import type { BuildOptions, BuildResult, ContextInput } from "./build-options.js";
+import { type Locals, openLocals } from "./build-locals.js";
+import type { BuildOptions, BuildResult } from "./build-options.js";
 import { isDaemonAnswer } from "./call-error.js";
 import { takeContextsInHand } from "./context-hold.js";
 import type { BuildEvent } from "./events.js";
 import { EventQueue } from "./event-queue.js";
 import { checkDaemonSupports, type DaemonKind } from "./daemon-kind.js";
-import { planOutputs } from "./outputs.js";
+import { type ExportPlan, planOutputs } from "./outputs.js";
 import { type OpenStream, openSessionTunnel } from "./session-tunnel.js";
 import { localDockerfileText, solveError, type SolveFailureContext } from "./solve-error.js";
 import { cacheEntries, entitlements, frontendAttrs } from "./solve-request.js";
@@ -130,44 +124,19 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
     });
 
     const locals = await openLocals(options, cleanups, signal);
-    await assertDockerfileIn(locals, options);
-    const attrs = { ...frontendAttrs(options, locals.dockerfileName), ...locals.contextAttrs };
     const registryAuth = options.registryAuth ?? "docker-config";
-    const fileSync = fileSyncAttachable(locals.dirs, {
-      onUnreadable: options.onUnreadable ?? "error",
-      warn: (message) => emit({ type: "warning", digest: "", message, detail: [] }),
-    });
-    const attachables: Attachable[] = [fileSync, authAttachable(registryAuth)];
-    const fileSend = plan.targets.size > 0 ? fileSendAttachable(plan.targets) : undefined;
-    if (fileSend) attachables.push(fileSend);
-    if (options.secrets) attachables.push(secretsAttachable(options.secrets));
-    if (options.ssh?.length) {
-      const ssh = sshAttachable(options.ssh);
-      attachables.push(ssh);
-      cleanups.push(() => ssh.close());
-    }
-
-    const session = new BuildSession({ sharedKey: locals.sharedKey, attachables });
-    const tunnel = openSessionTunnel(target.openStream, session.headers, signal);
-    const served = session.serve(tunnel.connection);
-    cleanups.push(async () => {
-      // Half-close: the daemon drops the session and ends the call.
-      tunnel.connection.end();
-      if (daemonReachable) await settledWithin(tunnel.closed, SESSION_CLOSE_GRACE_MS);
-      served.close();
-      tunnel.connection.destroy();
-      // Outputs cut short clean up after themselves; the build settles after that.
-      if (fileSend) await settledWithin(fileSend.drained(), SESSION_CLOSE_GRACE_MS);
-    });
+    const session = startSession(target, options, { locals, registryAuth, outputTargets: plan.targets, emit });
+    cleanups.push(() => session.close(daemonReachable));
 
     const exporters = plan.exporters;
     log(`solve ${ref} on ${target.address}: ${exporters.map((e) => e.type).join(", ") || "no export"}`);
     const dockerfile = () => ({ name: locals.dockerfileName, text: localDockerfileText(options, locals.dockerfileName) });
+    plan.start();
     const solved = await solveWithProgress(target, ref, emit, signal, dockerfile, {
       ref,
       session: session.id,
       frontend: "dockerfile.v0",
-      frontendAttrs: attrs,
+      frontendAttrs: { ...frontendAttrs(options, locals.dockerfileName), ...locals.contextAttrs },
       // Old daemons read only the single exporter of fields 3/4, new ones the list.
       exporterDeprecated: exporters[0]?.type ?? "",
       exporterAttrsDeprecated: exporters[0]?.attrs ?? {},
@@ -179,7 +148,7 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
     if ("failure" in solved) {
       daemonReachable = solved.daemonAnswered;
       // A refused Docker load makes the export fail; say why, not just that.
-      const cause = plan.clientFailure() ?? fileSync.clientFailure();
+      const cause = plan.clientFailure() ?? session.clientFailure();
       if (cause instanceof BuildKitNodeError) throw cause;
       throw solved.failure;
     }
@@ -199,7 +168,7 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
     throw err;
   } finally {
     userSignal?.removeEventListener("abort", onUserAbort);
-    controller.abort(); // ends whatever is still running: status, session, uploads
+    controller.abort(); // ends whatever is still running: status, uploads, a pending load
     for (const cleanup of cleanups.reverse()) {
       try {
         await cleanup();
@@ -208,6 +177,57 @@ async function runBuild(target: BuildTarget, options: BuildOptions, ref: string,
       }
     }
   }
+}
+
+/** A build's session, served inside `Control.Session`. */
+interface RunningSession {
+  /** Goes in the SolveRequest. */
+  id: string;
+  /** Why a transfer failed on our side (an unreadable file): the real cause of the daemon's error. */
+  clientFailure(): BuildKitNodeError | undefined;
+  /** Ends it: a half-close the daemon answers (unless it is gone), then outputs still being written are awaited. */
+  close(daemonReachable: boolean): Promise<void>;
+}
+
+/**
+ * Opens the session the daemon calls back into during the solve: the build's
+ * files, registry credentials, received outputs, secrets and SSH agents.
+ * Only the caller's abort cuts it short; otherwise `close()` ends it, as the
+ * Go client ends it.
+ */
+function startSession(
+  target: BuildTarget,
+  options: BuildOptions,
+  parts: { locals: Locals; registryAuth: RegistryAuth; outputTargets: ExportPlan["targets"]; emit: (event: BuildEvent) => void },
+): RunningSession {
+  const fileSync = fileSyncAttachable(parts.locals.dirs, {
+    onUnreadable: options.onUnreadable ?? "error",
+    warn: (message) => parts.emit({ type: "warning", digest: "", message, detail: [] }),
+  });
+  const attachables: Attachable[] = [fileSync, authAttachable(parts.registryAuth)];
+  const fileSend = parts.outputTargets.size > 0 ? fileSendAttachable(parts.outputTargets) : undefined;
+  if (fileSend) attachables.push(fileSend);
+  if (options.secrets) attachables.push(secretsAttachable(options.secrets));
+  const ssh = options.ssh?.length ? sshAttachable(options.ssh) : undefined;
+  if (ssh) attachables.push(ssh);
+
+  const session = new BuildSession({ sharedKey: parts.locals.sharedKey, attachables });
+  const tunnel = openSessionTunnel(target.openStream, session.headers, options.signal);
+  const served = session.serve(tunnel.connection);
+  return {
+    id: session.id,
+    clientFailure: () => fileSync.clientFailure(),
+    async close(daemonReachable) {
+      // Half-close: the daemon drops the session and ends the call (within milliseconds).
+      tunnel.connection.end();
+      if (daemonReachable) await settledWithin(tunnel.closed, SESSION_CLOSE_GRACE_MS);
+      served.close();
+      tunnel.connection.destroy();
+      await ssh?.close();
+      // Outputs cut short clean up after themselves; the build settles after that.
+      if (fileSend) await settledWithin(fileSend.drained(), SESSION_CLOSE_GRACE_MS);
+    },
+  };
 }
 
 type SolveRequestInit = Parameters<Client<typeof Control>["solve"]>[0];
@@ -263,155 +283,6 @@ async function followStatus(
     // Progress is best effort; the solve's answer decides the build.
     if (!signal.aborted) log(`status of ${ref}: ${err instanceof Error ? err.message : String(err)}`);
   }
-}
-
-interface Locals {
-  dirs: Map<string, TreeSource>;
-  dockerfileName: string;
-  /** `context:NAME` attributes for local named contexts, and references as given. */
-  contextAttrs: Record<string, string>;
-  sharedKey: string;
-}
-
-/** The local directories the frontend will ask for, as tree sources. */
-async function openLocals(options: BuildOptions, cleanups: (() => Promise<void> | void)[], signal: AbortSignal): Promise<Locals> {
-  // Checked before any context is read.
-  if (options.sharedKey !== undefined && (typeof options.sharedKey !== "string" || options.sharedKey === "")) {
-    throw new BuildKitNodeError("INVALID_ARGUMENT", "sharedKey must be a non-empty string (omit it for a key per directory)");
-  }
-  // What each local holds, for the session's shared key.
-  const identities: string[] = [];
-  const open = async (input: ContextInput, name: string): Promise<TreeSource> => {
-    const { source, identity } = await openSource(input, signal, options.tarLimits);
-    cleanups.push(() => source.close());
-    if (name !== "dockerfile") identities.push(`${name}=${identity}`);
-    return source;
-  };
-  const dirs = new Map<string, TreeSource>();
-  const context = await open(options.context, "context");
-  dirs.set("context", context);
-
-  let dockerfileName: string;
-  if (options.dockerfileContent !== undefined) {
-    dockerfileName = options.dockerfile ? basename(options.dockerfile) : "Dockerfile";
-    dirs.set("dockerfile", await open({ files: { [dockerfileName]: options.dockerfileContent } }, "dockerfile"));
-  } else if (typeof options.context === "string") {
-    const path = resolve(options.context, options.dockerfile ?? "Dockerfile");
-    if (!existsSync(path) || !statSync(path).isFile()) {
-      throw new BuildKitNodeError("INVALID_ARGUMENT", `no Dockerfile at ${path}`);
-    }
-    assertReadable(path);
-    dockerfileName = basename(path);
-    dirs.set("dockerfile", await open(dirname(path), "dockerfile"));
-  } else {
-    // The Dockerfile lives inside the uploaded or in-memory context.
-    dockerfileName = posix.normalize(options.dockerfile ?? "Dockerfile").replace(/^(\.\/)+/, "");
-    if (dockerfileName.startsWith("../") || dockerfileName.startsWith("/")) {
-      throw new BuildKitNodeError("INVALID_ARGUMENT", `dockerfile must be a path inside the context, not ${options.dockerfile}`);
-    }
-    dirs.set("dockerfile", context);
-  }
-
-  const contextAttrs: Record<string, string> = {};
-  for (const [name, input] of Object.entries(options.extraContexts ?? {})) {
-    if (typeof input === "string" && /^[a-z][a-z0-9+.-]*:\/\//i.test(input)) {
-      contextAttrs[`context:${name}`] = input; // docker-image://, https://, git…
-      continue;
-    }
-    const localName = `named-context:${name}`;
-    dirs.set(localName, await open(input, localName));
-    contextAttrs[`context:${name}`] = `local:${localName}`;
-  }
-  return { dirs, dockerfileName, contextAttrs, sharedKey: sharedKeyFor(options, identities) };
-}
-
-/** The daemon would read an unreadable Dockerfile as an empty one ("the Dockerfile cannot be empty"): say what it is. */
-function assertReadable(dockerfile: string): void {
-  try {
-    closeSync(openSync(dockerfile, "r"));
-  } catch (err) {
-    const why = (err as NodeJS.ErrnoException).code === "EACCES" ? "permission denied" : (err as Error).message;
-    throw new BuildKitNodeError("INVALID_ARGUMENT", `the Dockerfile ${dockerfile} cannot be read: ${why}`, { cause: err });
-  }
-}
-
-/**
- * An uploaded or in-memory context must hold the Dockerfile the build names:
- * refused here, by name, rather than by the daemon with a temporary path.
- */
-async function assertDockerfileIn(locals: Locals, options: BuildOptions): Promise<void> {
-  if (options.dockerfileContent !== undefined || typeof options.context === "string") return;
-  const entry = await locals.dirs.get("dockerfile")?.stat(locals.dockerfileName);
-  if (entry && !isDirectory(entry)) return;
-  const kind = "tar" in options.context ? "the tar context" : "the files context";
-  throw new BuildKitNodeError(
-    "INVALID_ARGUMENT",
-    `${kind} has no Dockerfile at ${JSON.stringify(locals.dockerfileName)}${entry ? " (that is a directory)" : ""}; set dockerfile to its path inside the context, or give dockerfileContent`,
-  );
-}
-
-/** Opens a context input, with what identifies its contents. */
-async function openSource(input: ContextInput, signal: AbortSignal, tarLimits: TarLimits | undefined): Promise<{ source: TreeSource; identity: string }> {
-  if (typeof input === "string") {
-    const path = resolve(input);
-    return { source: await directorySource(path), identity: `dir:${path}` };
-  }
-  if ("tar" in input) {
-    const hash = createHash("sha256");
-    const hashed = Readable.from(hashedChunks(input.tar, hash, signal), { objectMode: false });
-    const source = await tarSource(hashed, tarLimits ?? {});
-    return { source, identity: `tar:${hash.digest("hex")}` };
-  }
-  if ("files" in input) {
-    const hash = createHash("sha256");
-    for (const name of Object.keys(input.files).sort()) {
-      const content = input.files[name]!;
-      hash.update(`${name}\u0000${Buffer.byteLength(content)}\u0000`).update(content);
-    }
-    return { source: memorySource(input.files), identity: `files:${hash.digest("hex")}` };
-  }
-  throw new BuildKitNodeError("INVALID_ARGUMENT", "context must be a directory path, { tar: Readable } or { files: {...} }");
-}
-
-/**
- * An upload's chunks, hashed on the way. An abort ends the read at once,
- * even while the upload stalls, and destroys the upload stream.
- */
-async function* hashedChunks(tar: AsyncIterable<Uint8Array>, hash: Hash, signal: AbortSignal): AsyncGenerator<Uint8Array> {
-  const chunks = tar[Symbol.asyncIterator]();
-  const aborted = () => new AbortError("the build was aborted while its context was read", { cause: signal.reason });
-  try {
-    for (;;) {
-      if (signal.aborted) throw aborted();
-      let onAbort!: () => void;
-      const stop = new Promise<never>((_, reject) => (onAbort = () => reject(aborted())));
-      signal.addEventListener("abort", onAbort, { once: true });
-      const next = await Promise.race([chunks.next(), stop]).finally(() => signal.removeEventListener("abort", onAbort));
-      if (next.done) return;
-      hash.update(next.value);
-      yield next.value;
-    }
-  } finally {
-    if (signal.aborted && "destroy" in tar && typeof tar.destroy === "function") (tar as Readable).destroy(aborted());
-    // Not awaited: a stalled source would hold the abort up.
-    chunks.return?.()?.catch(() => {});
-  }
-}
-
-/**
- * The daemon diffs each upload against the last one made under the same key
- * and asks only for files whose metadata changed. The caller's `sharedKey`
- * when given; by default a directory keeps its key (per path and machine,
- * like buildx), so a rebuild sends only what changed, and uploads and
- * in-memory files get a key from their contents (a tarball's entries may
- * have fixed times, so two different contents must not share a key).
- */
-function sharedKeyFor(options: BuildOptions, identities: string[]): string {
-  const { context, sharedKey } = options;
-  if (sharedKey !== undefined) return sharedKey;
-  const label = typeof context === "string" ? basename(resolve(context)) : "tar" in context ? "upload" : "files";
-  const digest = createHash("sha256").update(hostname()).update("\u0000").update(identities.join("\u0000")).digest("hex").slice(0, 32);
-  return `${label}:${digest}`;
 }
 
 /**

@@ -13,7 +13,7 @@ import { validateCallOptions } from "./validate-options.js";
 /** Options every daemon call takes. */
 export interface CallOptions {
   signal?: AbortSignal;
-  /** Fails the call with a TIMEOUT error after this long. */
+  /** Fails the call with a TIMEOUT error after this long (at most 99,999,999 ms: gRPC's deadline header takes 8 digits). */
   timeoutMs?: number;
 }
 
@@ -113,7 +113,7 @@ export class BuildKitClient implements AsyncDisposable {
   async listWorkers(options: CallOptions & { filter?: string[] } = {}): Promise<Worker[]> {
     validateCallOptions(options, "listWorkers");
     const response = await this.#call("ListWorkers", () =>
-      this.#control.listWorkers({ filter: options.filter ?? [] }, options),
+      this.#control.listWorkers({ filter: options.filter ?? [] }, grpcCallOptions(options)),
     options.signal);
     return response.record.map((record) => ({
       id: record.id,
@@ -126,7 +126,7 @@ export class BuildKitClient implements AsyncDisposable {
   async info(options: CallOptions = {}): Promise<BuildKitInfo> {
     validateCallOptions(options, "info");
     try {
-      const response = await this.#call("Info", () => this.#control.info({}, options), options.signal);
+      const response = await this.#call("Info", () => this.#control.info({}, grpcCallOptions(options)), options.signal);
       return { status: "ok", buildkitVersion: versionOf(response.buildkitVersion) };
     } catch (err) {
       if (err instanceof BuildKitNodeError && err.code === "UNIMPLEMENTED") {
@@ -142,7 +142,7 @@ export class BuildKitClient implements AsyncDisposable {
   async diskUsage(options: DiskUsageOptions = {}): Promise<UsageRecord[]> {
     validateCallOptions(options, "diskUsage");
     const response = await this.#call("DiskUsage", () =>
-      this.#control.diskUsage({ filter: options.filter ?? [] }, options),
+      this.#control.diskUsage({ filter: options.filter ?? [] }, grpcCallOptions(options)),
     options.signal);
     return response.record.map(usageRecordOf);
   }
@@ -160,7 +160,7 @@ export class BuildKitClient implements AsyncDisposable {
           maxUsedSpace: BigInt(options.maxUsedSpace ?? 0),
           minFreeSpace: BigInt(options.minFreeSpace ?? 0),
         },
-        options,
+        grpcCallOptions(options),
       );
       for await (const record of stream) deleted.push(usageRecordOf(record));
       return { deleted, reclaimedBytes: deleted.reduce((sum, r) => sum + r.size, 0) };
@@ -214,7 +214,7 @@ export class BuildKitClient implements AsyncDisposable {
     return exporterLimit(await this.#daemonKind());
   }
 
-  /** Closes the connection. Calls in flight fail with UNAVAILABLE/CANCELED. Idempotent. */
+  /** Closes the connection. Calls in flight (a build included) fail with CANCELED: the caller's doing. Idempotent. */
   async close(): Promise<void> {
     this.#closed = true;
     this.#channel.close();
@@ -237,6 +237,14 @@ export class BuildKitClient implements AsyncDisposable {
   #callError(err: unknown, what: string, signal: AbortSignal | undefined, since: number): BuildKitNodeError {
     return callError(err, { what, address: this.address, signal, since, loss: this.#channel.lastConnectionLoss });
   }
+}
+
+/**
+ * What connect-es takes of a call's options. It writes `timeoutMs` into the
+ * `grpc-timeout` header as it is, and a daemon refuses a fraction there.
+ */
+function grpcCallOptions({ signal, timeoutMs }: CallOptions): CallOptions {
+  return { ...(signal ? { signal } : {}), ...(timeoutMs !== undefined ? { timeoutMs: Math.ceil(timeoutMs) } : {}) };
 }
 
 function formatPlatform(p: Pick<Platform, "os" | "architecture" | "variant">): string {

@@ -123,7 +123,8 @@ async function connectTo(address: string, options: ConnectOptions): Promise<Buil
     // It matters for mutual TLS: with TLS 1.3 a server refuses a client
     // certificate only after the client's side of the handshake is done.
     await client.listWorkers({
-      timeoutMs: Math.max(1, timeoutMs - (Date.now() - started)),
+      // Within what a call's deadline can say (8 digits of ms).
+      timeoutMs: Math.min(Math.max(1, timeoutMs - (Date.now() - started)), 99_999_999),
       ...(options.signal ? { signal: options.signal } : {}),
     });
   } catch (err) {
@@ -144,7 +145,7 @@ function dockerEngineOption(option: string | undefined, address: string): string
 }
 
 function probeError(err: unknown, address: string): TransportError {
-  const tlsCause = causes(err).find((e) => isTlsError(e as NodeJS.ErrnoException));
+  const tlsCause = causes(err).find((e) => isTlsError(e as { code?: unknown }));
   if (tlsCause) {
     return new TransportError("TLS", address, `TLS with ${address} failed: ${tlsCause.message}`, { cause: err });
   }

@@ -1,5 +1,6 @@
 import * as http from "node:http";
 import type { Readable } from "node:stream";
+import { StringDecoder } from "node:string_decoder";
 import { AbortError, BuildKitNodeError, TransportError } from "../errors.js";
 import { formatImageReference, parseImageReference } from "../registry/reference.js";
 import type { RegistryCredentials } from "../session/auth.js";
@@ -18,7 +19,7 @@ export interface EngineProgress {
  * reports progress as it goes; a load streams its archive) before it fails
  * with TIMEOUT: the Engine, or the registry behind it, stopped answering.
  */
-export const ENGINE_IDLE_TIMEOUT_MS = 2 * 60_000;
+const ENGINE_IDLE_TIMEOUT_MS = 2 * 60_000;
 
 /**
  * The few Docker Engine API calls a build needs next to dockerd's embedded
@@ -196,13 +197,15 @@ async function readJsonStream(response: http.IncomingMessage, what: string, onMe
     if (detail || message.error) failure ??= detail?.message ?? String(message.error);
     else onMessage(message);
   };
+  // A character's bytes may be split between chunks.
+  const decoder = new StringDecoder("utf8");
   for await (const chunk of response as AsyncIterable<Buffer>) {
-    buffer += chunk.toString("utf8");
+    buffer += decoder.write(chunk);
     const lines = buffer.split("\n");
     buffer = lines.pop() ?? "";
     lines.forEach(handle);
   }
-  handle(buffer);
+  handle(buffer + decoder.end());
   if (failure !== undefined) throw new BuildKitNodeError(registryFailureCode(failure) ?? "UNKNOWN", `${what}: ${failure}`);
 }
 

@@ -26,11 +26,14 @@ export interface FinishContext {
 /**
  * How the requested outputs become exporters in the SolveRequest, FileSend
  * targets for what streams back to the client, and steps the client runs
- * after the solve (a push or save through the Docker Engine, for dockerd).
+ * around the solve (a Docker load fed during it; a push or save through the
+ * Docker Engine after it, for dockerd).
  */
 export interface ExportPlan {
   exporters: Exporter[];
   targets: Map<number, OutputTarget>;
+  /** Starts what runs beside the solve (a Docker load reading the archive as it comes); call it just before the solve. */
+  start(): void;
   /** Runs the client's steps once the solve succeeded. */
   finish(context: FinishContext): Promise<{ pushed: { name: string; digest?: string }[] }>;
   /** Releases what the plan started (a pending Docker load) after a failure. */
@@ -47,129 +50,147 @@ export interface PlanTarget {
   signal?: AbortSignal;
 }
 
-export function planOutputs(outputs: Output[], { address, daemon, signal }: PlanTarget): ExportPlan {
-  const exporters: Exporter[] = [];
+type Pushed = { name: string; digest?: string };
+
+/** What one output adds to the plan. */
+interface OutputPlan {
+  exporter: Exporter;
+  target?: OutputTarget;
+  /** Started just before the solve. */
+  start?(): void;
+  /** Run after a successful solve, in output order. */
+  after?(context: FinishContext): Promise<Pushed[]>;
+  abandon?(): void;
+  clientFailure?(): unknown;
+}
+
+/**
+ * Plans `outputs` for the daemon: nothing is started here (see `start()`).
+ * Refuses, before anything runs, what the daemon cannot do.
+ */
+export function planOutputs(outputs: Output[], target: PlanTarget): ExportPlan {
+  const planned = outputs.map((output) => planOutput(output, target));
+  const exporters = planned.map((p) => p.exporter);
   const targets = new Map<number, OutputTarget>();
-  const after: ((context: FinishContext) => Promise<{ name: string; digest?: string }[]>)[] = [];
-  const abandons: (() => void)[] = [];
-  let clientFailure: unknown;
-  /** The Engine of the dockerd whose BuildKit this is: named by the caller, or the step is refused before anything runs. */
-  const ownEngine = (step: string): DockerEngine => {
-    if (daemon.dockerEngine) return new DockerEngine(daemon.dockerEngine);
-    throw new BuildKitNodeError(
-      "INVALID_ARGUMENT",
-      `${address} is a dockerd's BuildKit, which keeps images in that dockerd; ${step} goes through that dockerd's Engine API, ` +
-        `and which dockerd it is cannot be known from here: connect with docker:// (or docker:///path/to/docker.sock), ` +
-        `or pass connect("${address}", { dockerEngine: "unix:///path/to/docker.sock" }) naming its Engine socket`,
-    );
-  };
-
-  for (const output of outputs) {
-    const index = exporters.length;
-    switch (output.type) {
-      case "image": {
-        const names = splitNames(output.name);
-        if (output.pushByDigest) {
-          if (!output.push) invalid("pushByDigest needs push: true");
-          if (daemon.embeddedInDocker) {
-            throw new BuildKitNodeError("UNIMPLEMENTED", "dockerd's embedded BuildKit cannot push by digest (its Engine API pushes tags); use a standalone buildkitd");
-          }
-          exporters.push({ type: "image", attrs: pushByDigestAttrs(names, output.insecure) });
-          after.push(async ({ exporterResponse }) => pushedByDigest(names, exporterResponse));
-          break;
-        }
-        if (daemon.embeddedInDocker) {
-          // dockerd stores the image (moby exporter), then pushes it itself.
-          exporters.push({ type: "moby", attrs: { name: names.join(",") } });
-          if (output.push) {
-            const engine = ownEngine(`pushing ${names.join(", ")}`);
-            after.push((context) => pushThroughEngine(engine, names, context));
-          }
-        } else {
-          exporters.push({
-            type: "image",
-            attrs: { name: names.join(","), push: String(Boolean(output.push)), ...(output.insecure ? { "registry.insecure": "true" } : {}) },
-          });
-          // BuildKit pushed them itself; report what it says it pushed.
-          if (output.push) {
-            after.push(async ({ exporterResponse }) => {
-              const digest = exporterResponse["containerimage.digest"];
-              return names.map((name) => (digest ? { name, digest } : { name }));
-            });
-          }
-        }
-        break;
-      }
-      case "docker":
-      case "oci": {
-        const name: Record<string, string> = output.name ? { name: output.name } : {};
-        if ("load" in output) {
-          if (output.type !== "docker") invalid(`output type "oci" cannot be loaded into Docker; use type "docker"`);
-          if (daemon.embeddedInDocker) {
-            exporters.push({ type: "moby", attrs: name });
-          } else {
-            // Stream the docker-format archive straight into the Engine's load:
-            // the one named, else the local Docker (as buildx's --load does).
-            const engine = new DockerEngine(daemon.dockerEngine ?? localDockerSocket());
-            const archive = new PassThrough();
-            const loading = engine.load(archive, signal ? { signal } : {});
-            // A refused load stops the export at once (its writes fail).
-            loading.catch((err: Error) => {
-              clientFailure ??= err;
-              archive.destroy(err);
-            });
-            exporters.push({ type: "docker", attrs: name });
-            targets.set(index, { kind: "archive", dest: archive });
-            after.push(async () => {
-              if (!archive.writableEnded) archive.destroy(new BuildKitNodeError("INTERNAL", "the daemon sent no image to load"));
-              await loading;
-              return [];
-            });
-            abandons.push(() => archive.destroy(new Error("build failed")));
-          }
-          break;
-        }
-        if (daemon.embeddedInDocker) {
-          if (output.type === "oci") {
-            throw new BuildKitNodeError("UNIMPLEMENTED", "dockerd's embedded BuildKit cannot export an OCI archive; use type \"docker\" or a standalone buildkitd");
-          }
-          // Store the image with moby, then save it through the Engine.
-          const engine = ownEngine(`saving the image to ${typeof output.dest === "string" ? output.dest : "a stream"}`);
-          exporters.push({ type: "moby", attrs: name });
-          const dest = output.dest;
-          after.push(async (context) => (await saveThroughEngine(engine, output.name, dest, context), []));
-        } else {
-          exporters.push({ type: output.type, attrs: name });
-          targets.set(index, { kind: "archive", dest: output.dest });
-        }
-        break;
-      }
-      case "tar":
-        exporters.push({ type: "tar", attrs: {} });
-        targets.set(index, { kind: "archive", dest: output.dest });
-        break;
-      case "local":
-        exporters.push({ type: "local", attrs: {} });
-        targets.set(index, { kind: "directory", dest: output.dest });
-        break;
-      default:
-        invalid(`unknown output type "${(output as { type: string }).type}"`);
-    }
-  }
-
+  planned.forEach((p, index) => p.target && targets.set(index, p.target));
   return {
     exporters,
     targets,
+    start() {
+      for (const p of planned) p.start?.();
+    },
     async finish(context) {
-      const pushed: { name: string; digest?: string }[] = [];
-      for (const step of after) pushed.push(...(await step(context)));
+      const pushed: Pushed[] = [];
+      for (const p of planned) if (p.after) pushed.push(...(await p.after(context)));
       return { pushed };
     },
     abandon() {
-      for (const abandon of abandons) abandon();
+      for (const p of planned) p.abandon?.();
     },
-    clientFailure: () => clientFailure,
+    clientFailure: () => planned.map((p) => p.clientFailure?.()).find((failure) => failure !== undefined),
   };
+}
+
+function planOutput(output: Output, target: PlanTarget): OutputPlan {
+  switch (output.type) {
+    case "image":
+      return planImage(output, target);
+    case "docker":
+    case "oci":
+      if ("load" in output) return planLoad(output, target);
+      return planArchive(output, target);
+    case "tar":
+      return { exporter: { type: "tar", attrs: {} }, target: { kind: "archive", dest: output.dest } };
+    case "local":
+      return { exporter: { type: "local", attrs: {} }, target: { kind: "directory", dest: output.dest } };
+    default:
+      return invalid(`unknown output type "${(output as { type: string }).type}"`);
+  }
+}
+
+/** An image: the `image` exporter pushes it itself; dockerd's stores it (`moby`) and its Engine pushes. */
+function planImage(output: Extract<Output, { type: "image" }>, { daemon, address }: PlanTarget): OutputPlan {
+  const names = splitNames(output.name);
+  if (output.pushByDigest) {
+    if (!output.push) invalid("pushByDigest needs push: true");
+    if (daemon.embeddedInDocker) {
+      throw new BuildKitNodeError("UNIMPLEMENTED", "dockerd's embedded BuildKit cannot push by digest (its Engine API pushes tags); use a standalone buildkitd");
+    }
+    return { exporter: { type: "image", attrs: pushByDigestAttrs(names, output.insecure) }, after: async ({ exporterResponse }) => pushedByDigest(names, exporterResponse) };
+  }
+  if (daemon.embeddedInDocker) {
+    const exporter = { type: "moby", attrs: { name: names.join(",") } };
+    if (!output.push) return { exporter };
+    const engine = ownEngine(daemon, address, `pushing ${names.join(", ")}`);
+    return { exporter, after: (context) => pushThroughEngine(engine, names, context) };
+  }
+  const exporter = {
+    type: "image",
+    attrs: { name: names.join(","), push: String(Boolean(output.push)), ...(output.insecure ? { "registry.insecure": "true" } : {}) },
+  };
+  if (!output.push) return { exporter };
+  // BuildKit pushed them itself; report what it says it pushed.
+  return {
+    exporter,
+    after: async ({ exporterResponse }) => {
+      const digest = exporterResponse["containerimage.digest"];
+      return names.map((name) => (digest ? { name, digest } : { name }));
+    },
+  };
+}
+
+/** An image loaded into Docker: natively on dockerd; from a standalone BuildKit, its docker archive streamed into the Engine's load. */
+function planLoad(output: Extract<Output, { load: true }>, { daemon, signal }: PlanTarget): OutputPlan {
+  const name: Record<string, string> = output.name ? { name: output.name } : {};
+  if (output.type !== "docker") invalid(`output type "oci" cannot be loaded into Docker; use type "docker"`);
+  if (daemon.embeddedInDocker) return { exporter: { type: "moby", attrs: name } };
+  // The one named, else the local Docker (as buildx's --load does).
+  const engine = new DockerEngine(daemon.dockerEngine ?? localDockerSocket());
+  const archive = new PassThrough();
+  let loading: Promise<string[]> | undefined;
+  let failure: unknown;
+  return {
+    exporter: { type: "docker", attrs: name },
+    target: { kind: "archive", dest: archive },
+    start() {
+      loading = engine.load(archive, signal ? { signal } : {});
+      // A refused load stops the export at once (its writes fail).
+      loading.catch((err: Error) => {
+        failure ??= err;
+        archive.destroy(err);
+      });
+    },
+    async after() {
+      if (!archive.writableEnded) archive.destroy(new BuildKitNodeError("INTERNAL", "the daemon sent no image to load"));
+      await loading;
+      return [];
+    },
+    abandon: () => archive.destroy(new Error("build failed")),
+    clientFailure: () => failure,
+  };
+}
+
+/** A docker or OCI archive: streamed back by the exporter, or on dockerd stored with `moby` and saved through its Engine. */
+function planArchive(output: Extract<Output, { dest: string | Writable; type: "docker" | "oci" }>, { daemon, address }: PlanTarget): OutputPlan {
+  const name: Record<string, string> = output.name ? { name: output.name } : {};
+  if (!daemon.embeddedInDocker) return { exporter: { type: output.type, attrs: name }, target: { kind: "archive", dest: output.dest } };
+  if (output.type === "oci") {
+    throw new BuildKitNodeError("UNIMPLEMENTED", "dockerd's embedded BuildKit cannot export an OCI archive; use type \"docker\" or a standalone buildkitd");
+  }
+  const engine = ownEngine(daemon, address, `saving the image to ${typeof output.dest === "string" ? output.dest : "a stream"}`);
+  const dest = output.dest;
+  return { exporter: { type: "moby", attrs: name }, after: async (context) => (await saveThroughEngine(engine, output.name, dest, context), []) };
+}
+
+/** The Engine of the dockerd whose BuildKit this is: named by the caller, or the step is refused before anything runs. */
+function ownEngine(daemon: DaemonKind, address: string, step: string): DockerEngine {
+  if (daemon.dockerEngine) return new DockerEngine(daemon.dockerEngine);
+  throw new BuildKitNodeError(
+    "INVALID_ARGUMENT",
+    `${address} is a dockerd's BuildKit, which keeps images in that dockerd; ${step} goes through that dockerd's Engine API, ` +
+      `and which dockerd it is cannot be known from here: connect with docker:// (or docker:///path/to/docker.sock), ` +
+      `or pass connect("${address}", { dockerEngine: "unix:///path/to/docker.sock" }) naming its Engine socket`,
+  );
 }
 
 /**
@@ -205,8 +226,8 @@ function splitNames(names: string): string[] {
   return list;
 }
 
-async function pushThroughEngine(engine: DockerEngine, names: string[], context: FinishContext): Promise<{ name: string; digest?: string }[]> {
-  const pushed: { name: string; digest?: string }[] = [];
+async function pushThroughEngine(engine: DockerEngine, names: string[], context: FinishContext): Promise<Pushed[]> {
+  const pushed: Pushed[] = [];
   for (const name of names) {
     const digest = `client:push:${name}`;
     const vertex = { digest, name: `pushing ${name}` };

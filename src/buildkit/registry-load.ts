@@ -3,7 +3,7 @@ import type { CopyProgress } from "../registry/copy-image.js";
 import type { Descriptor, Platform } from "../registry/manifest.js";
 import type { ImageReference } from "../registry/reference.js";
 import type { RegistryClient } from "../registry/registry-client.js";
-import { DEFAULT_DOCKER_SOCKET } from "../transport/address.js";
+import { localDockerSocket } from "./daemon-kind.js";
 import { DockerEngine } from "./docker-engine.js";
 
 export interface LoadRegistryImageOptions {
@@ -33,7 +33,7 @@ export interface LoadRegistryImageResult {
  * cannot reach the registry itself, or whose credentials differ.
  */
 export async function loadRegistryImage(registry: RegistryClient, image: string | ImageReference, options: LoadRegistryImageOptions = {}): Promise<LoadRegistryImageResult> {
-  const engine = new DockerEngine(options.dockerSocket ?? defaultDockerSocket());
+  const engine = new DockerEngine(options.dockerSocket ?? localDockerSocket());
   const archive = new PassThrough();
   const signal = options.signal ? { signal: options.signal } : {};
   // Either side failing ends the other (the archive is destroyed): the first failure is the cause.
@@ -61,9 +61,4 @@ export async function loadRegistryImage(registry: RegistryClient, image: string 
     await Promise.allSettled([writing, loading]);
     throw cause ? cause.error : err;
   }
-}
-
-function defaultDockerSocket(): string {
-  const dockerHost = process.env.DOCKER_HOST;
-  return dockerHost?.startsWith("unix://") ? dockerHost.slice("unix://".length) : DEFAULT_DOCKER_SOCKET;
 }

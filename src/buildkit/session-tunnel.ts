@@ -36,7 +36,7 @@ const DATA_TAG = 0x0a;
  * either direction. Ending the stream's writable side half-closes the call,
  * which is how a session is ended once the solve is done.
  */
-export function openSessionTunnel(openStream: OpenStream, headers: Record<string, string | string[]>, signal: AbortSignal): SessionTunnel {
+export function openSessionTunnel(openStream: OpenStream, headers: Record<string, string | string[]>, signal: AbortSignal | undefined): SessionTunnel {
   const requestHeaders: http2.OutgoingHttpHeaders = { ...headers, "content-type": "application/grpc", te: "trailers" };
   const connection = new TunnelConnection(openStream(SESSION_PATH, requestHeaders), signal);
   connection.callEnded.catch(() => {}); // observed by the build; never an unhandled rejection
@@ -54,17 +54,17 @@ class TunnelConnection extends Duplex {
   readonly #reader = new GrpcFrameReader(MAX_MESSAGE_BYTES);
   #status: { code: number; message: string } | undefined;
 
-  constructor(stream: Promise<http2.ClientHttp2Stream>, signal: AbortSignal) {
+  constructor(stream: Promise<http2.ClientHttp2Stream>, signal: AbortSignal | undefined) {
     // The session writes its frames in batches; a batch should not have to wait a turn for 'drain'.
     super({ allowHalfOpen: true, writableHighWaterMark: WRITE_AHEAD_BYTES });
     this.callEnded = new Promise((resolve, reject) => (this.#settle = { resolve, reject }));
-    const onAbort = () => this.destroy(new BuildKitNodeError("CANCELED", "the session call was aborted", { cause: signal.reason }));
-    if (signal.aborted) onAbort();
-    else signal.addEventListener("abort", onAbort, { once: true });
-    this.callEnded.then(
-      () => signal.removeEventListener("abort", onAbort),
-      () => signal.removeEventListener("abort", onAbort),
-    );
+    if (signal) {
+      const onAbort = () => this.destroy(new BuildKitNodeError("CANCELED", "the session call was aborted", { cause: signal.reason }));
+      if (signal.aborted) onAbort();
+      else signal.addEventListener("abort", onAbort, { once: true });
+      const forget = () => signal.removeEventListener("abort", onAbort);
+      this.callEnded.then(forget, forget);
+    }
     stream.then(
       (opened) => this.#attach(opened),
       (err: unknown) => this.destroy(err instanceof Error ? err : new Error(String(err))),

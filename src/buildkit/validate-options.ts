@@ -7,6 +7,12 @@ import type { BuildOptions, ContextInput, Output } from "./build-options.js";
 
 const OUTPUT_TYPES = ["image", "docker", "oci", "tar", "local"];
 const NETWORKS = ["default", "none", "host"];
+const UNREADABLE_MODES = ["error", "warn"];
+const COMPRESSIONS = ["gzip", "identity"];
+/** The longest delay a Node timer takes (about 24.8 days); a longer one would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The longest deadline a call can carry: gRPC's `grpc-timeout` header takes 8 digits. */
+const MAX_CALL_TIMEOUT_MS = 99_999_999;
 /** What BuildKit's frontend attribute keys may not hold: `=` splits them, control characters break them. */
 const BAD_KEY = /[=\u0000-\u001f\u007f]/;
 
@@ -40,6 +46,10 @@ export function validateBuildOptions(options: unknown): asserts options is Build
   validateOutputs(o.outputs);
   validateTarLimits(o.tarLimits);
   validateProvenance(o.provenance);
+  optionalString(o.sharedKey, "sharedKey", { nonEmpty: true });
+  if (o.onUnreadable !== undefined && !UNREADABLE_MODES.includes(o.onUnreadable as string)) {
+    throw invalid("onUnreadable", `must be one of ${UNREADABLE_MODES.join(", ")}`);
+  }
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalid("signal", `must be an AbortSignal, not ${describe(o.signal)}`);
 }
 
@@ -267,6 +277,9 @@ export function validateConnectOptions(address: unknown, options: unknown): void
   }
   if (o.tls !== undefined && !isObject(o.tls)) throw invalid("tls", `must be { ca, cert, key, serverName }, not ${describe(o.tls)}`);
   optionalString(o.dockerEngine, "dockerEngine", { nonEmpty: true });
+  if (o.compression !== undefined && !COMPRESSIONS.includes(o.compression as string)) {
+    throw invalid("compression", `must be one of ${COMPRESSIONS.join(", ")}`);
+  }
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalid("signal", `must be an AbortSignal, not ${describe(o.signal)}`);
 }
 
@@ -275,11 +288,14 @@ export function validateCallOptions(options: unknown, method: string): void {
   if (options === undefined) return;
   if (!isObject(options)) throw new BuildKitNodeError("INVALID_ARGUMENT", `${method}(): options must be an object, not ${describe(options)}`);
   const o = options as Record<string, unknown>;
-  positiveNumber(o.timeoutMs, "timeoutMs");
+  positiveNumber(o.timeoutMs, "timeoutMs", MAX_CALL_TIMEOUT_MS);
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalid("signal", `must be an AbortSignal, not ${describe(o.signal)}`);
   if (o.filter !== undefined) optionalStringList(o.filter, "filter");
 }
 
-function positiveNumber(value: unknown, field: string): void {
-  if (value !== undefined && !(typeof value === "number" && value > 0)) throw invalid(field, `must be a positive number of milliseconds, not ${describe(value)}`);
+/** A duration a timer (or a call's deadline) can take: positive, finite, at most `max`. */
+function positiveNumber(value: unknown, field: string, max = MAX_TIMER_MS): void {
+  if (value === undefined) return;
+  if (!(typeof value === "number" && value > 0)) throw invalid(field, `must be a positive number of milliseconds, not ${describe(value)}`);
+  if (!(value <= max)) throw invalid(field, `must be at most ${max} milliseconds, not ${value}`);
 }

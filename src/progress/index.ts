@@ -1,6 +1,7 @@
 // Progress renderers for BuildEvents, as buildx shows them: `tty` (a live
 // view redrawn in place), `plain` (one line per event), `rawjson` (the events
 // as line-delimited JSON), `quiet`; `auto` picks tty or plain.
+import { BuildKitNodeError } from "../errors.js";
 import { PlainRenderer } from "./plain.js";
 import { RawJsonRenderer } from "./rawjson.js";
 import type { ProgressRenderer } from "./renderer.js";
@@ -60,7 +61,7 @@ export function createRenderer(mode: ProgressMode, out: NodeJS.WritableStream, o
     case "quiet":
       return { event() {}, done() {} };
     default:
-      throw new TypeError(`unknown progress mode "${String(mode)}"; use one of ${PROGRESS_MODES.join(", ")}`);
+      throw new BuildKitNodeError("INVALID_ARGUMENT", `unknown progress mode "${String(mode)}"; use one of ${PROGRESS_MODES.join(", ")}`);
   }
 }
 

@@ -9,7 +9,7 @@ export interface FramedMessage {
 }
 
 /** A length prefix above the reader's limit, met before anything of that message is buffered. */
-export class MessageTooLargeError extends Error {
+class MessageTooLargeError extends Error {
   override name = "MessageTooLargeError";
   constructor(
     readonly length: number,

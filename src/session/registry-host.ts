@@ -15,7 +15,7 @@ export const dockerHubApiHost = "registry-1.docker.io";
  * Docker Hub's credentials under (docker/cli's `GetAuthConfigKey`; BuildKit's
  * auth provider maps `registry-1.docker.io` to it too).
  */
-export const dockerHubConfigKey = "https://index.docker.io/v1/";
+const dockerHubConfigKey = "https://index.docker.io/v1/";
 
 /** Every name of Docker Hub a config key or a daemon request may use. */
 const dockerHubAliases = new Set([dockerHubDomain, "index.docker.io", dockerHubApiHost]);

@@ -20,7 +20,7 @@ export function dial(endpoint: Endpoint, address: string, tlsSettings: TlsSettin
       if (tlsSettings) return dialTls(endpoint.host, endpoint.port, tlsSettings, address, signal);
       return dialSocket(net.connect({ host: endpoint.host, port: endpoint.port }), address, signal, "connect");
     case "docker":
-      return upgradeDockerSocket(endpoint.socketPath, "/grpc", {}, address, signal);
+      return upgradeToGrpc(endpoint.socketPath, address, signal);
   }
 }
 
@@ -148,24 +148,18 @@ function dialSocket(socket: net.Socket, address: string, signal: AbortSignal, re
 }
 
 /**
- * Asks dockerd to hand over its Engine API socket for another protocol:
- * `POST <path>` with `Upgrade: h2c`, answered `101 Switching Protocols`.
- * `/grpc` then carries BuildKit's Control API (we are the HTTP/2 client),
- * `/session` a build session (dockerd is the HTTP/2 client).
+ * Asks dockerd to hand over its Engine API socket to BuildKit's Control API:
+ * `POST /grpc` with `Upgrade: h2c`, answered `101 Switching Protocols`; we
+ * are then the HTTP/2 client on it.
  */
-export function upgradeDockerSocket(
-  socketPath: string,
-  path: "/grpc" | "/session",
-  headers: http.OutgoingHttpHeaders,
-  address: string,
-  signal: AbortSignal,
-): Promise<Duplex> {
+function upgradeToGrpc(socketPath: string, address: string, signal: AbortSignal): Promise<Duplex> {
+  const path = "/grpc";
   return new Promise((resolve, reject) => {
     const request = http.request({
       socketPath,
       method: "POST",
       path,
-      headers: { ...headers, Connection: "Upgrade", Upgrade: "h2c" },
+      headers: { Connection: "Upgrade", Upgrade: "h2c" },
       agent: false,
     });
     const onAbort = () => {
@@ -217,7 +211,7 @@ export function abortError(signal: AbortSignal, address: string): TransportError
 }
 
 /** Turns a socket error into a TransportError a person can act on. */
-export function dialError(err: NodeJS.ErrnoException, address: string, duringTlsHandshake: boolean): TransportError {
+function dialError(err: NodeJS.ErrnoException, address: string, duringTlsHandshake: boolean): TransportError {
   if (err instanceof TransportError) return err;
   if (duringTlsHandshake || isTlsError(err)) {
     return new TransportError("TLS", address, `TLS handshake with ${address} failed: ${err.message}${hintFor(err)}`, { cause: err });
@@ -237,9 +231,15 @@ export function dialError(err: NodeJS.ErrnoException, address: string, duringTls
   return new TransportError("UNAVAILABLE", address, `cannot connect to ${address}: ${text}`, { cause: err });
 }
 
-export function isTlsError(err: { code?: string | undefined; message?: string }): boolean {
-  const code = err.code ?? "";
-  return /^ERR_(SSL|TLS)_/.test(code) || /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)/.test(code) || /alert|ssl3?_|tls/i.test(code + (err.message ?? ""));
+/**
+ * Whether `err` is TLS's own: an OpenSSL error (ERR_SSL_*, an alert from the
+ * peer), Node's TLS checks (ERR_TLS_*), or a certificate verification code.
+ * Read from the error's code and OpenSSL's library, never from words in the
+ * message, which may quote a host or socket path ("tls-builder.internal").
+ */
+export function isTlsError(err: { code?: unknown; library?: unknown }): boolean {
+  const code = typeof err.code === "string" ? err.code : "";
+  return /^ERR_(SSL|TLS)_/.test(code) || /^[A-Z_]*(CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY))[A-Z_]*$/.test(code) || err.library === "SSL routines";
 }
 
 function hintFor(err: NodeJS.ErrnoException): string {

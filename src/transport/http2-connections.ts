@@ -145,7 +145,7 @@ export class Http2Connections {
 
   async #open(): Promise<Connection> {
     const { address, connectTimeoutMs } = this.#options;
-    const signal = AbortSignal.any([this.#closeController.signal, AbortSignal.timeout(connectTimeoutMs)]);
+    const signal = AbortSignal.any([this.#closeController.signal, AbortSignal.timeout(Math.ceil(connectTimeoutMs))]);
     const socket = await this.#options.dial(signal);
     const connection = new Connection(socket, this.authority, {
       address,

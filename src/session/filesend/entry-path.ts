@@ -15,7 +15,7 @@ export function isCleanRelativePath(p: string): boolean {
 }
 
 /** `a/b/c` → `a/b`; a top-level entry's parent is "" (the destination itself). */
-export function parentOf(p: string): string {
+function parentOf(p: string): string {
   const slash = p.lastIndexOf("/");
   return slash < 0 ? "" : p.slice(0, slash);
 }

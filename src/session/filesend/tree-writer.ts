@@ -155,7 +155,7 @@ function permissions(stat: Stat): number {
  * fsutil's nanoseconds as the fractional seconds Node's utimes takes: split
  * before converting so the double keeps sub-microsecond precision.
  */
-export function secondsFromNs(ns: bigint): number {
+function secondsFromNs(ns: bigint): number {
   return Number(ns / 1_000_000_000n) + Number(ns % 1_000_000_000n) / 1e9;
 }
 

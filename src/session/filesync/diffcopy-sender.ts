@@ -31,7 +31,7 @@ export type { TransferFilter } from "./tree-filter.js";
 const log = createLogger("filesync");
 
 /** Bytes per DATA packet, as Go sends them. */
-export const DATA_CHUNK_SIZE = 32 * 1024;
+const DATA_CHUNK_SIZE = 32 * 1024;
 /** Requested files read at once; the thread pool runs four reads at a time, the rest wait there, not behind our round trips. */
 const MAX_FILES_IN_FLIGHT = 64;
 /** Bytes of file content read but not yet handed to the call, at most (one file is always allowed). */

@@ -7,6 +7,7 @@ import * as fsCallbacks from "node:fs";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { BuildKitNodeError } from "../../errors.js";
+import { errnoCode } from "../errno-code.js";
 import { goModeFromUnix, GoMode } from "../fsutil/file-mode.js";
 import { closeSoon, openForReading, type ReadBufferPool, readChunks } from "./file-reads.js";
 import type { TreeEntry, TreeSource } from "./tree-source.js";
@@ -126,7 +127,8 @@ function lstat(file: string): Promise<BigIntStats> {
 }
 
 function isErrno(err: unknown, ...codes: string[]): boolean {
-  return typeof err === "object" && err !== null && codes.includes(String((err as { code?: unknown }).code));
+  const code = errnoCode(err);
+  return code !== undefined && codes.includes(code);
 }
 
 function errorText(err: unknown): string {

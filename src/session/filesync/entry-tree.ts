@@ -24,7 +24,7 @@ export function isSymlink(entry: TreeEntry): boolean {
 }
 
 /** A directory entry for a parent no entry described. */
-export function implicitDirectory(path: string, modTimeNs: bigint): TreeEntry {
+function implicitDirectory(path: string, modTimeNs: bigint): TreeEntry {
   return { path, mode: (GoMode.Dir | 0o755) >>> 0, size: 0, modTimeNs, linkname: "", uid: 0, gid: 0 };
 }
 

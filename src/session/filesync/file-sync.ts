@@ -63,7 +63,7 @@ async function serveDiffCopy(dirs: ReadonlyMap<string, TreeSource>, call: Server
  * v0.12 the daemon URL-query-escapes them (and says so with `<key>-encoded`)
  * when any has non-ASCII characters.
  */
-export function metadataList(call: ServerCall, key: string): string[] {
+function metadataList(call: ServerCall, key: string): string[] {
   const values = call.metadata.get(key) ?? [];
   if (!parseGoBool(metadataValue(call, `${key}-encoded`))) return [...values];
   return values.map((value) => {
@@ -81,7 +81,7 @@ function parseGoBool(value: string | undefined): boolean {
 }
 
 /** Go's url.QueryUnescape: `+` is a space, `%XX` a byte; the bytes are UTF-8. */
-export function queryUnescape(value: string): string {
+function queryUnescape(value: string): string {
   const bytes: number[] = [];
   for (let i = 0; i < value.length; i++) {
     const ch = value[i];

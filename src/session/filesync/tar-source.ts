@@ -43,7 +43,7 @@ export interface TarLimits {
   maxEntries?: number;
 }
 
-export const DEFAULT_TAR_LIMITS: Required<TarLimits> = {
+const DEFAULT_TAR_LIMITS: Required<TarLimits> = {
   maxBytes: 8 * 1024 ** 3,
   maxCompressionRatio: 100,
   maxEntries: 1_000_000,
@@ -117,7 +117,9 @@ function spooledSource(tree: EntryTree<SpoolExtent>, spoolPath: string, spoolDir
       return readExtent(extent, pool);
     },
     async close(): Promise<void> {
-      if (spool) closeSoon(await spool);
+      // A spool that could not be opened (removed under us) has no descriptor; its directory still goes.
+      const fd = await spool?.catch(() => undefined);
+      if (fd !== undefined) closeSoon(fd);
       await fs.rm(spoolDir, { recursive: true, force: true });
     },
   };

@@ -4,6 +4,7 @@
 // build fails naming it, unless the caller asks for Docker's behaviour, with
 // a warning.
 import { BuildKitNodeError } from "../../errors.js";
+import { errnoCode } from "../errno-code.js";
 
 /** `error`: the build fails with INVALID_ARGUMENT naming the path; `warn`: it is sent empty, with a warning. */
 export type UnreadableMode = "error" | "warn";
@@ -31,14 +32,13 @@ export class UnreadablePolicy {
 
 /** Whether an error opening a file means it cannot be read (rather than that it is gone). */
 export function isUnreadable(err: unknown): boolean {
-  const code = typeof err === "object" && err !== null ? (err as { code?: unknown }).code : undefined;
+  const code = errnoCode(err);
   return code !== "ENOENT" && code !== "ENOTDIR";
 }
 
 function reason(err: unknown): string {
-  const code = typeof err === "object" && err !== null ? (err as { code?: unknown }).code : undefined;
-  if (code === "EACCES" || code === "EPERM") return "permission denied";
-  if (err instanceof BuildKitNodeError && err.code === "PERMISSION_DENIED") return "permission denied";
+  const code = errnoCode(err);
+  if (code === "EACCES" || code === "EPERM" || code === "PERMISSION_DENIED") return "permission denied";
   if (code === "ELOOP") return "it was replaced by a symlink";
   return err instanceof Error ? err.message : String(err);
 }

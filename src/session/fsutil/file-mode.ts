@@ -16,7 +16,7 @@ export const GoMode = {
 } as const;
 
 /** The bits that make an entry something other than a regular file. */
-export const GO_MODE_TYPE =
+const GO_MODE_TYPE =
   (GoMode.Dir | GoMode.Symlink | GoMode.NamedPipe | GoMode.Socket | GoMode.Device | GoMode.CharDevice | GoMode.Irregular) >>> 0;
 
 const S_IFMT = 0o170000;
