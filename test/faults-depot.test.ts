@@ -140,6 +140,37 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
     }
   });
 
+  it("machine.build() takes a child's stdout as { tar } in hand before it connects to the machine: every file arrives", async () => {
+    const project = tempDir("faults-machine-tar");
+    const build = await depot().builds.create({ projectId });
+    try {
+      writeFileSync(join(project.path, "Dockerfile"), `FROM ${BASE_IMAGE}\nCOPY . /ctx\n`);
+      writeFileSync(join(project.path, "hello.txt"), "hello through a Depot machine\n");
+      const machine = await build.acquireMachine("amd64");
+      const child = spawn("tar", ["-cf", "-", "."], { cwd: project.path, stdio: ["ignore", "pipe", "inherit"] });
+      const archive = new PassThrough();
+      const names: string[] = [];
+      const listing = (async () => {
+        const extract = tarStream.extract();
+        archive.pipe(extract);
+        for await (const entry of extract) {
+          names.push(entry.header.name.replace(/^\.\//, ""));
+          entry.resume();
+        }
+      })();
+      // Not connected yet: the build first dials the machine, proves it ready, then reads the context.
+      await machine.build({ context: { tar: child.stdout }, outputs: [{ type: "tar", dest: archive }] });
+      await listing;
+      expect(names).toContain("ctx/hello.txt");
+      await build.finish();
+    } catch (err) {
+      await build.finish(err);
+      throw err;
+    } finally {
+      project.remove();
+    }
+  });
+
   it("depot.build() refuses invalid options at once, before any Depot call", () => {
     const builds = local.builds.size;
     expect(() => depot().build({ projectId, context: null } as never)).toThrow(
