@@ -53,7 +53,12 @@ export interface DepotBuildResult extends BuildResult {
  */
 export function startDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, options: DepotBuildOptions): BuildRun<DepotBuildResult> {
   const events = new EventQueue<BuildEvent>();
-  const result = runDepotBuild(depot, options, (event) => events.push(event)).finally(() => events.end());
+  const result = runDepotBuild(depot, options, (event) => events.push(event))
+    .catch((err: unknown) => {
+      // Whatever broke (a spooled upload's stream, say), the caller gets one of our errors.
+      throw BuildKitNodeError.from(err, "depot build");
+    })
+    .finally(() => events.end());
   return new BuildRun("", events, result);
 }
 
