@@ -81,6 +81,8 @@ async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, opt
   const controller = new AbortController();
   const onAbort = () => controller.abort(signal?.reason);
   signal?.addEventListener("abort", onAbort, { once: true });
+  // Aborted while the build was being registered, after that call had answered: stop here too.
+  if (signal?.aborted) onAbort();
   let failure: unknown;
   try {
     const savedTags = save ? await build.saveNames(saveTags, { signal: controller.signal }) : [];
