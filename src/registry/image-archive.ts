@@ -110,7 +110,9 @@ export async function writeImageArchive(client: RegistryClient, image: ImageRefe
   const [written, sunk] = await Promise.allSettled([writing, sinking]);
   if (written.status === "rejected" || sunk.status === "rejected") {
     if (options.signal?.aborted) throw new AbortError("writing the image archive was aborted", { cause: options.signal.reason });
-    throw stop.signal.aborted ? stop.signal.reason : written.status === "rejected" ? written.reason : (sunk as PromiseRejectedResult).reason;
+    // The destination's own failure (a full disk, a reader gone) comes first, as one of ours.
+    const failure: unknown = stop.signal.aborted ? stop.signal.reason : written.status === "rejected" ? written.reason : (sunk as PromiseRejectedResult).reason;
+    throw BuildKitNodeError.from(failure, "writing the image archive");
   }
   return { descriptor: plan.top.descriptor, platforms: plan.platforms, names: names.map((name) => formatImageReference(name)) };
 }
