@@ -9,6 +9,7 @@ import { AbortError, BuildKitNodeError } from "../errors.js";
 import type { CopyProgress } from "./copy-image.js";
 import { isForeign } from "./copy-image.js";
 import {
+  configPlatform,
   type Descriptor,
   formatPlatform,
   type ImageIndex,
@@ -123,7 +124,7 @@ async function planArchive(client: RegistryClient, image: ImageReference, option
   const asked = options.platform !== undefined ? parsePlatform(options.platform) : undefined;
   if (top.kind === "image") {
     // One image: it is what was asked for, unless a platform was named that it is not.
-    const platform = await imagePlatform(client, image, top, call);
+    const platform = configPlatform(await client.getBlobJson(image, top.manifest.config, call));
     if (asked && platform && !platformMatches(asked, platform)) {
       throw new BuildKitNodeError("NOT_FOUND", `${formatImageReference(image)} is a ${formatPlatform(platform)} image, not ${formatPlatform(asked)}`);
     }
@@ -200,13 +201,6 @@ function blobsOf(manifest: Extract<Manifest, { kind: "image" }>): Descriptor[] {
 
 function unique(blobs: Descriptor[]): Descriptor[] {
   return [...new Map(blobs.map((blob) => [blob.digest, blob])).values()];
-}
-
-/** An image manifest's platform, from its config. */
-async function imagePlatform(client: RegistryClient, image: ImageReference, manifest: Extract<Manifest, { kind: "image" }>, call: RegistryCallOptions): Promise<Platform | undefined> {
-  const config = await client.getBlobJson<{ os?: unknown; architecture?: unknown; variant?: unknown }>(image, manifest.manifest.config, call);
-  if (typeof config?.os !== "string" || typeof config.architecture !== "string") return undefined;
-  return { os: config.os, architecture: config.architecture, ...(typeof config.variant === "string" && config.variant ? { variant: config.variant } : {}) };
 }
 
 /** `blobs/sha256/<hex>` */

@@ -93,6 +93,13 @@ export function parsePlatform(platform: string | Platform): Platform {
   return { os, architecture, ...(variant ? { variant } : {}) };
 }
 
+/** The platform an image config names (`os`, `architecture`, `variant`), if it names one. */
+export function configPlatform(config: unknown): Platform | undefined {
+  const { os, architecture, variant } = (config ?? {}) as { os?: unknown; architecture?: unknown; variant?: unknown };
+  if (typeof os !== "string" || typeof architecture !== "string") return undefined;
+  return { os, architecture, ...(typeof variant === "string" && variant ? { variant } : {}) };
+}
+
 export function formatPlatform(platform: Platform): string {
   return [platform.os, platform.architecture, ...(platform.variant ? [platform.variant] : [])].join("/");
 }
