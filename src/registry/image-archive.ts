@@ -7,18 +7,19 @@ import { pipeline } from "node:stream/promises";
 import * as tar from "tar-stream";
 import { AbortError, BuildKitNodeError } from "../errors.js";
 import type { CopyProgress } from "./copy-image.js";
-import { isForeign } from "./copy-image.js";
 import {
   configPlatform,
   type Descriptor,
   formatPlatform,
   type ImageIndex,
   isAttestation,
+  isForeign,
   type Manifest,
   MediaType,
   type Platform,
   parsePlatform,
   platformMatches,
+  registryBlobs,
 } from "./manifest.js";
 import { formatImageReference, type ImageReference, parseImageReference, withDigest, withTag } from "./reference.js";
 import type { RegistryClient, RegistryCallOptions } from "./registry-client.js";
@@ -128,7 +129,7 @@ async function planArchive(client: RegistryClient, image: ImageReference, option
     if (asked && platform && !platformMatches(asked, platform)) {
       throw new BuildKitNodeError("NOT_FOUND", `${formatImageReference(image)} is a ${formatPlatform(platform)} image, not ${formatPlatform(asked)}`);
     }
-    return { top, manifests: [top], blobs: blobsOf(top), platforms: platform ? [platform] : [] };
+    return { top, manifests: [top], blobs: registryBlobs(top), platforms: platform ? [platform] : [] };
   }
   const images = top.index.manifests.filter((entry) => !isAttestation(entry));
   // From an index, Docker takes one platform: this machine's unless told otherwise.
@@ -141,7 +142,7 @@ async function planArchive(client: RegistryClient, image: ImageReference, option
     }
     const manifest = await client.getManifest(withDigest(image, entry.digest), call);
     if (manifest.kind !== "image") throw new BuildKitNodeError("UNIMPLEMENTED", `${formatImageReference(image)}: nested indexes are not supported`);
-    return { top: manifest, manifests: [manifest], blobs: blobsOf(manifest), platforms: entry.platform ? [entry.platform] : [] };
+    return { top: manifest, manifests: [manifest], blobs: registryBlobs(manifest), platforms: entry.platform ? [entry.platform] : [] };
   }
   // The whole index: every manifest it lists (attestations too) and their blobs.
   const manifests: Manifest[] = [top];
@@ -150,7 +151,7 @@ async function planArchive(client: RegistryClient, image: ImageReference, option
     const manifest = await client.getManifest(withDigest(image, entry.digest), call);
     if (manifest.kind !== "image") throw new BuildKitNodeError("UNIMPLEMENTED", `${formatImageReference(image)}: nested indexes are not supported`);
     manifests.push(manifest);
-    blobs.push(...blobsOf(manifest));
+    blobs.push(...registryBlobs(manifest));
   }
   return { top, manifests, blobs: unique(blobs), platforms: images.flatMap((entry) => (entry.platform ? [entry.platform] : [])) };
 }
@@ -193,10 +194,6 @@ async function writeEntries(
     };
     await addFile(pack, "manifest.json", JSON.stringify([entry]));
   }
-}
-
-function blobsOf(manifest: Extract<Manifest, { kind: "image" }>): Descriptor[] {
-  return [manifest.manifest.config, ...manifest.manifest.layers].filter((blob) => !isForeign(blob));
 }
 
 function unique(blobs: Descriptor[]): Descriptor[] {
