@@ -173,6 +173,16 @@ describe("DepotClient before any call", () => {
     });
   });
 
+  it("depot.build() refuses a platform Depot has no machine for before registering the build", async () => {
+    // Nothing listens at the API URL: a CreateBuild would fail UNAVAILABLE, after its retries.
+    const depot = new DepotClient({ token: "t", apiUrl: "http://127.0.0.1:9" });
+    const err = await Promise.resolve(depot.build({ projectId: "p", platforms: ["linux/amd64", "linux/riscv64"], context: { files: {} }, dockerfileContent: "FROM scratch\n" })).catch(
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: "INVALID_ARGUMENT" });
+    expect((err as Error).message).toContain("linux/riscv64");
+  });
+
   it("depot.build() fails with one of its own errors when an upload breaks while it is spooled for several platforms", async () => {
     const depot = new DepotClient({ token: "t", apiUrl: "http://127.0.0.1:9" });
     // The stream fails before anything is registered: no Depot call is made.

@@ -8,6 +8,7 @@ import { type PlatformBuild, pushIndexes } from "./image-index.js";
 import type { DepotBuild, DepotBuilds } from "./builds.js";
 import { buildOnMachine, type MachineBuild } from "./machine-build.js";
 import { checkMultiPlatformOutputs, type PlatformPush, platformOutputs, requestedImageNames } from "./platform-outputs.js";
+import { normalizePlatform } from "./platform.js";
 import { spoolUploads } from "./upload-spool.js";
 
 const log = createLogger("depot");
@@ -65,6 +66,8 @@ export function startDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, 
 async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, options: DepotBuildOptions, emit: (event: BuildEvent) => void): Promise<DepotBuildResult> {
   const { projectId, build: given, platforms = ["linux/amd64"], acquireTimeoutMs, save = false, saveTags = [], signal, ...requested } = options;
   if (platforms.length === 0) throw new BuildKitNodeError("INVALID_ARGUMENT", "platforms must name at least one platform");
+  // A platform Depot has no machine for is refused before a build is registered for it.
+  for (const platform of platforms) normalizePlatform(platform);
   if (!given && !projectId) throw new BuildKitNodeError("INVALID_ARGUMENT", "depot.build: projectId is required (or a build to build into)");
   if (saveTags.length > 0 && !save) throw new BuildKitNodeError("INVALID_ARGUMENT", "depot.build: saveTags needs save: true");
   if (signal?.aborted) throw new AbortError("the build was aborted", { cause: signal.reason });
