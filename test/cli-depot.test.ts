@@ -119,7 +119,7 @@ describe.each(BUILD_DAEMONS)("on $name: build --depot", (daemon) => {
 
       const name = `${uniqueRepository("bkn-cli-pulled")}:dev`;
       try {
-        const loaded = await runCli(["pull", "--tag", name, "--progress", "quiet", buildID], { env });
+        const loaded = await runCli(["pull", "--tag", name, "--docker-engine", "unix:///var/run/docker.sock", "--progress", "quiet", buildID], { env });
         expect(loaded.code, loaded.stderr).toBe(0);
         expect(loaded.stderr).toContain(`loaded ${name}`);
         expect((await dockerApi("GET", `/images/${encodeURIComponent(name)}/json`)).status).toBe(200);
@@ -183,6 +183,7 @@ describe("usage", () => {
     [["push", "--tag", "r.example/app:1"], /a BUILD_ID is required/],
     [["pull", "--format", "oci", "BUILD"], /--format needs --output/],
     [["pull", "--output", "x.tar", "--format", "zip", "BUILD"], /--format must be "docker" or "oci"/],
+    [["pull", "--output", "x.tar", "--docker-engine", "unix:///var/run/docker.sock", "BUILD"], /--docker-engine and --output cannot be used together/],
   ])("%j is refused before any call", async (argv, message) => {
     const result = await runCli(argv, { env: cliEnv({ DEPOT_TOKEN: "t", DEPOT_API_URL: "http://127.0.0.1:9" }) });
     expect(result.code).toBe(2);

@@ -60,7 +60,7 @@ describe.each(BUILD_DAEMONS)("on $name: saved Depot builds", (daemon) => {
     // Into dockerd, under a name of our choosing.
     const name = `bkn-pulled-${marker}:dev`;
     try {
-      const pulled = await depot.pull(result.buildId, { tags: [name] });
+      const pulled = await depot.pull(result.buildId, { tags: [name], dockerEngine: "unix:///var/run/docker.sock" });
       expect(pulled.reference).toBe(result.saved!.reference);
       expect(pulled.loaded).toContain(name.includes("/") ? name : `${name}`);
       const inspected = JSON.parse((await dockerApi("GET", `/images/${encodeURIComponent(name)}/json`)).body) as { Config: { Labels: Record<string, string> } };
@@ -152,6 +152,11 @@ describe.each(BUILD_DAEMONS)("on $name: saved Depot builds", (daemon) => {
     } finally {
       out.remove();
     }
+  });
+
+  it("a Docker Engine that is not a unix socket is refused before Depot is asked (which would answer not_found)", async () => {
+    await expect(depot.pull("no-such-build", { dockerEngine: "tcp://127.0.0.1:2375" })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
+    await expect(depot.pull("no-such-build", { dockerEngine: "unix:///var/run/docker.sock" })).rejects.toMatchObject({ code: "NOT_FOUND" });
   });
 
   it("a build that was not saved cannot be pulled, and says so", async () => {

@@ -5,6 +5,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { Readable } from "node:stream";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { AbortError, BuildKitNodeError, DepotClient, DepotError } from "../src/depot/index.js";
 import { BuildError } from "../src/index.js";
@@ -170,6 +171,28 @@ describe("DepotClient before any call", () => {
     await expect(depot.projects.create({ name: "x", regionId: "us-east-1", cachePolicy: { keepGb: -1, keepDays: 7 } })).rejects.toMatchObject({
       code: "INVALID_ARGUMENT",
     });
+  });
+
+  it("depot.build() refuses a platform Depot has no machine for before registering the build", async () => {
+    // Nothing listens at the API URL: a CreateBuild would fail UNAVAILABLE, after its retries.
+    const depot = new DepotClient({ token: "t", apiUrl: "http://127.0.0.1:9" });
+    const err = await Promise.resolve(depot.build({ projectId: "p", platforms: ["linux/amd64", "linux/riscv64"], context: { files: {} }, dockerfileContent: "FROM scratch\n" })).catch(
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: "INVALID_ARGUMENT" });
+    expect((err as Error).message).toContain("linux/riscv64");
+  });
+
+  it("depot.build() fails with one of its own errors when an upload breaks while it is spooled for several platforms", async () => {
+    const depot = new DepotClient({ token: "t", apiUrl: "http://127.0.0.1:9" });
+    // The stream fails before anything is registered: no Depot call is made.
+    const upload = new Readable({ read() { this.destroy(Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" })); } });
+    const err = await Promise.resolve(
+      depot.build({ projectId: "p", platforms: ["linux/amd64", "linux/arm64"], context: { tar: upload }, outputs: [{ type: "image", name: "127.0.0.1:5000/x:1", push: true }] }),
+    ).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BuildKitNodeError);
+    expect(err).toMatchObject({ code: "UNAVAILABLE" });
+    expect((err as Error).message).toMatch(/ECONNRESET/);
   });
 });
 

@@ -24,6 +24,21 @@ async function failure(promise: Promise<unknown>): Promise<Error> {
   );
 }
 
+/** A Writable for a tar output, and the names of the entries that went through it. */
+function tarListing(): { archive: PassThrough; names: string[]; listing: Promise<void> } {
+  const archive = new PassThrough();
+  const names: string[] = [];
+  const listing = (async () => {
+    const extract = tarStream.extract();
+    archive.pipe(extract);
+    for await (const entry of extract) {
+      names.push(entry.header.name.replace(/^\.\//, ""));
+      entry.resume();
+    }
+  })();
+  return { archive, names, listing };
+}
+
 /** Resolves once `check()` holds; the relay's counters move with real traffic. */
 async function until(check: () => boolean): Promise<void> {
   while (!check()) await new Promise((resolve) => setTimeout(resolve, 5));
@@ -120,21 +135,34 @@ describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
       writeFileSync(join(project.path, "Dockerfile"), `FROM ${BASE_IMAGE}\nCOPY . /ctx\n`);
       writeFileSync(join(project.path, "hello.txt"), "hello through Depot\n");
       const child = spawn("tar", ["-cf", "-", "."], { cwd: project.path, stdio: ["ignore", "pipe", "inherit"] });
-      const archive = new PassThrough();
-      const names: string[] = [];
-      const listing = (async () => {
-        const extract = tarStream.extract();
-        archive.pipe(extract);
-        for await (const entry of extract) {
-          names.push(entry.header.name.replace(/^\.\//, ""));
-          entry.resume();
-        }
-      })();
+      const { archive, names, listing } = tarListing();
       // Through the relay, whose stop() closes the API connection the client keeps for later calls.
       const run = depot().build({ projectId, context: { tar: child.stdout }, outputs: [{ type: "tar", dest: archive }] });
       await run;
       await listing;
       expect(names).toContain("ctx/hello.txt");
+    } finally {
+      project.remove();
+    }
+  });
+
+  it("machine.build() takes a child's stdout as { tar } in hand before it connects to the machine: every file arrives", async () => {
+    const project = tempDir("faults-machine-tar");
+    const build = await depot().builds.create({ projectId });
+    try {
+      writeFileSync(join(project.path, "Dockerfile"), `FROM ${BASE_IMAGE}\nCOPY . /ctx\n`);
+      writeFileSync(join(project.path, "hello.txt"), "hello through a Depot machine\n");
+      const machine = await build.acquireMachine("amd64");
+      const child = spawn("tar", ["-cf", "-", "."], { cwd: project.path, stdio: ["ignore", "pipe", "inherit"] });
+      const { archive, names, listing } = tarListing();
+      // Not connected yet: the build first dials the machine, proves it ready, then reads the context.
+      await machine.build({ context: { tar: child.stdout }, outputs: [{ type: "tar", dest: archive }] });
+      await listing;
+      expect(names).toContain("ctx/hello.txt");
+      await build.finish();
+    } catch (err) {
+      await build.finish(err);
+      throw err;
     } finally {
       project.remove();
     }

@@ -61,6 +61,17 @@ describe("RegistryAuthorizer", () => {
     expect(service.asked).toHaveLength(3);
   });
 
+  it("drops expired tokens when it fetches another: a client pushing to ever new repositories holds only live ones", async () => {
+    const service = tokenService();
+    const time = clock();
+    const auth = new RegistryAuthorizer(withPassword, service.fetchToken, time.now);
+    for (let i = 0; i < 100; i++) await auth.challenged(HOST, [`repository:user-${i}/app:pull,push`], CHALLENGE, undefined, "PUT");
+    expect(auth.cachedTokens).toBe(100);
+    time.advance(61_000);
+    await auth.challenged(HOST, ["repository:user-100/app:pull,push"], CHALLENGE, undefined, "PUT");
+    expect(auth.cachedTokens).toBe(1);
+  });
+
   it("keeps a short-lived token for half its life", async () => {
     const service = tokenService(() => ({ status: 200, body: { token: "t", expires_in: 4 } }));
     const time = clock();

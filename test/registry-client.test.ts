@@ -6,7 +6,7 @@
 // Loads go to dockerd's Engine API, the one Docker Engine here (no BuildKit
 // is involved: the images come from the registry).
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -265,7 +265,22 @@ describe("archives and loads: failures end every stream", () => {
       },
     });
     const error = await registry.writeImageArchive(BUSYBOX, { format: "oci", dest }).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(BuildKitNodeError);
     expect((error as Error).message).toContain("disk full");
+  });
+
+  it("a file that cannot be written is one of the library's errors, with its errno's code", async () => {
+    const out = mkdtempSync(join(tmpdir(), "bkn-archive-unwritable-"));
+    try {
+      writeFileSync(join(out, "file"), "");
+      // Its directory would be a regular file.
+      const error = await registry.writeImageArchive(BUSYBOX, { format: "oci", dest: join(out, "file", "image.tar") }).catch((err: unknown) => err);
+      expect(error).toBeInstanceOf(BuildKitNodeError);
+      expect((error as Error).message).toMatch(/ENOTDIR|EEXIST/);
+      expect(readdirSync(out)).toEqual(["file"]);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
   });
 
   it("an aborted archive to a file rejects with AbortError and leaves no file", async () => {

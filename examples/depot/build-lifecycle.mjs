@@ -19,8 +19,10 @@ try {
   const projectId = await projectFor(depot, "build-lifecycle-example");
   const build = await depot.builds.create({ projectId, tags: mode === "push" ? [outputs[0].name] : [] });
   console.log(`build ${build.id} ${build.url}`);
-  const machine = await build.acquireMachine("amd64");
+  let machine;
   try {
+    // Inside the try: a machine that never comes still finishes the build (as an error).
+    machine = await build.acquireMachine("amd64");
     await machine.connect(); // mTLS, readiness-probed (machine.build would do it too)
     console.log(`machine ${machine.endpoint} (server name ${machine.serverName})`);
     // Its progress also goes to Depot's UI, and its steps' timings with finish().
@@ -33,7 +35,7 @@ try {
     await build.finish(err); // error or canceled, exactly once
     throw err;
   } finally {
-    await machine.release();
+    await machine?.release(); // finish() releases it too; idempotent
   }
 } finally {
   await close();

@@ -11,8 +11,8 @@ export interface BuildRunLike extends PromiseLike<BuildResult> {
 }
 
 /**
- * What `build` runs on: a BuildKit daemon, or (once it is wired) a Depot
- * project. The command needs nothing else from it.
+ * What `build` runs on: a BuildKit daemon, or Depot (`--depot`). The command
+ * needs nothing else from it.
  */
 export interface Builder {
   /** Names the builder in messages, e.g. `docker://` or `depot project abc123`. */

@@ -8,6 +8,7 @@ import { type PlatformBuild, pushIndexes } from "./image-index.js";
 import type { DepotBuild, DepotBuilds } from "./builds.js";
 import { buildOnMachine, type MachineBuild } from "./machine-build.js";
 import { checkMultiPlatformOutputs, type PlatformPush, platformOutputs, requestedImageNames } from "./platform-outputs.js";
+import { normalizePlatform } from "./platform.js";
 import { spoolUploads } from "./upload-spool.js";
 
 const log = createLogger("depot");
@@ -53,13 +54,20 @@ export interface DepotBuildResult extends BuildResult {
  */
 export function startDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, options: DepotBuildOptions): BuildRun<DepotBuildResult> {
   const events = new EventQueue<BuildEvent>();
-  const result = runDepotBuild(depot, options, (event) => events.push(event)).finally(() => events.end());
+  const result = runDepotBuild(depot, options, (event) => events.push(event))
+    .catch((err: unknown) => {
+      // Whatever broke (a spooled upload's stream, say), the caller gets one of our errors.
+      throw BuildKitNodeError.from(err, "depot build");
+    })
+    .finally(() => events.end());
   return new BuildRun("", events, result);
 }
 
 async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, options: DepotBuildOptions, emit: (event: BuildEvent) => void): Promise<DepotBuildResult> {
   const { projectId, build: given, platforms = ["linux/amd64"], acquireTimeoutMs, save = false, saveTags = [], signal, ...requested } = options;
   if (platforms.length === 0) throw new BuildKitNodeError("INVALID_ARGUMENT", "platforms must name at least one platform");
+  // A platform Depot has no machine for is refused before a build is registered for it.
+  for (const platform of platforms) normalizePlatform(platform);
   if (!given && !projectId) throw new BuildKitNodeError("INVALID_ARGUMENT", "depot.build: projectId is required (or a build to build into)");
   if (saveTags.length > 0 && !save) throw new BuildKitNodeError("INVALID_ARGUMENT", "depot.build: saveTags needs save: true");
   if (signal?.aborted) throw new AbortError("the build was aborted", { cause: signal.reason });
@@ -76,6 +84,8 @@ async function runDepotBuild(depot: { builds: Pick<DepotBuilds, "create"> }, opt
   const controller = new AbortController();
   const onAbort = () => controller.abort(signal?.reason);
   signal?.addEventListener("abort", onAbort, { once: true });
+  // Aborted while the build was being registered, after that call had answered: stop here too.
+  if (signal?.aborted) onAbort();
   let failure: unknown;
   try {
     const savedTags = save ? await build.saveNames(saveTags, { signal: controller.signal }) : [];

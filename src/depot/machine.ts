@@ -1,6 +1,8 @@
 import type { BuildOptions } from "../buildkit/build-options.js";
 import type { BuildRun } from "../buildkit/build.js";
 import { connect } from "../buildkit/connect.js";
+import { takeContextsInHand } from "../buildkit/context-hold.js";
+import { validateBuildOptions } from "../buildkit/validate-options.js";
 import type { BuildKitClient } from "../buildkit/client.js";
 import { AbortError, BuildKitNodeError } from "../errors.js";
 import type { GetBuildKitConnectionResponse_ActiveConnection } from "../gen/depot/cli/v1/build_pb.js";
@@ -59,7 +61,9 @@ export interface DepotMachine extends AsyncDisposable {
    * with its BuildKit status relayed to Depot's UI as it happens and its
    * steps kept for the timings the build reports when it is finished: what
    * `depot.build()` does on each machine. `client.build()` on `connect()`'s
-   * client builds without telling Depot.
+   * client builds without telling Depot. As `client.build()`, it checks its
+   * options at once (INVALID_ARGUMENT) and takes a `{ tar }` stream in hand
+   * in the call itself, before connecting.
    */
   build(options: BuildOptions, connectOptions?: MachineConnectOptions): BuildRun;
   /** Idempotent: stops health reports, closes the BuildKit client. */
@@ -211,8 +215,13 @@ export class Machine implements DepotMachine {
   }
 
   build(options: BuildOptions, connectOptions: MachineConnectOptions = {}): BuildRun {
+    validateBuildOptions(options);
+    // Before connecting: a stream not read until the machine answers could lose what it carries meanwhile.
+    const held = takeContextsInHand(options);
     const signal = connectOptions.signal ?? options.signal;
-    return reportedBuild(this.connect({ ...connectOptions, ...(signal ? { signal } : {}) }), options, this.#build.reporting(this.platform));
+    const run = reportedBuild(this.connect({ ...connectOptions, ...(signal ? { signal } : {}) }), held.options, this.#build.reporting(this.platform));
+    run.then(held.release, held.release);
+    return run;
   }
 
   release(): Promise<void> {

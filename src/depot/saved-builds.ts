@@ -36,8 +36,12 @@ export interface PullOptions extends SavedBuildOptions {
   tags?: string[];
   /** The platform to take from a multi-platform image. Default this machine's (every platform for an OCI archive). */
   platform?: string;
-  /** The Docker Engine's socket. Default `DOCKER_HOST` (unix://…), else /var/run/docker.sock. */
-  dockerSocket?: string;
+  /**
+   * The Docker Engine to load into: its socket, `unix:///path` or `/path` (as
+   * `connect()`'s `dockerEngine` and the CLI's `--docker-engine` take it).
+   * Default `DOCKER_HOST` when it is `unix://…`, else /var/run/docker.sock.
+   */
+  dockerEngine?: string;
 }
 
 export interface PullResult {
@@ -86,6 +90,7 @@ export class SavedBuilds {
 
   async pull(buildId: string, options: PullOptions = {}): Promise<PullResult> {
     if (options.format !== undefined && options.dest === undefined) throw new BuildKitNodeError("INVALID_ARGUMENT", "pull: format needs dest");
+    const dockerSocket = engineSocket(options.dockerEngine);
     const info = await this.#pullInfo(buildId, options);
     const registry = new RegistryClient({ auth: (host) => (registryHost(host) === registryHost(info.host) ? info.credentials : undefined) });
     const progress = options.onProgress ? { onProgress: options.onProgress } : {};
@@ -98,7 +103,7 @@ export class SavedBuilds {
       return { reference: info.reference, descriptor: written.descriptor };
     }
     const loaded = await loadRegistryImage(registry, info.reference, {
-      ...(options.dockerSocket ? { dockerSocket: options.dockerSocket } : {}),
+      ...(dockerSocket ? { dockerSocket } : {}),
       ...platform,
       ...names,
       ...progress,
@@ -142,4 +147,14 @@ export class SavedBuilds {
     if (!pull.token) throw new BuildKitNodeError("INTERNAL", `Depot GetPullToken gave no token for build ${buildId}`);
     return { reference: info.reference, host: pull.registryHost || host, credentials: { username: "x-token", password: pull.token } };
   }
+}
+
+/** `dockerEngine` as a socket path; anything but a unix socket is refused before any call. */
+function engineSocket(dockerEngine: string | undefined): string | undefined {
+  if (dockerEngine === undefined) return undefined;
+  const path = typeof dockerEngine === "string" && dockerEngine.startsWith("unix://") ? dockerEngine.slice("unix://".length) : dockerEngine;
+  if (typeof path !== "string" || !path.startsWith("/")) {
+    throw new BuildKitNodeError("INVALID_ARGUMENT", `pull: dockerEngine must be a unix socket, unix:///path or an absolute path, not ${JSON.stringify(dockerEngine)}`);
+  }
+  return path;
 }

@@ -54,6 +54,11 @@ export class RegistryAuthorizer {
     this.#now = now;
   }
 
+  /** @internal For tests: how many tokens (or fetches under way) are held. */
+  get cachedTokens(): number {
+    return this.#tokens.size;
+  }
+
   /** The Authorization header to send before any challenge, when the host's scheme is already known. */
   async authorization(host: string, scopes: readonly string[], signal?: AbortSignal): Promise<string | undefined> {
     const scheme = this.#schemes.get(host);
@@ -99,6 +104,7 @@ export class RegistryAuthorizer {
     const key = tokenKey(host, scopes);
     const cached = this.#tokens.get(key);
     if (cached && cached.expiresAt > this.#now()) return untilAborted(cached.authorization, signal, what);
+    this.#dropExpired();
     const entry: CachedToken = { authorization: Promise.resolve(""), expiresAt: Number.POSITIVE_INFINITY };
     // Shared by every request that waits for it: no one caller's signal ends it (its deadline does).
     entry.authorization = this.#requestToken(host, scheme, scopes, what).then(
@@ -114,6 +120,12 @@ export class RegistryAuthorizer {
     );
     this.#tokens.set(key, entry);
     return untilAborted(entry.authorization, signal, what);
+  }
+
+  /** Forgets tokens past their use (a fetch under way has no expiry yet): the cache holds live ones only. */
+  #dropExpired(): void {
+    const now = this.#now();
+    for (const [key, cached] of this.#tokens) if (cached.expiresAt <= now) this.#tokens.delete(key);
   }
 
   async #requestToken(

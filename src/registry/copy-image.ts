@@ -1,4 +1,4 @@
-import { type Descriptor, type Manifest, MediaType } from "./manifest.js";
+import { type Descriptor, type Manifest, registryBlobs } from "./manifest.js";
 import { type ImageReference, withDigest } from "./reference.js";
 import type { RegistryClient, RegistryCallOptions } from "./registry-client.js";
 
@@ -98,8 +98,7 @@ export class ImageCopy {
 
   /** An image manifest's config and layers, a few at a time; foreign layers (fetched from their `urls`) stay behind. */
   async blobsOf(manifest: Extract<Manifest, { kind: "image" }>): Promise<void> {
-    const blobs = [manifest.manifest.config, ...manifest.manifest.layers].filter((blob) => !isForeign(blob));
-    await Promise.all(blobs.map((blob) => this.#blob(blob))).catch((err: unknown) => {
+    await Promise.all(registryBlobs(manifest).map((blob) => this.#blob(blob))).catch((err: unknown) => {
       this.#stop.abort(err);
       throw err;
     });
@@ -145,13 +144,6 @@ export class ImageCopy {
   #progress(kind: CopyProgress["kind"], descriptor: Descriptor, current: number, status: CopyProgress["status"]): void {
     this.#options.onProgress?.({ kind, digest: descriptor.digest, mediaType: descriptor.mediaType, size: descriptor.size, current, status });
   }
-}
-
-/** Layers a registry does not serve: Windows base layers and other non-distributable ones with their own `urls`. */
-export function isForeign(blob: Descriptor): boolean {
-  return (
-    blob.mediaType === MediaType.dockerForeignLayerGzip || (blob.mediaType.startsWith("application/vnd.oci.image.layer.nondistributable.") && (blob.urls?.length ?? 0) > 0)
-  );
 }
 
 function signalOf(options: RegistryCallOptions): RegistryCallOptions {

@@ -7,17 +7,19 @@ import { pipeline } from "node:stream/promises";
 import * as tar from "tar-stream";
 import { AbortError, BuildKitNodeError } from "../errors.js";
 import type { CopyProgress } from "./copy-image.js";
-import { isForeign } from "./copy-image.js";
 import {
+  configPlatform,
   type Descriptor,
   formatPlatform,
   type ImageIndex,
   isAttestation,
+  isForeign,
   type Manifest,
   MediaType,
   type Platform,
   parsePlatform,
   platformMatches,
+  registryBlobs,
 } from "./manifest.js";
 import { formatImageReference, type ImageReference, parseImageReference, withDigest, withTag } from "./reference.js";
 import type { RegistryClient, RegistryCallOptions } from "./registry-client.js";
@@ -110,7 +112,9 @@ export async function writeImageArchive(client: RegistryClient, image: ImageRefe
   const [written, sunk] = await Promise.allSettled([writing, sinking]);
   if (written.status === "rejected" || sunk.status === "rejected") {
     if (options.signal?.aborted) throw new AbortError("writing the image archive was aborted", { cause: options.signal.reason });
-    throw stop.signal.aborted ? stop.signal.reason : written.status === "rejected" ? written.reason : (sunk as PromiseRejectedResult).reason;
+    // The destination's own failure (a full disk, a reader gone) comes first, as one of ours.
+    const failure: unknown = stop.signal.aborted ? stop.signal.reason : written.status === "rejected" ? written.reason : (sunk as PromiseRejectedResult).reason;
+    throw BuildKitNodeError.from(failure, "writing the image archive");
   }
   return { descriptor: plan.top.descriptor, platforms: plan.platforms, names: names.map((name) => formatImageReference(name)) };
 }
@@ -121,11 +125,11 @@ async function planArchive(client: RegistryClient, image: ImageReference, option
   const asked = options.platform !== undefined ? parsePlatform(options.platform) : undefined;
   if (top.kind === "image") {
     // One image: it is what was asked for, unless a platform was named that it is not.
-    const platform = await imagePlatform(client, image, top, call);
+    const platform = configPlatform(await client.getBlobJson(image, top.manifest.config, call));
     if (asked && platform && !platformMatches(asked, platform)) {
       throw new BuildKitNodeError("NOT_FOUND", `${formatImageReference(image)} is a ${formatPlatform(platform)} image, not ${formatPlatform(asked)}`);
     }
-    return { top, manifests: [top], blobs: blobsOf(top), platforms: platform ? [platform] : [] };
+    return { top, manifests: [top], blobs: registryBlobs(top), platforms: platform ? [platform] : [] };
   }
   const images = top.index.manifests.filter((entry) => !isAttestation(entry));
   // From an index, Docker takes one platform: this machine's unless told otherwise.
@@ -138,7 +142,7 @@ async function planArchive(client: RegistryClient, image: ImageReference, option
     }
     const manifest = await client.getManifest(withDigest(image, entry.digest), call);
     if (manifest.kind !== "image") throw new BuildKitNodeError("UNIMPLEMENTED", `${formatImageReference(image)}: nested indexes are not supported`);
-    return { top: manifest, manifests: [manifest], blobs: blobsOf(manifest), platforms: entry.platform ? [entry.platform] : [] };
+    return { top: manifest, manifests: [manifest], blobs: registryBlobs(manifest), platforms: entry.platform ? [entry.platform] : [] };
   }
   // The whole index: every manifest it lists (attestations too) and their blobs.
   const manifests: Manifest[] = [top];
@@ -147,7 +151,7 @@ async function planArchive(client: RegistryClient, image: ImageReference, option
     const manifest = await client.getManifest(withDigest(image, entry.digest), call);
     if (manifest.kind !== "image") throw new BuildKitNodeError("UNIMPLEMENTED", `${formatImageReference(image)}: nested indexes are not supported`);
     manifests.push(manifest);
-    blobs.push(...blobsOf(manifest));
+    blobs.push(...registryBlobs(manifest));
   }
   return { top, manifests, blobs: unique(blobs), platforms: images.flatMap((entry) => (entry.platform ? [entry.platform] : [])) };
 }
@@ -192,19 +196,8 @@ async function writeEntries(
   }
 }
 
-function blobsOf(manifest: Extract<Manifest, { kind: "image" }>): Descriptor[] {
-  return [manifest.manifest.config, ...manifest.manifest.layers].filter((blob) => !isForeign(blob));
-}
-
 function unique(blobs: Descriptor[]): Descriptor[] {
   return [...new Map(blobs.map((blob) => [blob.digest, blob])).values()];
-}
-
-/** An image manifest's platform, from its config. */
-async function imagePlatform(client: RegistryClient, image: ImageReference, manifest: Extract<Manifest, { kind: "image" }>, call: RegistryCallOptions): Promise<Platform | undefined> {
-  const config = await client.getBlobJson<{ os?: unknown; architecture?: unknown; variant?: unknown }>(image, manifest.manifest.config, call);
-  if (typeof config?.os !== "string" || typeof config.architecture !== "string") return undefined;
-  return { os: config.os, architecture: config.architecture, ...(typeof config.variant === "string" && config.variant ? { variant: config.variant } : {}) };
 }
 
 /** `blobs/sha256/<hex>` */

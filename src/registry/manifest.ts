@@ -83,6 +83,18 @@ export function isAttestation(descriptor: Descriptor): boolean {
   return descriptor.annotations?.[attestationAnnotations.referenceType] === attestationAnnotations.attestationManifest;
 }
 
+/** Layers a registry does not serve: Windows base layers and other non-distributable ones with their own `urls`. */
+export function isForeign(blob: Descriptor): boolean {
+  return (
+    blob.mediaType === MediaType.dockerForeignLayerGzip || (blob.mediaType.startsWith("application/vnd.oci.image.layer.nondistributable.") && (blob.urls?.length ?? 0) > 0)
+  );
+}
+
+/** An image manifest's config and layers, foreign layers left out: the blobs its registry holds. */
+export function registryBlobs(manifest: Extract<Manifest, { kind: "image" }>): Descriptor[] {
+  return [manifest.manifest.config, ...manifest.manifest.layers].filter((blob) => !isForeign(blob));
+}
+
 /** `linux/arm64/v8` → `{ os: "linux", architecture: "arm64", variant: "v8" }`. */
 export function parsePlatform(platform: string | Platform): Platform {
   if (typeof platform !== "string") return platform;
@@ -91,6 +103,13 @@ export function parsePlatform(platform: string | Platform): Platform {
     throw new BuildKitNodeError("INVALID_ARGUMENT", `invalid platform "${platform}": expected os/architecture[/variant]`);
   }
   return { os, architecture, ...(variant ? { variant } : {}) };
+}
+
+/** The platform an image config names (`os`, `architecture`, `variant`), if it names one. */
+export function configPlatform(config: unknown): Platform | undefined {
+  const { os, architecture, variant } = (config ?? {}) as { os?: unknown; architecture?: unknown; variant?: unknown };
+  if (typeof os !== "string" || typeof architecture !== "string") return undefined;
+  return { os, architecture, ...(typeof variant === "string" && variant ? { variant } : {}) };
 }
 
 export function formatPlatform(platform: Platform): string {

@@ -1,7 +1,7 @@
 import { BuildKitNodeError } from "../errors.js";
 import { createLogger } from "../log.js";
 import { type CopyProgress, ImageCopy } from "./copy-image.js";
-import { type Descriptor, type ImageIndex, isAttestation, MediaType, type Platform, parsePlatform } from "./manifest.js";
+import { configPlatform, type Descriptor, type ImageIndex, isAttestation, MediaType, type Platform, parsePlatform } from "./manifest.js";
 import { formatImageReference, type ImageReference, toImageReference, withDigest } from "./reference.js";
 import type { RegistryClient, RegistryCallOptions } from "./registry-client.js";
 
@@ -55,7 +55,7 @@ export async function pushIndex(client: RegistryClient, targets: readonly ImageR
       for (const entry of manifest.index.manifests) children.push({ descriptor: entry, from: at });
       continue;
     }
-    const platform = source.platform !== undefined ? parsePlatform(source.platform) : await configPlatform(client, from, manifest.manifest.config, call);
+    const platform = source.platform !== undefined ? parsePlatform(source.platform) : await platformOf(client, from, manifest.manifest.config, call);
     const { mediaType, digest, size } = manifest.descriptor;
     children.push({ descriptor: { mediaType, digest, size, platform }, from: at });
   }
@@ -83,13 +83,11 @@ export async function pushIndex(client: RegistryClient, targets: readonly ImageR
   return { descriptor: descriptor!, names: targets.map((target) => formatImageReference(target)) };
 }
 
-/** An image's platform, as its config says (`os`, `architecture`, `variant`). */
-async function configPlatform(client: RegistryClient, image: ImageReference, config: Descriptor, call: RegistryCallOptions): Promise<Platform> {
-  const parsed = await client.getBlobJson<{ os?: unknown; architecture?: unknown; variant?: unknown }>(image, config, call);
-  if (typeof parsed.os !== "string" || typeof parsed.architecture !== "string") {
-    throw new BuildKitNodeError("INVALID_ARGUMENT", `the config of ${formatImageReference(image)} names no platform; give one`);
-  }
-  return { os: parsed.os, architecture: parsed.architecture, ...(typeof parsed.variant === "string" && parsed.variant ? { variant: parsed.variant } : {}) };
+/** An image's platform, as its config says; refused when it names none. */
+async function platformOf(client: RegistryClient, image: ImageReference, config: Descriptor, call: RegistryCallOptions): Promise<Platform> {
+  const platform = configPlatform(await client.getBlobJson(image, config, call));
+  if (!platform) throw new BuildKitNodeError("INVALID_ARGUMENT", `the config of ${formatImageReference(image)} names no platform; give one`);
+  return platform;
 }
 
 function withoutAnnotations(descriptor: Descriptor): Descriptor {

@@ -1,5 +1,5 @@
 import { BuildKitNodeError } from "../errors.js";
-import { credentialKey, dockerHubApiHost, dockerHubDomain } from "../session/registry-host.js";
+import { dockerHubApiHost, dockerHubDomain } from "../session/registry-host.js";
 
 /**
  * An image reference read the way Docker reads one (distribution/reference's
@@ -137,9 +137,4 @@ export function toImageReference(image: string | ImageReference): ImageReference
     return parsedCopy(image);
   }
   return parseImageReference(image as string);
-}
-
-/** The key docker's `config.json` and credential helpers hold this registry's credentials under. */
-export function imageCredentialKey(image: ImageReference): string {
-  return credentialKey(image.domain);
 }

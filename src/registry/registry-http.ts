@@ -92,7 +92,8 @@ export class RegistryHttp {
       const replayable = request.body === undefined || request.body instanceof Uint8Array;
       const next = await this.authorizer.challenged(request.host, request.scopes, challenge, authorization, request.what, request.signal);
       if (!replayable) {
-        // The stream was spent on the refused attempt; the caller starts over, now authorized.
+        // The stream was spent on the refused attempt: this one fails. (pushBlob asks with a bodiless
+        // POST first, so the PUT that streams goes out already authorized.)
         throw new RegistryError("UNAUTHENTICATED", `${request.what}: the registry asked for authentication during an upload`, { host: request.host, status: 401 });
       }
       authorization = next;

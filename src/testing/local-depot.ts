@@ -156,6 +156,11 @@ const SERVICES: DescService[] = [
 
 export async function startLocalDepot(options: LocalDepotOptions): Promise<LocalDepot> {
   const backend = parseAddress(options.buildkit); // a bad address fails here, not at the first machine
+  if (options.machineCompression !== undefined && !["gzip", "identity"].includes(options.machineCompression)) {
+    throw new BuildKitNodeError("INVALID_ARGUMENT", `machineCompression must be "gzip" or "identity", got ${JSON.stringify(options.machineCompression)}`);
+  }
+  // Every option is checked before the machine pool starts its timer.
+  const maxLogBytes = nonNegative("maxLogBytesPerBuild", options.maxLogBytesPerBuild ?? DEFAULT_MAX_LOG_BYTES_PER_BUILD);
   const token = options.token ?? newOrganizationToken();
   const organizationId = options.organizationId ?? "org-local";
   const log = createLogger("local-depot");
@@ -171,9 +176,6 @@ export async function startLocalDepot(options: LocalDepotOptions): Promise<Local
     faults,
     clock: options.clock,
   });
-  if (options.machineCompression !== undefined && !["gzip", "identity"].includes(options.machineCompression)) {
-    throw new BuildKitNodeError("INVALID_ARGUMENT", `machineCompression must be "gzip" or "identity", got ${JSON.stringify(options.machineCompression)}`);
-  }
   let apiUrl = "";
   const depot: DepotContext = {
     store,
@@ -182,7 +184,7 @@ export async function startLocalDepot(options: LocalDepotOptions): Promise<Local
     faults,
     apiUrl: () => apiUrl,
     organizationName: options.organizationName ?? "Local Depot",
-    status: new StatusRecorder(nonNegative("maxLogBytesPerBuild", options.maxLogBytesPerBuild ?? DEFAULT_MAX_LOG_BYTES_PER_BUILD)),
+    status: new StatusRecorder(maxLogBytes),
     savedImages: undefined,
     machineCompression: options.machineCompression,
     log,

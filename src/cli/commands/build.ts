@@ -157,40 +157,8 @@ async function showEvents(events: AsyncIterable<BuildEvent>, renderer: ProgressR
 
 async function planBuild(args: ParsedArgs, ctx: CliContext): Promise<BuildPlan> {
   const usage = (message: string) => new UsageError(message, "build");
-  const contextArg = args.positionals[0] ?? ".";
-  const fileArg = args.string("file");
-  if (contextArg === "-" && fileArg === "-") throw usage('CONTEXT and -f/--file cannot both be "-" (stdin)');
-
-  let context: ContextInput;
-  let contextDir: string | undefined;
-  if (contextArg === "-") {
-    if (ctx.stdin.isTTY) throw usage('CONTEXT "-" reads a tar archive from stdin, but stdin is a terminal');
-    context = { tar: ctx.stdin };
-  } else {
-    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(contextArg) || contextArg.startsWith("git@")) {
-      throw usage(`CONTEXT "${contextArg}": remote contexts are not supported; give a directory or "-" for a tar archive on stdin`);
-    }
-    contextDir = resolve(ctx.cwd, contextArg);
-    if (!existsSync(contextDir) || !statSync(contextDir).isDirectory()) throw usage(`CONTEXT "${contextArg}" is not a directory`);
-    context = contextDir;
-  }
-
-  const options: BuildOptions = { context };
-  const tarLimits = parseTarLimits(args, contextArg === "-");
-  if (tarLimits) options.tarLimits = tarLimits;
-  if (fileArg === "-") {
-    if (ctx.stdin.isTTY) throw usage('-f/--file "-" reads the Dockerfile from stdin, but stdin is a terminal');
-    options.dockerfileContent = await text(ctx.stdin);
-  } else if (contextDir !== undefined) {
-    // buildx reads -f relative to the current directory, the library relative to the context.
-    const path = fileArg === undefined ? resolve(contextDir, "Dockerfile") : resolve(ctx.cwd, fileArg);
-    if (!existsSync(path) || !statSync(path).isFile()) {
-      throw usage(fileArg === undefined ? `no Dockerfile in CONTEXT "${contextArg}"; give one with -f/--file` : `-f/--file: no file at ${fileArg}`);
-    }
-    options.dockerfile = relative(contextDir, path);
-  } else if (fileArg !== undefined) {
-    options.dockerfile = fileArg; // a path inside the tar archive
-  }
+  const tarLimits = parseTarLimits(args, (args.positionals[0] ?? ".") === "-");
+  const options: BuildOptions = { ...(await contextOptions(args, ctx)), ...(tarLimits ? { tarLimits } : {}) };
 
   const target = args.string("target");
   if (target !== undefined) {
@@ -244,6 +212,35 @@ async function planBuild(args: ParsedArgs, ctx: CliContext): Promise<BuildPlan> 
   const metadataFile = args.string("metadata-file");
   if (metadataFile === "") throw usage("--metadata-file needs a path");
   return { options, progress, quiet, metadataFile: metadataFile && resolve(ctx.cwd, metadataFile) };
+}
+
+/** CONTEXT (a directory, or "-": a tar archive on stdin) and -f/--file (a path, or "-": the Dockerfile on stdin). */
+async function contextOptions(args: ParsedArgs, ctx: CliContext): Promise<Pick<BuildOptions, "context" | "dockerfile" | "dockerfileContent">> {
+  const usage = (message: string) => new UsageError(message, "build");
+  const contextArg = args.positionals[0] ?? ".";
+  const fileArg = args.string("file");
+  if (contextArg === "-" && fileArg === "-") throw usage('CONTEXT and -f/--file cannot both be "-" (stdin)');
+
+  if (contextArg === "-") {
+    if (ctx.stdin.isTTY) throw usage('CONTEXT "-" reads a tar archive from stdin, but stdin is a terminal');
+    const context: ContextInput = { tar: ctx.stdin };
+    return fileArg === undefined ? { context } : { context, dockerfile: fileArg }; // a path inside the tar archive
+  }
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(contextArg) || contextArg.startsWith("git@")) {
+    throw usage(`CONTEXT "${contextArg}": remote contexts are not supported; give a directory or "-" for a tar archive on stdin`);
+  }
+  const contextDir = resolve(ctx.cwd, contextArg);
+  if (!existsSync(contextDir) || !statSync(contextDir).isDirectory()) throw usage(`CONTEXT "${contextArg}" is not a directory`);
+  if (fileArg === "-") {
+    if (ctx.stdin.isTTY) throw usage('-f/--file "-" reads the Dockerfile from stdin, but stdin is a terminal');
+    return { context: contextDir, dockerfileContent: await text(ctx.stdin) };
+  }
+  // buildx reads -f relative to the current directory, the library relative to the context.
+  const path = fileArg === undefined ? resolve(contextDir, "Dockerfile") : resolve(ctx.cwd, fileArg);
+  if (!existsSync(path) || !statSync(path).isFile()) {
+    throw usage(fileArg === undefined ? `no Dockerfile in CONTEXT "${contextArg}"; give one with -f/--file` : `-f/--file: no file at ${fileArg}`);
+  }
+  return { context: contextDir, dockerfile: relative(contextDir, path) };
 }
 
 /** `--max-context-size`, `--max-compression-ratio`, `--max-context-entries`: for a tar context on stdin only. */

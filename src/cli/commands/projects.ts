@@ -1,11 +1,14 @@
 import { helpFlag, type ParsedArgs } from "../args.js";
 import type { CliContext } from "../context.js";
-import { type DepotProject, depotFlags, openDepotProjects } from "../depot.js";
+import type { Project } from "../../depot/index.js";
+import { depotClient, depotFlags } from "../depot.js";
 import { EXIT, UsageError } from "../errors.js";
 import type { Command } from "./command.js";
 import { formatTable } from "./table.js";
 
 const jsonFlag = { json: { type: "boolean", description: "Print JSON" } } as const;
+/** Where `projects create` puts a project without --region (Depot asks for one). */
+const DEFAULT_REGION = "us-east-1";
 
 export const projectsCommands: Command[] = [
   {
@@ -16,7 +19,7 @@ export const projectsCommands: Command[] = [
     maxPositionals: 0,
     flags: { ...jsonFlag, ...depotFlags, help: helpFlag },
     async run(args, ctx) {
-      const projects = await (await openDepotProjects(args, ctx)).list();
+      const projects = await depotClient(args, ctx).projects.list({ signal: ctx.signal });
       print(ctx, args, projects, () => projectTable(projects));
       return EXIT.ok;
     },
@@ -29,7 +32,7 @@ export const projectsCommands: Command[] = [
     maxPositionals: 1,
     flags: { ...jsonFlag, ...depotFlags, help: helpFlag },
     async run(args, ctx) {
-      const project = await (await openDepotProjects(args, ctx)).get(required(args, "PROJECT_ID"));
+      const project = await depotClient(args, ctx).projects.get(required(args, "PROJECT_ID"), { signal: ctx.signal });
       print(ctx, args, project, () => projectTable([project]));
       return EXIT.ok;
     },
@@ -41,7 +44,7 @@ export const projectsCommands: Command[] = [
     description: "Creates a Depot project and prints it.",
     maxPositionals: 1,
     flags: {
-      region: { type: "string", value: "REGION", description: 'Region, e.g. "us-east-1"' },
+      region: { type: "string", value: "REGION", description: `Region (default "${DEFAULT_REGION}")` },
       "keep-gb": { type: "string", value: "GB", description: "Cache policy: keep this many GB of cache" },
       "keep-days": { type: "string", value: "DAYS", description: "Cache policy: keep cache used in this many days" },
       ...jsonFlag,
@@ -53,12 +56,14 @@ export const projectsCommands: Command[] = [
       const keepGb = positiveInteger(args, "keep-gb");
       const keepDays = positiveInteger(args, "keep-days");
       if ((keepGb === undefined) !== (keepDays === undefined)) throw new UsageError("--keep-gb and --keep-days go together", args.command);
-      const region = args.string("region");
-      const project = await (await openDepotProjects(args, ctx)).create({
-        name,
-        ...(region ? { regionId: region } : {}),
-        ...(keepGb !== undefined && keepDays !== undefined ? { cachePolicy: { keepGb, keepDays } } : {}),
-      });
+      const project = await depotClient(args, ctx).projects.create(
+        {
+          name,
+          regionId: args.string("region") || DEFAULT_REGION,
+          ...(keepGb !== undefined && keepDays !== undefined ? { cachePolicy: { keepGb, keepDays } } : {}),
+        },
+        { signal: ctx.signal },
+      );
       print(ctx, args, project, () => projectTable([project]));
       return EXIT.ok;
     },
@@ -72,7 +77,7 @@ export const projectsCommands: Command[] = [
     flags: { ...depotFlags, help: helpFlag },
     async run(args, ctx) {
       const projectId = required(args, "PROJECT_ID");
-      await (await openDepotProjects(args, ctx)).delete(projectId);
+      await depotClient(args, ctx).projects.delete(projectId, { signal: ctx.signal });
       ctx.stderr.write(`deleted project ${projectId}\n`);
       return EXIT.ok;
     },
@@ -97,15 +102,15 @@ function print(ctx: CliContext, args: ParsedArgs, value: unknown, table: () => s
   ctx.stdout.write(args.boolean("json") ? `${JSON.stringify(value, null, 2)}\n` : table());
 }
 
-function projectTable(projects: DepotProject[]): string {
+function projectTable(projects: Project[]): string {
   return formatTable(
     ["PROJECT ID", "NAME", "REGION", "CACHE POLICY", "CREATED"],
     projects.map((p) => [
       p.projectId,
       p.name,
       p.regionId,
-      p.cachePolicy ? `${p.cachePolicy.keepGb} GB, ${p.cachePolicy.keepDays} days` : "",
-      p.createdAt ? p.createdAt.toISOString() : "",
+      `${p.cachePolicy.keepGb} GB, ${p.cachePolicy.keepDays} days`,
+      p.createdAt.toISOString(),
     ]),
   );
 }

@@ -3,6 +3,7 @@
 // depot CLI's (`--tag`, `--platform`, `--token`, `--progress`).
 import type { CopyProgress, RegistryAuth } from "../../index.js";
 import { helpFlag, type ParsedArgs } from "../args.js";
+import { dockerEngineFromFlags } from "../builder.js";
 import type { CliContext } from "../context.js";
 import { depotClient, depotFlags } from "../depot.js";
 import { EXIT, UsageError } from "../errors.js";
@@ -17,7 +18,7 @@ export const pullCommand: Command = {
   usage: "buildkit-node pull [FLAGS] BUILD_ID",
   summary: "Get a build saved in Depot's registry (into Docker, or an archive)",
   description:
-    "Loads the image a Depot build saved (build --depot --save) into the local Docker Engine ($DOCKER_HOST or /var/run/docker.sock), " +
+    "Loads the image a Depot build saved (build --depot --save) into a Docker Engine (--docker-engine, else $DOCKER_HOST or /var/run/docker.sock), " +
     "streamed from Depot's registry; with --output, writes it as an archive instead.",
   maxPositionals: 1,
   flags: {
@@ -25,6 +26,7 @@ export const pullCommand: Command = {
     platform: { type: "string", value: "PLATFORM", description: "The platform to take from a multi-platform image (default: this machine's)" },
     output: { type: "string", short: "o", value: "FILE", description: "Write an archive to FILE instead of loading into Docker" },
     format: { type: "string", value: "FORMAT", description: 'With --output: "docker" (docker load, the default) or "oci" (an OCI layout)' },
+    "docker-engine": { type: "string", value: "SOCKET", description: "The Docker Engine to load into, unix:///PATH (default: $DOCKER_HOST, else /var/run/docker.sock)" },
     ...progressFlag,
     ...depotFlags,
     help: helpFlag,
@@ -38,8 +40,11 @@ export const pullCommand: Command = {
     if (format !== undefined && output === undefined) throw new UsageError("--format needs --output", args.command);
     const platform = args.string("platform");
     const tags = args.strings("tag");
+    const dockerEngine = dockerEngineFromFlags(args);
+    if (dockerEngine !== undefined && output !== undefined) throw new UsageError("--docker-engine and --output cannot be used together", args.command);
     const result = await depotClient(args, ctx).pull(buildId, {
       ...(output !== undefined ? { dest: output, format: format ?? "docker" } : {}),
+      ...(dockerEngine !== undefined ? { dockerEngine } : {}),
       ...(platform ? { platform } : {}),
       ...(tags.length > 0 ? { tags } : {}),
       ...progressOption(args, ctx),

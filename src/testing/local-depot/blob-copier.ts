@@ -72,7 +72,11 @@ function send(url: URL, options: SendOptions): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
     const common = { method: options.method, headers: options.headers, signal: options.signal };
     const request = url.protocol === "https:" ? https.request(url, { ...common, ca: options.ca }, resolve) : http.request(url, common, resolve);
-    request.on("error", reject);
+    request.on("error", (err) => {
+      // The source's connection is not left open when the destination fails.
+      options.body?.destroy();
+      reject(err);
+    });
     if (options.body) {
       options.body.on("error", (err) => request.destroy(err));
       options.body.pipe(request);
