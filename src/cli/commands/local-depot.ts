@@ -63,9 +63,8 @@ export const localDepotCommand: Command = {
     "",
     "Handed a build it did not create (DEPOT_BUILD_ID), `depot build --save` names the image",
     "registry.depot.dev/<project>:<build id> whatever the server. --depot-registry-port 80 takes",
-    "those saves when registry.depot.dev is 127.0.0.1 in /etc/hosts and the BuildKit has",
-    '[registry."registry.depot.dev"] http = true (scripts/local-buildkit.sh does both with',
-    "BUILDKIT_NODE_DEPOT_REGISTRY_ALIAS=1). Each saved image is reported on stderr.",
+    "those saves when registry.depot.dev is 127.0.0.1 in /etc/hosts and the BuildKit's config",
+    'has [registry."registry.depot.dev"] http = true. Each saved image is reported on stderr.',
   ].join("\n"),
 
   async run(args: ParsedArgs, ctx: CliContext): Promise<number> {
