@@ -15,7 +15,6 @@ import { PushService } from "../gen/depot/cli/v1/push_pb.js";
 import { ProjectsService as CliProjectsService } from "../gen/depot/cli/v1beta1/projects_pb.js";
 import { OrganizationService } from "../gen/depot/core/v1/org_pb.js";
 import { ProjectService } from "../gen/depot/core/v1/project_pb.js";
-import { DEPOT_REGISTRY } from "../depot/saved-image.js";
 import { BuildKitNodeError } from "../errors.js";
 import { parseAddress } from "../transport/address.js";
 import { createLogger } from "../log.js";
@@ -27,7 +26,7 @@ import { buildkitV1Service } from "./local-depot/buildkit-v1-service.js";
 import { buildV1Service } from "./local-depot/build-v1-service.js";
 import { cliBuildService } from "./local-depot/cli-build-service.js";
 import { cliProjectsService } from "./local-depot/cli-projects-service.js";
-import type { DepotContext, SavedImagesContext } from "./local-depot/context.js";
+import type { DepotContext } from "./local-depot/context.js";
 import { FaultInjector } from "./local-depot/faults.js";
 import { BLOB_HOST, startHostsProxy } from "./local-depot/hosts-proxy.js";
 import { listen } from "./local-depot/listener.js";
@@ -35,11 +34,10 @@ import { MachinePool } from "./local-depot/machines.js";
 import { organizationService } from "./local-depot/organization-service.js";
 import { projectService } from "./local-depot/project-service.js";
 import { pushService } from "./local-depot/push-service.js";
-import { SavedImageAccess } from "./local-depot/saved-images.js";
+import { startSavedImageFronts } from "./local-depot/saved-image-fronts.js";
 import { DEFAULT_MAX_LOG_BYTES_PER_BUILD, StatusRecorder } from "./local-depot/status.js";
 import { DepotStore, newOrganizationToken, REGIONS } from "./local-depot/store.js";
 import type { LocalBuildRecord, LocalDepotClock, LocalDepotFaults, LocalProject, LocalSavedImage } from "./local-depot/types.js";
-import { type AccessDecision, type RegistryFront, type RegistryRequest, startRegistryFront } from "./registry-front.js";
 
 export type {
   LocalBuildOptions,
@@ -232,7 +230,19 @@ export async function startLocalDepot(options: LocalDepotOptions): Promise<Local
     const listener = await listen(handler, options.port ?? 0, log);
     stops.push(() => listener.close());
     apiUrl = `http://127.0.0.1:${listener.port}`;
-    const front = await startSavedImageRegistry(options, store, token, authority, (stop) => stops.push(stop));
+    const front =
+      options.savedImageRegistry === false
+        ? undefined
+        : await startSavedImageFronts({
+            registry: options.savedImageRegistry ?? DEFAULT_SAVED_IMAGE_REGISTRY,
+            registryAuth: options.savedImageRegistryAuth,
+            depotRegistryPort: options.depotRegistryPort,
+            onImageSaved: options.onImageSaved,
+            authority,
+            store,
+            organizationToken: token,
+            started: (stop) => stops.push(stop),
+          });
     if (front) depot.savedImages = front.context;
     const proxy = await startHostsProxy(new Map([[BLOB_HOST, blobService(depot)]]), authority, log);
     stops.push(() => proxy.close());
@@ -265,55 +275,6 @@ export async function startLocalDepot(options: LocalDepotOptions): Promise<Local
     await stopAll();
     throw err;
   }
-}
-
-/**
- * The front of the saved-image registry, unless the options turn it off, and
- * the second one answering as registry.depot.dev when asked for. Each front
- * started hands its stop to `started` at once, so a later failure stops it.
- */
-async function startSavedImageRegistry(
-  options: LocalDepotOptions,
-  store: DepotStore,
-  token: string,
-  authority: CertificateAuthority,
-  started: (stop: () => Promise<void>) => void,
-): Promise<{ context: SavedImagesContext; depotRegistry: string | undefined } | undefined> {
-  if (options.savedImageRegistry === false) return undefined;
-  const registry = options.savedImageRegistry ?? DEFAULT_SAVED_IMAGE_REGISTRY;
-  const auth = options.savedImageRegistryAuth;
-  const upstreamAuthorization = auth ? `Basic ${Buffer.from(`${auth.username}:${auth.password}`).toString("base64")}` : undefined;
-  const access = new SavedImageAccess(store, token, options.onImageSaved);
-  const authorize = (request: RegistryRequest): AccessDecision => {
-    const decision = access.authorize(request);
-    return decision.ok ? { ok: true, upstreamAuthorization } : decision;
-  };
-  const frontOf = async (host: () => string, port: number | undefined, dnsNames: string[]): Promise<RegistryFront> => {
-    const front = await startRegistryFront({
-      registry,
-      authority,
-      realm: "local Depot registry",
-      authorize,
-      observe: access.observer(host),
-      ...(port !== undefined ? { port } : {}),
-      dnsNames,
-    });
-    started(() => front.stop());
-    return front;
-  };
-
-  let host = "";
-  host = (await frontOf(() => host, undefined, [])).host;
-  let depotRegistry: string | undefined;
-  if (options.depotRegistryPort !== undefined) {
-    const alias = await frontOf(() => depotRegistry!, options.depotRegistryPort, [DEPOT_REGISTRY]);
-    const port = Number(alias.host.slice(alias.host.lastIndexOf(":") + 1));
-    depotRegistry = port === 80 || port === 443 ? DEPOT_REGISTRY : `${DEPOT_REGISTRY}:${port}`;
-  }
-  return {
-    context: { host, upstream: registry, upstreamAuthorization, caCertificate: authority.cert },
-    depotRegistry,
-  };
 }
 
 function checkDepotRegistryPort({ depotRegistryPort: port, savedImageRegistry }: LocalDepotOptions): void {
