@@ -7,6 +7,11 @@
 #     beside the project): a standalone buildkitd with its own root, mutual TLS on a loopback
 #     TCP port (certificates made here with openssl; the server name is not the address, as on
 #     Depot's machines) and a plaintext unix socket
+#   - on request (BUILDKIT_NODE_DEPOT_REGISTRY_ALIAS=1 up; kept until down): Depot's registry name,
+#     registry.depot.dev, as 127.0.0.1 in /etc/hosts, and plain HTTP to it in buildkitd's config.
+#     Handed a build by DEPOT_BUILD_ID, `depot build --save` pushes there whatever the Depot API;
+#     a local Depot serving that name on port 80 (`buildkit-node local-depot
+#     --depot-registry-port 80`) then takes the save.
 #
 # Usage: scripts/local-buildkit.sh up|down|status|env
 # Needs root for up, down and status. Machines without systemd are the target, so the daemons
@@ -44,6 +49,11 @@ readonly BUILDKITD_ROOT=$STATE_DIR/buildkitd
 readonly BUILDKITD_CONFIG=$CONF_DIR/buildkitd.toml
 readonly BUILDKITD_TLS_DIR=$CONF_DIR/buildkitd-tls
 readonly BUILDKITD_SERVER_NAME=buildkitd.local-buildkit.test
+
+# Depot's registry as this machine's own (optional, see the top).
+readonly DEPOT_REGISTRY_HOST=registry.depot.dev
+readonly HOSTS_FILE=/etc/hosts
+readonly HOSTS_ALIAS_LINE="127.0.0.1 $DEPOT_REGISTRY_HOST # buildkit-node: Depot registry alias (local-buildkit.sh down removes it)"
 
 log() { printf 'local-buildkit: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -96,6 +106,17 @@ buildkitd_up() {
 }
 
 dockerd_has_busybox() { "${DOCKER[@]}" image inspect "127.0.0.1:$PLAIN_PORT/$BASE_IMAGE_REPO" >/dev/null 2>&1; }
+
+depot_alias_in_hosts() { grep -qxF "$HOSTS_ALIAS_LINE" "$HOSTS_FILE" 2>/dev/null; }
+
+# Wanted when asked for now, or when an earlier up set it up (down takes it away).
+depot_alias_wanted() { [ "${BUILDKIT_NODE_DEPOT_REGISTRY_ALIAS:-}" = 1 ] || depot_alias_in_hosts; }
+
+# The name resolves to 127.0.0.1 first (another line of /etc/hosts could say otherwise).
+depot_alias_resolves() { [ "$(getent ahostsv4 "$DEPOT_REGISTRY_HOST" 2>/dev/null | awk '{print $1; exit}')" = 127.0.0.1 ]; }
+
+# buildkitd's config (written only when it starts, so what it runs with) speaks plain HTTP to it.
+buildkitd_has_depot_alias() { grep -qxF "[registry.\"$DEPOT_REGISTRY_HOST\"]" "$BUILDKITD_CONFIG" 2>/dev/null; }
 
 registry_up() { # registry_up <port>
   if [ "$1" = "$AUTH_PORT" ]; then auth_registry_up; else plain_registry_up; fi
@@ -360,9 +381,8 @@ keyUsage=critical,digitalSignature"
   rm -f "$dir/ca.srl"
 }
 
-write_buildkitd_config() {
-  mkdir -p "$CONF_DIR" "$BUILDKITD_ROOT" "$RUN_DIR"
-  cat >"$BUILDKITD_CONFIG" <<TOML
+buildkitd_config() {
+  cat <<TOML
 root = "$BUILDKITD_ROOT"
 [grpc]
   address = ["$BUILDKITD_ADDRESS", "unix://$BUILDKITD_SOCKET"]
@@ -387,6 +407,32 @@ root = "$BUILDKITD_ROOT"
 [registry."localhost:$PLAIN_PORT"]
   http = true
 TOML
+  if depot_alias_wanted; then
+    cat <<TOML
+# The depot CLI saves builds it picks up to this name: a local Depot on 127.0.0.1:80 takes them.
+[registry."$DEPOT_REGISTRY_HOST"]
+  http = true
+TOML
+  fi
+}
+
+# (Written in place: in a container /etc/hosts is often a bind mount, which cannot be replaced.)
+add_depot_alias_to_hosts() {
+  if ! depot_alias_in_hosts; then
+    # The last line may lack its newline.
+    [ ! -s "$HOSTS_FILE" ] || [ -z "$(tail -c 1 "$HOSTS_FILE")" ] || echo >>"$HOSTS_FILE"
+    printf '%s\n' "$HOSTS_ALIAS_LINE" >>"$HOSTS_FILE"
+    log "added $DEPOT_REGISTRY_HOST as 127.0.0.1 to $HOSTS_FILE"
+  fi
+  depot_alias_resolves || die "$DEPOT_REGISTRY_HOST does not resolve to 127.0.0.1 first: another line of $HOSTS_FILE names it"
+}
+
+remove_depot_alias_from_hosts() {
+  depot_alias_in_hosts || return 0
+  local kept
+  kept=$(grep -vxF "$HOSTS_ALIAS_LINE" "$HOSTS_FILE" || true)
+  printf '%s\n' "$kept" >"$HOSTS_FILE"
+  log "removed $DEPOT_REGISTRY_HOST from $HOSTS_FILE"
 }
 
 ensure_buildkitd() {
@@ -396,13 +442,22 @@ ensure_buildkitd() {
     return 0
   fi
   write_buildkitd_certificates
-  buildkitd_up && return 0
-  local pid
-  if pid=$(pid_from_file "$RUN_DIR/buildkitd.pid" buildkitd); then
+  local config pid
+  config=$(buildkitd_config)
+  if buildkitd_up; then
+    [ "$config" != "$(cat "$BUILDKITD_CONFIG" 2>/dev/null)" ] || return 0
+    if ! pid=$(pid_from_file "$RUN_DIR/buildkitd.pid" buildkitd); then
+      log "warning: buildkitd's configuration changed, but the buildkitd answering was not started here: left as it is"
+      return 0
+    fi
+    log "buildkitd's configuration changed (e.g. the Depot registry alias): restarting it (pid $pid)"
+    stop_pid "$pid" 20
+  elif pid=$(pid_from_file "$RUN_DIR/buildkitd.pid" buildkitd); then
     log "buildkitd (pid $pid) does not answer; restarting it"
     stop_pid "$pid" 20
   fi
-  write_buildkitd_config
+  mkdir -p "$CONF_DIR" "$BUILDKITD_ROOT" "$RUN_DIR"
+  printf '%s\n' "$config" >"$BUILDKITD_CONFIG"
   rm -f "$BUILDKITD_SOCKET"
   start_daemon buildkitd "$BUILDKITD_BIN" --config "$BUILDKITD_CONFIG"
   wait_up "$STARTED_PID" 60 buildkitd_up || fail_with_log buildkitd "buildkitd did not come up"
@@ -415,11 +470,15 @@ cmd_up() {
   ensure_registry "$AUTH_PORT"
   ensure_dockerd
   ensure_busybox
+  [ "${BUILDKIT_NODE_DEPOT_REGISTRY_ALIAS:-}" != 1 ] || add_depot_alias_to_hosts
   ensure_buildkitd
   echo "local BuildKit up: dockerd unix://$DOCKER_SOCK (docker://), registry 127.0.0.1:$PLAIN_PORT," \
     "auth registry 127.0.0.1:$AUTH_PORT ($AUTH_USER), base image 127.0.0.1:$PLAIN_PORT/$BASE_IMAGE_REPO"
   if have_buildkitd; then
     echo "standalone buildkitd: $BUILDKITD_ADDRESS (mTLS) and unix://$BUILDKITD_SOCKET; eval \"\$($0 env)\" to test against it"
+  fi
+  if depot_alias_in_hosts; then
+    echo "Depot registry alias: $DEPOT_REGISTRY_HOST is 127.0.0.1, plain HTTP for buildkitd (down removes it)"
   fi
 }
 
@@ -448,6 +507,12 @@ cmd_status() {
     report "buildkitd ($BUILDKITD_ADDRESS, mTLS)" buildkitd_up || ok=1
   else
     printf '%-40s skipped (no binary at %s)\n' "buildkitd" "$BUILDKITD_BIN"
+  fi
+  if depot_alias_in_hosts; then
+    report "$DEPOT_REGISTRY_HOST is 127.0.0.1" depot_alias_resolves || ok=1
+    if have_buildkitd; then report "buildkitd: $DEPOT_REGISTRY_HOST plain HTTP" buildkitd_has_depot_alias || ok=1; fi
+  else
+    printf '%-40s off (BUILDKIT_NODE_DEPOT_REGISTRY_ALIAS=1 up)\n' "Depot registry alias"
   fi
   return "$ok"
 }
@@ -495,6 +560,7 @@ cmd_down() {
   stop_dockerd
   stop_registry "$AUTH_PORT"
   stop_registry "$PLAIN_PORT"
+  remove_depot_alias_from_hosts
   echo "local BuildKit down"
 }
 
@@ -520,6 +586,11 @@ export BUILDKIT_NODE_BUILDKITD_SOCKET=unix://$BUILDKITD_SOCKET
 ENV
   else
     echo "# no standalone buildkitd (no binary at $BUILDKITD_BIN, or not set up yet): BUILDKIT_HOST left unset"
+  fi
+  if depot_alias_in_hosts && buildkitd_has_depot_alias; then
+    echo "export BUILDKIT_NODE_DEPOT_REGISTRY_ALIAS=1"
+  else
+    echo "# no Depot registry alias ($DEPOT_REGISTRY_HOST as 127.0.0.1 for buildkitd): BUILDKIT_NODE_DEPOT_REGISTRY_ALIAS=1 $0 up sets it up"
   fi
 }
 

@@ -39,7 +39,7 @@ describe("buildkit-node local-depot, its command line", () => {
     const run = await runCli(["local-depot", "--help"]);
     expect(run.code).toBe(0);
     const help = run.stdout.toString();
-    for (const flag of ["--buildkit ADDRESS", "--tlscacert PATH", "--port PORT", "--registry HOST:PORT", "--project NAME", "--export-file PATH"]) {
+    for (const flag of ["--buildkit ADDRESS", "--tlscacert PATH", "--port PORT", "--registry HOST:PORT", "--depot-registry-port PORT", "--project NAME", "--export-file PATH"]) {
       expect(help).toContain(flag);
     }
   });
@@ -47,6 +47,8 @@ describe("buildkit-node local-depot, its command line", () => {
   it.each([
     [["--port", "http"], /--port must be a port number/],
     [["--compression", "zstd"], /--compression is gzip or identity/],
+    [["--depot-registry-port", "eighty"], /--depot-registry-port must be a port number/],
+    [["--registry", "none", "--depot-registry-port", "80"], /--depot-registry-port needs a saved-image registry/],
     [["--tlscert", "/nonexistent/cert.pem"], /--tlscert: cannot read \/nonexistent\/cert.pem/],
   ])("refuses %j as bad usage (exit 2)", async (flags, message) => {
     const run = await runCli(["local-depot", "--buildkit", "docker://", ...flags]);

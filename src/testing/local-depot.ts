@@ -26,7 +26,7 @@ import { buildkitV1Service } from "./local-depot/buildkit-v1-service.js";
 import { buildV1Service } from "./local-depot/build-v1-service.js";
 import { cliBuildService } from "./local-depot/cli-build-service.js";
 import { cliProjectsService } from "./local-depot/cli-projects-service.js";
-import type { DepotContext, SavedImagesContext } from "./local-depot/context.js";
+import type { DepotContext } from "./local-depot/context.js";
 import { FaultInjector } from "./local-depot/faults.js";
 import { BLOB_HOST, startHostsProxy } from "./local-depot/hosts-proxy.js";
 import { listen } from "./local-depot/listener.js";
@@ -34,11 +34,10 @@ import { MachinePool } from "./local-depot/machines.js";
 import { organizationService } from "./local-depot/organization-service.js";
 import { projectService } from "./local-depot/project-service.js";
 import { pushService } from "./local-depot/push-service.js";
-import { SavedImageAccess } from "./local-depot/saved-images.js";
+import { startSavedImageFronts } from "./local-depot/saved-image-fronts.js";
 import { DEFAULT_MAX_LOG_BYTES_PER_BUILD, StatusRecorder } from "./local-depot/status.js";
 import { DepotStore, newOrganizationToken, REGIONS } from "./local-depot/store.js";
-import type { LocalBuildRecord, LocalDepotClock, LocalDepotFaults, LocalProject } from "./local-depot/types.js";
-import { type RegistryFront, startRegistryFront } from "./registry-front.js";
+import type { LocalBuildRecord, LocalDepotClock, LocalDepotFaults, LocalProject, LocalSavedImage } from "./local-depot/types.js";
 
 export type {
   LocalBuildOptions,
@@ -101,6 +100,23 @@ export interface LocalDepotOptions {
   savedImageRegistry?: string | false;
   /** Credentials the front sends to `savedImageRegistry`, if it needs them. */
   savedImageRegistryAuth?: { username: string; password: string };
+  /**
+   * Also serve the saved-image registry as Depot's own, `registry.depot.dev`,
+   * on this port of 127.0.0.1 (0: any free port). Handed a build it did not
+   * create (`DEPOT_BUILD_ID`), the `depot` CLI saves to
+   * `registry.depot.dev/<project>:<build id>` whatever the server, and BuildKit
+   * pushes there itself: with that name resolving to 127.0.0.1 (/etc/hosts),
+   * port 80 here and the BuildKit told the host is plain HTTP (buildkitd.toml:
+   * `[registry."registry.depot.dev"] http = true`), such saves land here, with
+   * the same tokens and records as through `savedImageRegistry`'s front.
+   * Off by default; needs a saved-image registry.
+   */
+  depotRegistryPort?: number;
+  /**
+   * Called for each image saved to the saved-image registry, once it is in
+   * its build's `saves` (e.g. to log it). It must not throw.
+   */
+  onImageSaved?: (image: LocalSavedImage, build: LocalBuildRecord) => void;
   /** Log bytes kept per build from its status reports; more are counted, not kept (default 16 MiB). */
   maxLogBytesPerBuild?: number;
   /** The time for idle machines and cancels; tests inject one to make those exact (default the wall clock). */
@@ -125,6 +141,11 @@ export interface LocalDepot extends AsyncDisposable {
   readonly faults: LocalDepotFaults;
   /** `127.0.0.1:<port>`: the saved-image registry's front (plain HTTP and HTTPS), when there is one. */
   readonly savedImageRegistry: string | undefined;
+  /**
+   * With `depotRegistryPort`: the same registry as image references reach it
+   * there, "registry.depot.dev" on port 80 or 443, else "registry.depot.dev:<port>".
+   */
+  readonly depotRegistry: string | undefined;
   /**
    * `http://127.0.0.1:<port>`: an HTTPS proxy for Depot's clients (HTTPS_PROXY).
    * It answers for `blob.depot.dev`, which `depot push` calls to copy blobs,
@@ -159,6 +180,7 @@ export async function startLocalDepot(options: LocalDepotOptions): Promise<Local
   if (options.machineCompression !== undefined && !["gzip", "identity"].includes(options.machineCompression)) {
     throw new BuildKitNodeError("INVALID_ARGUMENT", `machineCompression must be "gzip" or "identity", got ${JSON.stringify(options.machineCompression)}`);
   }
+  checkDepotRegistryPort(options);
   // Every option is checked before the machine pool starts its timer.
   const maxLogBytes = nonNegative("maxLogBytesPerBuild", options.maxLogBytesPerBuild ?? DEFAULT_MAX_LOG_BYTES_PER_BUILD);
   const token = options.token ?? newOrganizationToken();
@@ -210,11 +232,20 @@ export async function startLocalDepot(options: LocalDepotOptions): Promise<Local
     const listener = await listen(handler, options.port ?? 0, log);
     stops.push(() => listener.close());
     apiUrl = `http://127.0.0.1:${listener.port}`;
-    const front = await startSavedImageRegistry(options, store, token, authority);
-    if (front) {
-      stops.push(() => front.stop());
-      depot.savedImages = front.context;
-    }
+    const front =
+      options.savedImageRegistry === false
+        ? undefined
+        : await startSavedImageFronts({
+            registry: options.savedImageRegistry ?? DEFAULT_SAVED_IMAGE_REGISTRY,
+            registryAuth: options.savedImageRegistryAuth,
+            depotRegistryPort: options.depotRegistryPort,
+            onImageSaved: options.onImageSaved,
+            authority,
+            store,
+            organizationToken: token,
+            started: (stop) => stops.push(stop),
+          });
+    if (front) depot.savedImages = front.context;
     const proxy = await startHostsProxy(new Map([[BLOB_HOST, blobService(depot)]]), authority, log);
     stops.push(() => proxy.close());
     log(`local Depot at ${apiUrl} for ${options.buildkit}`);
@@ -230,6 +261,7 @@ export async function startLocalDepot(options: LocalDepotOptions): Promise<Local
       builds: store.builds,
       faults,
       savedImageRegistry: front?.context.host,
+      depotRegistry: front?.depotRegistry,
       httpsProxy: proxy.url,
       caCertificate: authority.cert,
       certificateAuthority: authority,
@@ -247,33 +279,12 @@ export async function startLocalDepot(options: LocalDepotOptions): Promise<Local
   }
 }
 
-/** The front of the saved-image registry, unless the options turn it off. */
-async function startSavedImageRegistry(
-  options: LocalDepotOptions,
-  store: DepotStore,
-  token: string,
-  authority: CertificateAuthority,
-): Promise<{ context: SavedImagesContext; stop: () => Promise<void> } | undefined> {
-  if (options.savedImageRegistry === false) return undefined;
-  const registry = options.savedImageRegistry ?? DEFAULT_SAVED_IMAGE_REGISTRY;
-  const auth = options.savedImageRegistryAuth;
-  const upstreamAuthorization = auth ? `Basic ${Buffer.from(`${auth.username}:${auth.password}`).toString("base64")}` : undefined;
-  const access = new SavedImageAccess(store, token);
-  const front: RegistryFront = await startRegistryFront({
-    registry,
-    authority,
-    realm: "local Depot registry",
-    authorize: (request) => {
-      const decision = access.authorize(request);
-      return decision.ok ? { ok: true, upstreamAuthorization } : decision;
-    },
-    observe: access.observe,
-  });
-  access.host = front.host;
-  return {
-    context: { host: front.host, upstream: registry, upstreamAuthorization, caCertificate: authority.cert },
-    stop: () => front.stop(),
-  };
+function checkDepotRegistryPort({ depotRegistryPort: port, savedImageRegistry }: LocalDepotOptions): void {
+  if (port === undefined) return;
+  if (!Number.isInteger(port) || port < 0 || port > 65_535) {
+    throw new BuildKitNodeError("INVALID_ARGUMENT", `depotRegistryPort must be a port number, got ${port}`);
+  }
+  if (savedImageRegistry === false) throw new BuildKitNodeError("INVALID_ARGUMENT", "depotRegistryPort needs a saved-image registry (savedImageRegistry is false)");
 }
 
 function nonNegative(name: string, value: number): number {

@@ -133,10 +133,12 @@ export async function startRegistryFront(options: RegistryFrontOptions): Promise
       }
     });
   });
+  const port = options.port ?? 0;
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(options.port ?? 0, "127.0.0.1", () => {
-      server.off("error", reject);
+    const refused = (err: Error) => reject(listenError(err, port));
+    server.once("error", refused);
+    server.listen(port, "127.0.0.1", () => {
+      server.off("error", refused);
       resolve();
     });
   });
@@ -150,6 +152,17 @@ export async function startRegistryFront(options: RegistryFrontOptions): Promise
       for (const socket of sockets) socket.destroy();
     }));
   return { host, caCertificate: authority.cert, stop, [Symbol.asyncDispose]: stop };
+}
+
+/** Why the front cannot have its port, as a user can act on it. */
+function listenError(err: Error, port: number): BuildKitNodeError {
+  const errno = (err as NodeJS.ErrnoException).code;
+  const where = `a registry front cannot listen on 127.0.0.1:${port}`;
+  if (errno === "EADDRINUSE") return new BuildKitNodeError("ALREADY_EXISTS", `${where}: the port is in use`, { cause: err });
+  if (errno === "EACCES" && port < 1024) {
+    return new BuildKitNodeError("PERMISSION_DENIED", `${where}: a port below 1024 needs root (or CAP_NET_BIND_SERVICE)`, { cause: err });
+  }
+  return BuildKitNodeError.from(err, where);
 }
 
 /** `/v2/<repository>/(manifests|blobs|tags)/<reference>`; repository names may hold slashes. */

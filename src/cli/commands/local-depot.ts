@@ -40,6 +40,12 @@ export const localDepotCommand: Command = {
       value: "HOST:PORT",
       description: 'Registry (plain HTTP) for saved images (default: 127.0.0.1:5000); "none" for no saved-image registry',
     },
+    "depot-registry-port": {
+      type: "string",
+      value: "PORT",
+      description:
+        "Also serve the saved-image registry as registry.depot.dev on this port of 127.0.0.1 (80: where depot build --save pushes a build handed over with DEPOT_BUILD_ID; see below)",
+    },
     project: { type: "string", value: "NAME", description: "Create a project of this name and print DEPOT_PROJECT_ID" },
     token: { type: "string", value: "TOKEN", description: "The organization token clients use (default: a new random one)" },
     compression: { type: "string", value: "gzip|identity", description: "Ask clients to compress their traffic with the machines" },
@@ -54,13 +60,22 @@ export const localDepotCommand: Command = {
     "  depot build --push -t 127.0.0.1:5000/app:1 .",
     "",
     "HTTPS_PROXY and SSL_CERT_FILE are for `depot push`, which reaches Depot's blob host over HTTPS.",
+    "",
+    "Handed a build it did not create (DEPOT_BUILD_ID), `depot build --save` names the image",
+    "registry.depot.dev/<project>:<build id> whatever the server. --depot-registry-port 80 takes",
+    "those saves when registry.depot.dev is 127.0.0.1 in /etc/hosts and the BuildKit's config",
+    'has [registry."registry.depot.dev"] http = true. Each saved image is reported on stderr.',
   ].join("\n"),
 
   async run(args: ParsedArgs, ctx: CliContext): Promise<number> {
     const buildkit = args.string("buildkit") ?? (ctx.env.BUILDKIT_HOST || "docker://");
     const tls = tlsOf(args, ctx);
-    const port = portOf(args);
+    const port = portOf(args, "port");
+    const depotRegistryPort = portOf(args, "depot-registry-port");
     const registry = args.string("registry");
+    if (depotRegistryPort !== undefined && registry === "none") {
+      throw new UsageError("--depot-registry-port needs a saved-image registry (not --registry none)", args.command);
+    }
     const compression = args.string("compression");
     if (compression !== undefined && compression !== "gzip" && compression !== "identity") {
       throw new UsageError(`--compression is gzip or identity, got ${JSON.stringify(compression)}`, args.command);
@@ -75,6 +90,8 @@ export const localDepotCommand: Command = {
       ...(token ? { token } : {}),
       ...(registry !== undefined ? { savedImageRegistry: registry === "none" ? false : registry } : {}),
       ...(compression ? { machineCompression: compression } : {}),
+      ...(depotRegistryPort !== undefined ? { depotRegistryPort } : {}),
+      onImageSaved: (image, build) => ctx.stderr.write(`saved ${image.reference} ${image.digest} (build ${build.id})\n`),
     });
     const scratch = await mkdtemp(join(tmpdir(), "buildkit-node-local-depot-"));
     try {
@@ -98,6 +115,7 @@ export const localDepotCommand: Command = {
       ctx.stderr.write(
         `local Depot at ${depot.apiUrl}, machines on ${buildkit}` +
           (depot.savedImageRegistry ? `, saved images at ${depot.savedImageRegistry} (${registry ?? "127.0.0.1:5000"})` : "") +
+          (depot.depotRegistry ? `, also as ${depot.depotRegistry}` : "") +
           `; stop it with Ctrl-C\n`,
       );
       await untilAborted(ctx.signal);
@@ -122,11 +140,11 @@ function tlsOf(args: ParsedArgs, ctx: CliContext) {
   );
 }
 
-function portOf(args: ParsedArgs): number | undefined {
-  const text = args.string("port");
+function portOf(args: ParsedArgs, flag: "port" | "depot-registry-port"): number | undefined {
+  const text = args.string(flag);
   if (text === undefined) return undefined;
   const port = Number(text);
-  if (!/^\d+$/.test(text) || port > 65_535) throw new UsageError(`--port must be a port number, got ${JSON.stringify(text)}`, args.command);
+  if (!/^\d+$/.test(text) || port > 65_535) throw new UsageError(`--${flag} must be a port number, got ${JSON.stringify(text)}`, args.command);
   return port;
 }
 

@@ -4,10 +4,19 @@
 // pull token (GetPullToken, GetPullInfo) reads one project or one build, the
 // organization token does anything. Repositories are named by project id.
 // The answered requests become the records tests read: saves and pulls.
+// Several fronts may share one SavedImageAccess (the usual one and the one
+// answering as registry.depot.dev): one registry behind them, one set of
+// records, each front's references under the name clients reach it by.
 import type { IncomingHttpHeaders } from "node:http";
 import type { AccessDecision, RegistryRequest } from "../registry-front.js";
 import type { DepotStore, PullTokenScope } from "./store.js";
-import type { LocalBuildRecord, LocalImagePull } from "./types.js";
+import type { LocalBuildRecord, LocalImagePull, LocalSavedImage } from "./types.js";
+
+/** A front's `observe`: what the registry answered to a request the front let through. */
+export type RegistryObserver = (request: RegistryRequest, status: number, headers: IncomingHttpHeaders) => void;
+
+/** Told of each image saved, once it is in its build's `saves`. */
+export type SaveListener = (image: LocalSavedImage, build: LocalBuildRecord) => void;
 
 type Caller =
   | { kind: "organization" }
@@ -22,12 +31,11 @@ export class SavedImageAccess {
   private readonly callers = new WeakMap<RegistryRequest, Caller>();
   /** `<project>:<tag>` → the build that last saved that tag. */
   private readonly savedTags = new Map<string, LocalBuildRecord>();
-  /** `host:port` of the registry front, for the references in the records. */
-  host = "";
 
   constructor(
     private readonly store: DepotStore,
     private readonly organizationToken: string,
+    private readonly onSave?: SaveListener,
   ) {}
 
   readonly authorize = (request: RegistryRequest): AccessDecision => {
@@ -52,22 +60,30 @@ export class SavedImageAccess {
     return this.allow(request, caller);
   };
 
-  readonly observe = (request: RegistryRequest, status: number, headers: IncomingHttpHeaders): void => {
-    const { target } = request;
-    const caller = this.callers.get(request);
-    if (!target || !caller || target.kind !== "manifests" || isDigest(target.reference) || status >= 300) return;
-    const reference = `${this.host}/${target.repository}:${target.reference}`;
-    if (request.method === "PUT") {
-      const build = caller.kind === "build" ? caller.build : this.store.builds.get(target.reference);
-      if (!build) return;
-      this.savedTags.set(`${target.repository}:${target.reference}`, build);
-      const digest = firstHeader(headers["docker-content-digest"]);
-      build.saves.push({ reference, digest, mediaType: firstHeader(request.headers["content-type"]), at: new Date() });
-    } else if (request.method === "GET" || request.method === "HEAD") {
-      const build = this.buildOfTag(target.repository, target.reference);
-      build?.pulls.push({ reference, by: pulledBy(caller), at: new Date() });
-    }
-  };
+  /**
+   * The `observe` of a front that clients reach as `host()` (`host[:port]`,
+   * as image references name it): the records' references use that name.
+   */
+  observer(host: () => string): RegistryObserver {
+    return (request, status, headers) => {
+      const { target } = request;
+      const caller = this.callers.get(request);
+      if (!target || !caller || target.kind !== "manifests" || isDigest(target.reference) || status >= 300) return;
+      const reference = `${host()}/${target.repository}:${target.reference}`;
+      if (request.method === "PUT") {
+        const build = caller.kind === "build" ? caller.build : this.store.builds.get(target.reference);
+        if (!build) return;
+        this.savedTags.set(`${target.repository}:${target.reference}`, build);
+        const digest = firstHeader(headers["docker-content-digest"]);
+        const image = { reference, digest, mediaType: firstHeader(request.headers["content-type"]), at: new Date() };
+        build.saves.push(image);
+        this.onSave?.(image, build);
+      } else if (request.method === "GET" || request.method === "HEAD") {
+        const build = this.buildOfTag(target.repository, target.reference);
+        build?.pulls.push({ reference, by: pulledBy(caller), at: new Date() });
+      }
+    };
+  }
 
   private allow(request: RegistryRequest, caller: Caller): AccessDecision {
     this.callers.set(request, caller);
