@@ -15,7 +15,7 @@ export const DOCKER_SOCKET = DOCKER_BUILDKIT === "docker://" ? "/var/run/docker.
 
 export function assertDockerd(): void {
   if (!existsSync(DOCKER_SOCKET)) {
-    throw new Error(`dockerd is not running (no ${DOCKER_SOCKET}): run "sudo scripts/local-buildkit.sh up" first`);
+    throw new Error(`dockerd is not running (no ${DOCKER_SOCKET}): run "bash scripts/local-buildkit.sh up" (as root) first`);
   }
 }
 
