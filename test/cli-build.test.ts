@@ -2,7 +2,7 @@
 // registry: pushes checked through the registry's API, flags checked in what
 // the build produced, failures in what the command prints.
 import { execFileSync } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
@@ -188,7 +188,8 @@ describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
     it("passes a secret from the environment to RUN --mount=type=secret without printing it", async () => {
       const secret = `s3cret-${Math.random().toString(36).slice(2)}`;
       const ctx = scratchDir("secret", {
-        Dockerfile: `FROM ${BASE_IMAGE}\nRUN --mount=type=secret,id=token sha256sum /run/secrets/token | cut -d' ' -f1 > /token.sha256 && echo secret mounted\n`,
+        // The step's text is this run's own (see build-lifecycle.test.ts: identical steps in flight are merged).
+        Dockerfile: `FROM ${BASE_IMAGE}\nRUN --mount=type=secret,id=token : ${randomUUID()} && sha256sum /run/secrets/token | cut -d' ' -f1 > /token.sha256 && echo secret mounted\n`,
       });
       const out = scratchDir("secret-out");
       try {
