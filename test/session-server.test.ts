@@ -219,10 +219,16 @@ describe("the session's HTTP/2 server", () => {
     for (const [name, value] of fields) parts.push(Buffer.from([0x00, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value));
     return Buffer.concat(parts);
   }
+  interface Frame {
+    type: number;
+    flags: number;
+    streamId: number;
+    payload: Buffer;
+  }
   /** Frames the server sends, parsed as they come. */
-  async function* framesFrom(socket: net.Socket): AsyncGenerator<{ type: number; flags: number; streamId: number; payload: Buffer }> {
+  async function* framesFrom(socket: AsyncIterable<Buffer>): AsyncGenerator<Frame> {
     let buffer = Buffer.alloc(0);
-    for await (const chunk of socket as AsyncIterable<Buffer>) {
+    for await (const chunk of socket) {
       buffer = Buffer.concat([buffer, chunk]);
       while (buffer.length >= 9 && buffer.length >= 9 + buffer.readUIntBE(0, 3)) {
         const length = buffer.readUIntBE(0, 3);
@@ -346,6 +352,73 @@ describe("the session's HTTP/2 server", () => {
       expect(m.get("include-patterns")).toEqual(["src/**/*.ts", "package.json"]);
       expect(m.get("x-docker-expose-session-sharedkey")).toEqual(["app:0123456789abcdef"]);
       expect(m.get("te")).toEqual(["trailers"]);
+    }
+  });
+
+  // A peer's faults, each answered with a clean stream or connection error.
+  const Type = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 } as const;
+  const requestBlock = (path: string) =>
+    literals([
+      [":method", "POST"],
+      [":scheme", "http"],
+      [":path", path],
+      [":authority", "session"],
+      ["content-type", "application/grpc"],
+    ]);
+  const uint32 = (value: number) => {
+    const bytes = Buffer.alloc(4);
+    bytes.writeUInt32BE(value);
+    return bytes;
+  };
+  const initialWindow = (value: number) => Buffer.concat([Buffer.from([0, 4]), uint32(value)]);
+  const ping = (tag: string) => frame(Type.PING, 0, 0, Buffer.from(tag.padEnd(8).slice(0, 8)));
+  /** A handler that reads nothing and waits for its call to end. */
+  const idle = async (call: ServerCall) => new Promise<void>((resolve) => call.signal.addEventListener("abort", () => resolve()));
+  /** Reads frames until `last` matches one (included); all of them if the server closes first. */
+  async function framesUntil(frames: AsyncIterator<Frame>, last: (f: Frame) => boolean): Promise<Frame[]> {
+    const seen: Frame[] = [];
+    for (let next = await frames.next(); !next.done; next = await frames.next()) {
+      seen.push(next.value);
+      if (last(next.value)) break;
+    }
+    return seen;
+  }
+  const isPingAck = (tag: string) => (f: Frame) => f.type === Type.PING && (f.flags & 0x1) !== 0 && f.payload.toString() === tag.padEnd(8).slice(0, 8);
+  const goawayCode = (frames: Frame[]) => frames.find((f) => f.type === Type.GOAWAY)?.payload.readUInt32BE(4);
+  const dataBytes = (frames: Frame[]) => frames.filter((f) => f.type === Type.DATA).reduce((sum, f) => sum + f.payload.length, 0);
+
+  it("resets a stream whose peer sends past the stream's window (FLOW_CONTROL_ERROR), instead of buffering it", async () => {
+    const raw = await rawServer(new Map([["/x.Y/Idle", idle]]));
+    try {
+      const fullFrame = frame(Type.DATA, 0, 1, Buffer.alloc(16_384));
+      raw.socket.write(Buffer.concat([PREFACE, frame(Type.SETTINGS, 0, 0, Buffer.alloc(0)), frame(Type.HEADERS, 0x4, 1, requestBlock("/x.Y/Idle"))]));
+      // The 4 MiB the server's SETTINGS allow a stream, then one byte more.
+      for (let i = 0; i < 256; i++) raw.socket.write(fullFrame);
+      raw.socket.write(Buffer.concat([frame(Type.DATA, 0, 1, Buffer.alloc(1)), ping("after")]));
+      const frames = await framesUntil(framesFrom(raw.socket)[Symbol.asyncIterator](), isPingAck("after"));
+      const reset = frames.find((f) => f.type === Type.RST_STREAM && f.streamId === 1);
+      expect(reset?.payload.readUInt32BE(0)).toBe(3); // FLOW_CONTROL_ERROR
+      expect(goawayCode(frames)).toBeUndefined(); // the connection goes on
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("ends the connection with GOAWAY FLOW_CONTROL_ERROR when the peer sends past the connection's window", async () => {
+    const raw = await rawServer(new Map([["/x.Y/Idle", idle]]));
+    try {
+      raw.socket.write(Buffer.concat([PREFACE, frame(Type.SETTINGS, 0, 0, Buffer.alloc(0))]));
+      // Four streams fill their 4 MiB windows: the 16 MiB the connection allows. A fifth sends one byte.
+      for (const id of [1, 3, 5, 7]) {
+        raw.socket.write(frame(Type.HEADERS, 0x4, id, requestBlock("/x.Y/Idle")));
+        const fullFrame = frame(Type.DATA, 0, id, Buffer.alloc(16_384));
+        for (let i = 0; i < 256; i++) raw.socket.write(fullFrame);
+      }
+      raw.socket.write(Buffer.concat([frame(Type.HEADERS, 0x4, 9, requestBlock("/x.Y/Idle")), frame(Type.DATA, 0, 9, Buffer.alloc(1)), ping("after")]));
+      const frames = await framesUntil(framesFrom(raw.socket)[Symbol.asyncIterator](), (f) => f.type === Type.GOAWAY || isPingAck("after")(f));
+      expect(goawayCode(frames)).toBe(3); // FLOW_CONTROL_ERROR
+    } finally {
+      raw.close();
     }
   });
 });

@@ -111,6 +111,8 @@ class StreamState implements ServerStream {
   wakeReader: (() => void) | undefined;
   /** Bytes taken by the reader not yet credited back to the peer's stream window. */
   unackedBytes = 0;
+  /** What the peer may still send on this stream before we credit more (we announced STREAM_WINDOW). */
+  receiveWindow = STREAM_WINDOW;
   // Outbound.
   sendWindow: number;
   readonly outgoing: OutgoingItem = { data: [], dataBytes: 0, queuedTotal: 0, framedTotal: 0, sentMarkers: [] };
@@ -247,8 +249,10 @@ export class Http2ServerConnection {
   #peerInitialWindow = DEFAULT_WINDOW;
   #peerMaxFrameSize = 16_384;
   #connectionSendWindow = DEFAULT_WINDOW;
-  // Our receive side: bytes the peer sent that were taken (or dropped) and not yet credited back.
+  // Our receive side: bytes the peer sent that were taken (or dropped) and not yet credited back,
+  // and what it may still send on the connection before we credit more.
   #connectionToCredit = 0;
+  #connectionReceiveWindow = CONNECTION_WINDOW;
   // Output.
   #ready = new Set<StreamState>();
   #flushScheduled = false;
@@ -340,7 +344,11 @@ export class Http2ServerConnection {
   }
 
   #data(flags: number, streamId: number, payload: Buffer): void {
+    if (streamId === 0) throw new Http2ProtocolError(H2Code.PROTOCOL_ERROR, "DATA on stream 0");
     const data = unpad(flags, payload);
+    // A peer that sends past the windows we gave would have us buffer without bound.
+    this.#connectionReceiveWindow -= payload.length;
+    if (this.#connectionReceiveWindow < 0) throw new Http2ProtocolError(H2Code.FLOW_CONTROL_ERROR, "DATA beyond the connection's window");
     const stream = this.#streams.get(streamId);
     if (!stream || stream.closedRemote) {
       // A stream we reset or ended: its bytes still counted against the connection's window.
@@ -348,10 +356,14 @@ export class Http2ServerConnection {
       this.#creditConnection();
       return;
     }
-    // Flow control counts padding too; it is credited back with the data.
+    stream.receiveWindow -= payload.length;
+    if (stream.receiveWindow < 0) {
+      this.#connectionToCredit += payload.length;
+      return this.resetStream(stream, H2Code.FLOW_CONTROL_ERROR, true);
+    }
+    // Flow control counts padding too; it is credited back at once.
     const padding = payload.length - data.length;
-    this.#connectionToCredit += padding;
-    stream.unackedBytes += padding;
+    if (padding > 0) this.credit(stream, padding);
     if (data.length > 0) {
       if (stream.discarding) this.credit(stream, data.length);
       else stream.received.push(data);
@@ -460,6 +472,7 @@ export class Http2ServerConnection {
     this.#connectionToCredit += bytes;
     if (!stream.closedRemote && stream.unackedBytes >= STREAM_WINDOW / 4) {
       this.#writeFrame(FrameType.WINDOW_UPDATE, 0, stream.id, uint32(stream.unackedBytes));
+      stream.receiveWindow += stream.unackedBytes;
       stream.unackedBytes = 0;
     }
     this.#creditConnection();
@@ -468,6 +481,7 @@ export class Http2ServerConnection {
   #creditConnection(): void {
     if (this.#connectionToCredit < CONNECTION_WINDOW / 4) return;
     this.#writeFrame(FrameType.WINDOW_UPDATE, 0, 0, uint32(this.#connectionToCredit));
+    this.#connectionReceiveWindow += this.#connectionToCredit;
     this.#connectionToCredit = 0;
   }
 
