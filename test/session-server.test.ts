@@ -421,6 +421,49 @@ describe("the session's HTTP/2 server", () => {
       raw.close();
     }
   });
+
+  it("moves an open stream's send window when the peer changes SETTINGS_INITIAL_WINDOW_SIZE mid-stream, below zero too", async () => {
+    const reply = new Uint8Array(1000).fill(1); // 1005 bytes of DATA with its prefix
+    const raw = await rawServer(new Map([["/x.Y/Reply", async (call: ServerCall) => call.send(reply)]]));
+    try {
+      const frames = framesFrom(raw.socket)[Symbol.asyncIterator]();
+      raw.socket.write(Buffer.concat([PREFACE, frame(Type.SETTINGS, 0, 0, initialWindow(600)), frame(Type.HEADERS, 0x5, 1, requestBlock("/x.Y/Reply"))]));
+      let seen = await framesUntil(frames, (f) => f.type === Type.DATA);
+      expect(dataBytes(seen)).toBe(600);
+      // 600 sent, the initial window now 100: the stream's window is -500; 500 more brings it to 0, still nothing to send.
+      raw.socket.write(Buffer.concat([frame(Type.SETTINGS, 0, 0, initialWindow(100)), frame(Type.WINDOW_UPDATE, 0, 1, uint32(500)), ping("stalled")]));
+      seen = await framesUntil(frames, isPingAck("stalled"));
+      expect(dataBytes(seen)).toBe(0);
+      expect(seen.some((f) => f.type === Type.HEADERS)).toBe(false);
+      // Room for the rest: it comes, then the trailers.
+      raw.socket.write(frame(Type.WINDOW_UPDATE, 0, 1, uint32(405)));
+      seen = await framesUntil(frames, (f) => f.type === Type.HEADERS && (f.flags & 0x1) !== 0);
+      expect(dataBytes(seen)).toBe(405);
+      expect(seen.at(-1)?.payload.toString("latin1")).toContain("grpc-status");
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("ends the connection with GOAWAY FLOW_CONTROL_ERROR when a new initial window size overflows an open stream's window", async () => {
+    const raw = await rawServer(new Map([["/x.Y/Idle", idle]]));
+    try {
+      raw.socket.write(
+        Buffer.concat([
+          PREFACE,
+          frame(Type.SETTINGS, 0, 0, initialWindow(0)),
+          frame(Type.HEADERS, 0x4, 1, requestBlock("/x.Y/Idle")),
+          frame(Type.WINDOW_UPDATE, 0, 1, uint32(2 ** 31 - 1)), // the largest window a stream may have
+          frame(Type.SETTINGS, 0, 0, initialWindow(1)), // one more
+          ping("after"),
+        ]),
+      );
+      const frames = await framesUntil(framesFrom(raw.socket)[Symbol.asyncIterator](), (f) => f.type === Type.GOAWAY || isPingAck("after")(f));
+      expect(goawayCode(frames)).toBe(3); // FLOW_CONTROL_ERROR
+    } finally {
+      raw.close();
+    }
+  });
 });
 
 describe("ChunkQueue", () => {

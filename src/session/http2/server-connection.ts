@@ -428,8 +428,10 @@ export class Http2ServerConnection {
         if (value > MAX_WINDOW) throw new Http2ProtocolError(H2Code.FLOW_CONTROL_ERROR, "initial window too large");
         const delta = value - this.#peerInitialWindow;
         this.#peerInitialWindow = value;
+        // Open streams' windows move by the change (RFC 9113 §6.9.2): below zero they wait for WINDOW_UPDATEs.
         for (const stream of this.#streams.values()) {
           stream.sendWindow += delta;
+          if (stream.sendWindow > MAX_WINDOW) throw new Http2ProtocolError(H2Code.FLOW_CONTROL_ERROR, "a stream's window overflowed with the new initial window");
           if (stream.sendWindow > 0) this.schedule(stream);
         }
       } else if (id === Setting.MAX_FRAME_SIZE) {
