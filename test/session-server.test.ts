@@ -464,6 +464,22 @@ describe("the session's HTTP/2 server", () => {
       raw.close();
     }
   });
+
+  it("ends the connection when a header block goes on in endless empty CONTINUATION frames", async () => {
+    const raw = await rawServer(new Map([["/x.Y/Idle", idle]]));
+    try {
+      const block = requestBlock("/x.Y/Idle");
+      const empty = frame(Type.CONTINUATION, 0, 1, Buffer.alloc(0));
+      raw.socket.write(Buffer.concat([PREFACE, frame(Type.HEADERS, 0, 1, block), ...Array.from({ length: 2000 }, () => empty), ping("after")]));
+      const frames = await framesUntil(framesFrom(raw.socket)[Symbol.asyncIterator](), (f) => f.type === Type.GOAWAY);
+      const goaway = frames.find((f) => f.type === Type.GOAWAY);
+      expect(goaway?.payload.readUInt32BE(4)).toBe(1); // PROTOCOL_ERROR
+      // Refused for its length, not only when the PING finally interrupts it.
+      expect(goaway?.payload.subarray(8).toString()).toContain("header block too large");
+    } finally {
+      raw.close();
+    }
+  });
 });
 
 describe("ChunkQueue", () => {

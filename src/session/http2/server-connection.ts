@@ -35,6 +35,12 @@ const MAX_FRAME_SIZE = 16_384;
 const HEADER_TABLE_SIZE = 4096;
 /** A call's headers at most: BuildKit sends a .dockerignore's patterns as metadata (gRPC servers take up to 16 MiB). */
 const MAX_HEADER_LIST_SIZE = 4 * 1024 * 1024;
+/**
+ * Frames one header block may take: the largest block in full frames, twice
+ * over. Without a bound, empty CONTINUATION frames would pile up forever
+ * (the "CONTINUATION flood").
+ */
+const MAX_HEADER_BLOCK_FRAMES = 2 * Math.ceil(MAX_HEADER_LIST_SIZE / MAX_FRAME_SIZE);
 /** Bytes a stream may queue before its writer is asked to wait. */
 const STREAM_WRITE_HIGH_WATER = 1024 * 1024;
 
@@ -385,7 +391,9 @@ export class Http2ServerConnection {
     if (!continuing || continuing.streamId !== streamId) throw new Http2ProtocolError(H2Code.PROTOCOL_ERROR, "CONTINUATION without HEADERS");
     continuing.fragments.push(payload);
     continuing.size += payload.length;
-    if (continuing.size > MAX_HEADER_LIST_SIZE) throw new Http2ProtocolError(H2Code.PROTOCOL_ERROR, "a header block too large");
+    if (continuing.size > MAX_HEADER_LIST_SIZE || continuing.fragments.length > MAX_HEADER_BLOCK_FRAMES) {
+      throw new Http2ProtocolError(H2Code.PROTOCOL_ERROR, "a header block too large");
+    }
     if (flags & Flag.END_HEADERS) this.#headerBlockDone();
   }
 
