@@ -2,6 +2,7 @@
 // (Node's, over loopback), and at the end by a raw socket writing frames.
 import { create, toBinary, fromBinary } from "@bufbuild/protobuf";
 import * as net from "node:net";
+import { Duplex, Readable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
 import { ChunkQueue } from "../src/session/chunk-queue.js";
@@ -478,6 +479,42 @@ describe("the session's HTTP/2 server", () => {
       expect(goaway?.payload.subarray(8).toString()).toContain("header block too large");
     } finally {
       raw.close();
+    }
+  });
+
+  it("ends the connection with GOAWAY ENHANCE_YOUR_CALM when the peer floods PINGs and reads no answer", async () => {
+    // A fake peer, as no socket can be told to stop reading at a known point:
+    // the server's first write is never called back until the end, so the
+    // rest pile up in the writable buffer as they would for a peer that does not read.
+    const written: Buffer[] = [];
+    let reading = false;
+    let release: (() => void) | undefined;
+    const peer = new Duplex({
+      writableHighWaterMark: 16 * 1024,
+      read() {},
+      write(chunk: Buffer, _encoding, callback) {
+        written.push(chunk);
+        if (reading) callback();
+        else release = () => callback();
+      },
+    });
+    const served = serveGrpc(peer, new Map());
+    try {
+      const pings = 30_000;
+      const flood = frame(Type.PING, 0, 0, Buffer.from("flooding"));
+      peer.push(Buffer.concat([PREFACE, frame(Type.SETTINGS, 0, 0, Buffer.alloc(0)), ...Array.from({ length: pings }, () => flood)]));
+      await new Promise((resolve) => setImmediate(resolve));
+      reading = true;
+      release?.();
+      await new Promise((resolve) => setImmediate(resolve));
+      const frames: Frame[] = [];
+      for await (const f of framesFrom(Readable.from([Buffer.concat(written)]))) frames.push(f);
+      expect(goawayCode(frames)).toBe(11); // ENHANCE_YOUR_CALM
+      const acks = frames.filter((f) => f.type === Type.PING && f.flags & 0x1).length;
+      expect(acks).toBeGreaterThan(0);
+      expect(acks).toBeLessThan(pings);
+    } finally {
+      served.close();
     }
   });
 });

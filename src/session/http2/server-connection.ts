@@ -22,7 +22,7 @@ const Flag = { END_STREAM: 0x1, ACK: 0x1, END_HEADERS: 0x4, PADDED: 0x8, PRIORIT
 const Setting = { HEADER_TABLE_SIZE: 1, ENABLE_PUSH: 2, MAX_CONCURRENT_STREAMS: 3, INITIAL_WINDOW_SIZE: 4, MAX_FRAME_SIZE: 5, MAX_HEADER_LIST_SIZE: 6 } as const;
 
 /** HTTP/2 error codes. */
-const H2Code = { NO_ERROR: 0, PROTOCOL_ERROR: 1, INTERNAL_ERROR: 2, FLOW_CONTROL_ERROR: 3, STREAM_CLOSED: 5, FRAME_SIZE_ERROR: 6, REFUSED_STREAM: 7, CANCEL: 8, COMPRESSION_ERROR: 9 } as const;
+const H2Code = { NO_ERROR: 0, PROTOCOL_ERROR: 1, INTERNAL_ERROR: 2, FLOW_CONTROL_ERROR: 3, STREAM_CLOSED: 5, FRAME_SIZE_ERROR: 6, REFUSED_STREAM: 7, CANCEL: 8, COMPRESSION_ERROR: 9, ENHANCE_YOUR_CALM: 11 } as const;
 
 const DEFAULT_WINDOW = 65_535;
 const MAX_WINDOW = 2 ** 31 - 1;
@@ -43,6 +43,12 @@ const MAX_HEADER_LIST_SIZE = 4 * 1024 * 1024;
 const MAX_HEADER_BLOCK_FRAMES = 2 * Math.ceil(MAX_HEADER_LIST_SIZE / MAX_FRAME_SIZE);
 /** Bytes a stream may queue before its writer is asked to wait. */
 const STREAM_WRITE_HIGH_WATER = 1024 * 1024;
+/**
+ * Answers to the peer's own frames (PING and SETTINGS acks, refused streams)
+ * we queue while it does not read what we write: past this, it is flooding
+ * us, and each answer would otherwise be held in memory until it reads.
+ */
+const MAX_ANSWERS_UNREAD = 10_000;
 
 class Http2ProtocolError extends Error {
   override name = "Http2ProtocolError";
@@ -263,6 +269,7 @@ export class Http2ServerConnection {
   #ready = new Set<StreamState>();
   #flushScheduled = false;
   #blocked = false;
+  #answersWhileBlocked = 0;
   #closed = false;
 
   constructor(connection: Duplex, options: Http2ServerOptions) {
@@ -274,6 +281,7 @@ export class Http2ServerConnection {
     connection.on("close", () => this.#fail(new Error("the connection closed")));
     connection.on("drain", () => {
       this.#blocked = false;
+      this.#answersWhileBlocked = 0;
       this.#flush();
     });
     // Our preface: SETTINGS, then room for the daemon to send ahead on the whole connection.
@@ -334,7 +342,7 @@ export class Http2ServerConnection {
       case FrameType.PING:
         if (payload.length !== 8) throw new Http2ProtocolError(H2Code.FRAME_SIZE_ERROR, "PING of a wrong size");
         // Answered at once: the daemon's flow control measures the round trip with it.
-        if (!(flags & Flag.ACK)) this.#writeFrame(FrameType.PING, Flag.ACK, 0, payload);
+        if (!(flags & Flag.ACK)) this.#answer(FrameType.PING, Flag.ACK, 0, payload);
         return;
       case FrameType.GOAWAY:
         // No new calls will come; those open go on.
@@ -418,7 +426,7 @@ export class Http2ServerConnection {
     // A stream already over (one we reset, say): its late headers were decoded for the table's sake, and are dropped.
     if (streamId <= this.#lastStreamId) return;
     this.#lastStreamId = streamId;
-    if (this.#goingAway) return this.#writeFrame(FrameType.RST_STREAM, 0, streamId, uint32(H2Code.REFUSED_STREAM));
+    if (this.#goingAway) return this.#answer(FrameType.RST_STREAM, 0, streamId, uint32(H2Code.REFUSED_STREAM));
     const stream = new StreamState(streamId, fields, this, this.#peerInitialWindow);
     this.#streams.set(streamId, stream);
     if (endStream) this.#endRemote(stream);
@@ -448,7 +456,7 @@ export class Http2ServerConnection {
       }
       // The rest do not concern a server that encodes without the dynamic table and never pushes.
     }
-    this.#writeFrame(FrameType.SETTINGS, Flag.ACK, 0, Buffer.alloc(0));
+    this.#answer(FrameType.SETTINGS, Flag.ACK, 0, Buffer.alloc(0));
   }
 
   #windowUpdate(streamId: number, payload: Buffer): void {
@@ -592,6 +600,14 @@ export class Http2ServerConnection {
       stream.closedLocal = true;
       if (!stream.signal.aborted) stream.controller.abort(new Error("the call is over"));
     }
+  }
+
+  /** A frame the peer's own frame calls for, unless the peer keeps sending them without reading ours. */
+  #answer(type: number, flags: number, streamId: number, payload: Uint8Array): void {
+    if (this.#blocked && ++this.#answersWhileBlocked > MAX_ANSWERS_UNREAD) {
+      throw new Http2ProtocolError(H2Code.ENHANCE_YOUR_CALM, "too many frames to answer while the peer reads none");
+    }
+    this.#writeFrame(type, flags, streamId, payload);
   }
 
   #writeFrame(type: number, flags: number, streamId: number, payload: Uint8Array): void {
