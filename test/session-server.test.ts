@@ -482,6 +482,32 @@ describe("the session's HTTP/2 server", () => {
     }
   });
 
+  it("refuses a stream whose id goes backwards with RST_STREAM STREAM_CLOSED, and serves the others", async () => {
+    const raw = await rawServer(new Map([["/x.Y/Reply", async (call: ServerCall) => call.send(new Uint8Array([7]))]]));
+    try {
+      raw.socket.write(
+        Buffer.concat([
+          PREFACE,
+          frame(Type.SETTINGS, 0, 0, Buffer.alloc(0)),
+          frame(Type.HEADERS, 0x5, 3, requestBlock("/x.Y/Reply")),
+          frame(Type.HEADERS, 0x5, 1, requestBlock("/x.Y/Reply")), // below the last id: no new stream
+          ping("after"),
+        ]),
+      );
+      const iterator = framesFrom(raw.socket)[Symbol.asyncIterator]();
+      const frames = await framesUntil(iterator, isPingAck("after"));
+      expect(frames.find((f) => f.type === Type.RST_STREAM && f.streamId === 1)?.payload.readUInt32BE(0)).toBe(5); // STREAM_CLOSED
+      expect(frames.some((f) => f.streamId === 1 && f.type !== Type.RST_STREAM)).toBe(false);
+      expect(goawayCode(frames)).toBeUndefined();
+      // Stream 3 is answered whole: its message, then its trailers.
+      const ended = (f: Frame) => f.type === Type.HEADERS && f.streamId === 3 && (f.flags & 0x1) !== 0;
+      if (!frames.some(ended)) frames.push(...(await framesUntil(iterator, ended)));
+      expect(dataBytes(frames.filter((f) => f.streamId === 3))).toBe(6);
+    } finally {
+      raw.close();
+    }
+  });
+
   it("ends the connection with GOAWAY ENHANCE_YOUR_CALM when the peer floods PINGs and reads no answer", async () => {
     // A fake peer, as no socket can be told to stop reading at a known point:
     // the server's first write is never called back until the end, so the

@@ -423,8 +423,9 @@ export class Http2ServerConnection {
       return;
     }
     if (streamId % 2 === 0) throw new Http2ProtocolError(H2Code.PROTOCOL_ERROR, `a client stream with the even id ${streamId}`);
-    // A stream already over (one we reset, say): its late headers were decoded for the table's sake, and are dropped.
-    if (streamId <= this.#lastStreamId) return;
+    // A stream already over (one we reset, say) or an id gone backwards: the headers were decoded for the
+    // table's sake, and the stream is refused as closed, so that a peer waiting on it hears why.
+    if (streamId <= this.#lastStreamId) return this.#answer(FrameType.RST_STREAM, 0, streamId, uint32(H2Code.STREAM_CLOSED));
     this.#lastStreamId = streamId;
     if (this.#goingAway) return this.#answer(FrameType.RST_STREAM, 0, streamId, uint32(H2Code.REFUSED_STREAM));
     const stream = new StreamState(streamId, fields, this, this.#peerInitialWindow);
