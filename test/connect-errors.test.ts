@@ -95,6 +95,26 @@ describe("connect() failures", () => {
     expect(err).toMatchObject({ code: "TIMEOUT", address });
   });
 
+  it("a docker socket whose refusal of the upgrade never ends: TIMEOUT after connectTimeoutMs, not a hang", async () => {
+    // Not dockerd: an HTTP server on a unix socket that answers 200 and never finishes the body.
+    const dir = tempDir("endless-refusal");
+    const socketPath = join(dir.path, "docker.sock");
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.write("no BuildKit here, and this answer goes on");
+    });
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+    try {
+      const address = `docker://${socketPath}`;
+      const err = await failure(connect(address, { connectTimeoutMs: 300 }));
+      expect(err).toMatchObject({ code: "TIMEOUT", address });
+    } finally {
+      server.closeAllConnections();
+      dir.remove();
+    }
+  });
+
   it("an aborted signal: CANCELED, with the reason kept", async () => {
     const { address } = await silentServer();
     const controller = new AbortController();

@@ -2,6 +2,7 @@
 // (Node's, over loopback), and at the end by a raw socket writing frames.
 import { create, toBinary, fromBinary } from "@bufbuild/protobuf";
 import * as net from "node:net";
+import { Duplex, Readable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
 import { ChunkQueue } from "../src/session/chunk-queue.js";
@@ -219,10 +220,16 @@ describe("the session's HTTP/2 server", () => {
     for (const [name, value] of fields) parts.push(Buffer.from([0x00, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value));
     return Buffer.concat(parts);
   }
+  interface Frame {
+    type: number;
+    flags: number;
+    streamId: number;
+    payload: Buffer;
+  }
   /** Frames the server sends, parsed as they come. */
-  async function* framesFrom(socket: net.Socket): AsyncGenerator<{ type: number; flags: number; streamId: number; payload: Buffer }> {
+  async function* framesFrom(socket: AsyncIterable<Buffer>): AsyncGenerator<Frame> {
     let buffer = Buffer.alloc(0);
-    for await (const chunk of socket as AsyncIterable<Buffer>) {
+    for await (const chunk of socket) {
       buffer = Buffer.concat([buffer, chunk]);
       while (buffer.length >= 9 && buffer.length >= 9 + buffer.readUIntBE(0, 3)) {
         const length = buffer.readUIntBE(0, 3);
@@ -346,6 +353,194 @@ describe("the session's HTTP/2 server", () => {
       expect(m.get("include-patterns")).toEqual(["src/**/*.ts", "package.json"]);
       expect(m.get("x-docker-expose-session-sharedkey")).toEqual(["app:0123456789abcdef"]);
       expect(m.get("te")).toEqual(["trailers"]);
+    }
+  });
+
+  // A peer's faults, each answered with a clean stream or connection error.
+  const Type = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 } as const;
+  const requestBlock = (path: string) =>
+    literals([
+      [":method", "POST"],
+      [":scheme", "http"],
+      [":path", path],
+      [":authority", "session"],
+      ["content-type", "application/grpc"],
+    ]);
+  const uint32 = (value: number) => {
+    const bytes = Buffer.alloc(4);
+    bytes.writeUInt32BE(value);
+    return bytes;
+  };
+  const initialWindow = (value: number) => Buffer.concat([Buffer.from([0, 4]), uint32(value)]);
+  const ping = (tag: string) => frame(Type.PING, 0, 0, Buffer.from(tag.padEnd(8).slice(0, 8)));
+  /** A handler that reads nothing and waits for its call to end. */
+  const idle = async (call: ServerCall) => new Promise<void>((resolve) => call.signal.addEventListener("abort", () => resolve()));
+  /** Reads frames until `last` matches one (included); all of them if the server closes first. */
+  async function framesUntil(frames: AsyncIterator<Frame>, last: (f: Frame) => boolean): Promise<Frame[]> {
+    const seen: Frame[] = [];
+    for (let next = await frames.next(); !next.done; next = await frames.next()) {
+      seen.push(next.value);
+      if (last(next.value)) break;
+    }
+    return seen;
+  }
+  const isPingAck = (tag: string) => (f: Frame) => f.type === Type.PING && (f.flags & 0x1) !== 0 && f.payload.toString() === tag.padEnd(8).slice(0, 8);
+  const goawayCode = (frames: Frame[]) => frames.find((f) => f.type === Type.GOAWAY)?.payload.readUInt32BE(4);
+  const dataBytes = (frames: Frame[]) => frames.filter((f) => f.type === Type.DATA).reduce((sum, f) => sum + f.payload.length, 0);
+
+  it("resets a stream whose peer sends past the stream's window (FLOW_CONTROL_ERROR), instead of buffering it", async () => {
+    const raw = await rawServer(new Map([["/x.Y/Idle", idle]]));
+    try {
+      const fullFrame = frame(Type.DATA, 0, 1, Buffer.alloc(16_384));
+      raw.socket.write(Buffer.concat([PREFACE, frame(Type.SETTINGS, 0, 0, Buffer.alloc(0)), frame(Type.HEADERS, 0x4, 1, requestBlock("/x.Y/Idle"))]));
+      // The 4 MiB the server's SETTINGS allow a stream, then one byte more.
+      for (let i = 0; i < 256; i++) raw.socket.write(fullFrame);
+      raw.socket.write(Buffer.concat([frame(Type.DATA, 0, 1, Buffer.alloc(1)), ping("after")]));
+      const frames = await framesUntil(framesFrom(raw.socket)[Symbol.asyncIterator](), isPingAck("after"));
+      const reset = frames.find((f) => f.type === Type.RST_STREAM && f.streamId === 1);
+      expect(reset?.payload.readUInt32BE(0)).toBe(3); // FLOW_CONTROL_ERROR
+      expect(goawayCode(frames)).toBeUndefined(); // the connection goes on
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("ends the connection with GOAWAY FLOW_CONTROL_ERROR when the peer sends past the connection's window", async () => {
+    const raw = await rawServer(new Map([["/x.Y/Idle", idle]]));
+    try {
+      raw.socket.write(Buffer.concat([PREFACE, frame(Type.SETTINGS, 0, 0, Buffer.alloc(0))]));
+      // Four streams fill their 4 MiB windows: the 16 MiB the connection allows. A fifth sends one byte.
+      for (const id of [1, 3, 5, 7]) {
+        raw.socket.write(frame(Type.HEADERS, 0x4, id, requestBlock("/x.Y/Idle")));
+        const fullFrame = frame(Type.DATA, 0, id, Buffer.alloc(16_384));
+        for (let i = 0; i < 256; i++) raw.socket.write(fullFrame);
+      }
+      raw.socket.write(Buffer.concat([frame(Type.HEADERS, 0x4, 9, requestBlock("/x.Y/Idle")), frame(Type.DATA, 0, 9, Buffer.alloc(1)), ping("after")]));
+      const frames = await framesUntil(framesFrom(raw.socket)[Symbol.asyncIterator](), (f) => f.type === Type.GOAWAY || isPingAck("after")(f));
+      expect(goawayCode(frames)).toBe(3); // FLOW_CONTROL_ERROR
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("moves an open stream's send window when the peer changes SETTINGS_INITIAL_WINDOW_SIZE mid-stream, below zero too", async () => {
+    const reply = new Uint8Array(1000).fill(1); // 1005 bytes of DATA with its prefix
+    const raw = await rawServer(new Map([["/x.Y/Reply", async (call: ServerCall) => call.send(reply)]]));
+    try {
+      const frames = framesFrom(raw.socket)[Symbol.asyncIterator]();
+      raw.socket.write(Buffer.concat([PREFACE, frame(Type.SETTINGS, 0, 0, initialWindow(600)), frame(Type.HEADERS, 0x5, 1, requestBlock("/x.Y/Reply"))]));
+      let seen = await framesUntil(frames, (f) => f.type === Type.DATA);
+      expect(dataBytes(seen)).toBe(600);
+      // 600 sent, the initial window now 100: the stream's window is -500; 500 more brings it to 0, still nothing to send.
+      raw.socket.write(Buffer.concat([frame(Type.SETTINGS, 0, 0, initialWindow(100)), frame(Type.WINDOW_UPDATE, 0, 1, uint32(500)), ping("stalled")]));
+      seen = await framesUntil(frames, isPingAck("stalled"));
+      expect(dataBytes(seen)).toBe(0);
+      expect(seen.some((f) => f.type === Type.HEADERS)).toBe(false);
+      // Room for the rest: it comes, then the trailers.
+      raw.socket.write(frame(Type.WINDOW_UPDATE, 0, 1, uint32(405)));
+      seen = await framesUntil(frames, (f) => f.type === Type.HEADERS && (f.flags & 0x1) !== 0);
+      expect(dataBytes(seen)).toBe(405);
+      expect(seen.at(-1)?.payload.toString("latin1")).toContain("grpc-status");
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("ends the connection with GOAWAY FLOW_CONTROL_ERROR when a new initial window size overflows an open stream's window", async () => {
+    const raw = await rawServer(new Map([["/x.Y/Idle", idle]]));
+    try {
+      raw.socket.write(
+        Buffer.concat([
+          PREFACE,
+          frame(Type.SETTINGS, 0, 0, initialWindow(0)),
+          frame(Type.HEADERS, 0x4, 1, requestBlock("/x.Y/Idle")),
+          frame(Type.WINDOW_UPDATE, 0, 1, uint32(2 ** 31 - 1)), // the largest window a stream may have
+          frame(Type.SETTINGS, 0, 0, initialWindow(1)), // one more
+          ping("after"),
+        ]),
+      );
+      const frames = await framesUntil(framesFrom(raw.socket)[Symbol.asyncIterator](), (f) => f.type === Type.GOAWAY || isPingAck("after")(f));
+      expect(goawayCode(frames)).toBe(3); // FLOW_CONTROL_ERROR
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("ends the connection when a header block goes on in endless empty CONTINUATION frames", async () => {
+    const raw = await rawServer(new Map([["/x.Y/Idle", idle]]));
+    try {
+      const block = requestBlock("/x.Y/Idle");
+      const empty = frame(Type.CONTINUATION, 0, 1, Buffer.alloc(0));
+      raw.socket.write(Buffer.concat([PREFACE, frame(Type.HEADERS, 0, 1, block), ...Array.from({ length: 2000 }, () => empty), ping("after")]));
+      const frames = await framesUntil(framesFrom(raw.socket)[Symbol.asyncIterator](), (f) => f.type === Type.GOAWAY);
+      const goaway = frames.find((f) => f.type === Type.GOAWAY);
+      expect(goaway?.payload.readUInt32BE(4)).toBe(1); // PROTOCOL_ERROR
+      // Refused for its length, not only when the PING finally interrupts it.
+      expect(goaway?.payload.subarray(8).toString()).toContain("header block too large");
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("refuses a stream whose id goes backwards with RST_STREAM STREAM_CLOSED, and serves the others", async () => {
+    const raw = await rawServer(new Map([["/x.Y/Reply", async (call: ServerCall) => call.send(new Uint8Array([7]))]]));
+    try {
+      raw.socket.write(
+        Buffer.concat([
+          PREFACE,
+          frame(Type.SETTINGS, 0, 0, Buffer.alloc(0)),
+          frame(Type.HEADERS, 0x5, 3, requestBlock("/x.Y/Reply")),
+          frame(Type.HEADERS, 0x5, 1, requestBlock("/x.Y/Reply")), // below the last id: no new stream
+          ping("after"),
+        ]),
+      );
+      const iterator = framesFrom(raw.socket)[Symbol.asyncIterator]();
+      const frames = await framesUntil(iterator, isPingAck("after"));
+      expect(frames.find((f) => f.type === Type.RST_STREAM && f.streamId === 1)?.payload.readUInt32BE(0)).toBe(5); // STREAM_CLOSED
+      expect(frames.some((f) => f.streamId === 1 && f.type !== Type.RST_STREAM)).toBe(false);
+      expect(goawayCode(frames)).toBeUndefined();
+      // Stream 3 is answered whole: its message, then its trailers.
+      const ended = (f: Frame) => f.type === Type.HEADERS && f.streamId === 3 && (f.flags & 0x1) !== 0;
+      if (!frames.some(ended)) frames.push(...(await framesUntil(iterator, ended)));
+      expect(dataBytes(frames.filter((f) => f.streamId === 3))).toBe(6);
+    } finally {
+      raw.close();
+    }
+  });
+
+  it("ends the connection with GOAWAY ENHANCE_YOUR_CALM when the peer floods PINGs and reads no answer", async () => {
+    // A fake peer, as no socket can be told to stop reading at a known point:
+    // the server's first write is never called back until the end, so the
+    // rest pile up in the writable buffer as they would for a peer that does not read.
+    const written: Buffer[] = [];
+    let reading = false;
+    let release: (() => void) | undefined;
+    const peer = new Duplex({
+      writableHighWaterMark: 16 * 1024,
+      read() {},
+      write(chunk: Buffer, _encoding, callback) {
+        written.push(chunk);
+        if (reading) callback();
+        else release = () => callback();
+      },
+    });
+    const served = serveGrpc(peer, new Map());
+    try {
+      const pings = 30_000;
+      const flood = frame(Type.PING, 0, 0, Buffer.from("flooding"));
+      peer.push(Buffer.concat([PREFACE, frame(Type.SETTINGS, 0, 0, Buffer.alloc(0)), ...Array.from({ length: pings }, () => flood)]));
+      await new Promise((resolve) => setImmediate(resolve));
+      reading = true;
+      release?.();
+      await new Promise((resolve) => setImmediate(resolve));
+      const frames: Frame[] = [];
+      for await (const f of framesFrom(Readable.from([Buffer.concat(written)]))) frames.push(f);
+      expect(goawayCode(frames)).toBe(11); // ENHANCE_YOUR_CALM
+      const acks = frames.filter((f) => f.type === Type.PING && f.flags & 0x1).length;
+      expect(acks).toBeGreaterThan(0);
+      expect(acks).toBeLessThan(pings);
+    } finally {
+      served.close();
     }
   });
 });

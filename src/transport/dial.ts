@@ -147,6 +147,9 @@ function dialSocket(socket: net.Socket, address: string, signal: AbortSignal, re
   });
 }
 
+/** Bytes of a refused upgrade's answer kept for the error message (which shows 300 characters). */
+const REFUSAL_BYTES_KEPT = 4096;
+
 /**
  * Asks dockerd to hand over its Engine API socket to BuildKit's Control API:
  * `POST /grpc` with `Upgrade: h2c`, answered `101 Switching Protocols`; we
@@ -181,15 +184,25 @@ function upgradeToGrpc(socketPath: string, address: string, signal: AbortSignal)
       resolve(socket);
     });
     request.on("response", (response) => {
-      settle();
+      // The refusal is read within the attempt's bound (an answer that never
+      // ends is a timeout, not a hang), and only its start is kept.
       const chunks: Buffer[] = [];
-      response.on("data", (chunk: Buffer) => chunks.push(chunk));
+      let kept = 0;
+      response.on("data", (chunk: Buffer) => {
+        if (kept >= REFUSAL_BYTES_KEPT) return;
+        chunks.push(chunk);
+        kept += chunk.length;
+      });
       response.on("end", () => {
+        settle();
         const body = Buffer.concat(chunks).toString("utf8").trim().slice(0, 300);
         const code: ErrorCode = response.statusCode === 404 ? "UNIMPLEMENTED" : "UNAVAILABLE";
         reject(new TransportError(code, address, `${address}: dockerd does not offer BuildKit at ${path} (HTTP ${response.statusCode}${body ? `: ${body}` : ""})`));
       });
-      response.on("error", (err) => reject(dialError(err, address, false)));
+      response.on("error", (err) => {
+        settle();
+        reject(dialError(err, address, false));
+      });
     });
     request.on("error", (err: NodeJS.ErrnoException) => {
       settle();

@@ -22,7 +22,7 @@ const Flag = { END_STREAM: 0x1, ACK: 0x1, END_HEADERS: 0x4, PADDED: 0x8, PRIORIT
 const Setting = { HEADER_TABLE_SIZE: 1, ENABLE_PUSH: 2, MAX_CONCURRENT_STREAMS: 3, INITIAL_WINDOW_SIZE: 4, MAX_FRAME_SIZE: 5, MAX_HEADER_LIST_SIZE: 6 } as const;
 
 /** HTTP/2 error codes. */
-const H2Code = { NO_ERROR: 0, PROTOCOL_ERROR: 1, INTERNAL_ERROR: 2, FLOW_CONTROL_ERROR: 3, STREAM_CLOSED: 5, FRAME_SIZE_ERROR: 6, REFUSED_STREAM: 7, CANCEL: 8, COMPRESSION_ERROR: 9 } as const;
+const H2Code = { NO_ERROR: 0, PROTOCOL_ERROR: 1, INTERNAL_ERROR: 2, FLOW_CONTROL_ERROR: 3, STREAM_CLOSED: 5, FRAME_SIZE_ERROR: 6, REFUSED_STREAM: 7, CANCEL: 8, COMPRESSION_ERROR: 9, ENHANCE_YOUR_CALM: 11 } as const;
 
 const DEFAULT_WINDOW = 65_535;
 const MAX_WINDOW = 2 ** 31 - 1;
@@ -35,8 +35,20 @@ const MAX_FRAME_SIZE = 16_384;
 const HEADER_TABLE_SIZE = 4096;
 /** A call's headers at most: BuildKit sends a .dockerignore's patterns as metadata (gRPC servers take up to 16 MiB). */
 const MAX_HEADER_LIST_SIZE = 4 * 1024 * 1024;
+/**
+ * Frames one header block may take: the largest block in full frames, twice
+ * over. Without a bound, empty CONTINUATION frames would pile up forever
+ * (the "CONTINUATION flood").
+ */
+const MAX_HEADER_BLOCK_FRAMES = 2 * Math.ceil(MAX_HEADER_LIST_SIZE / MAX_FRAME_SIZE);
 /** Bytes a stream may queue before its writer is asked to wait. */
 const STREAM_WRITE_HIGH_WATER = 1024 * 1024;
+/**
+ * Answers to the peer's own frames (PING and SETTINGS acks, refused streams)
+ * we queue while it does not read what we write: past this, it is flooding
+ * us, and each answer would otherwise be held in memory until it reads.
+ */
+const MAX_ANSWERS_UNREAD = 10_000;
 
 class Http2ProtocolError extends Error {
   override name = "Http2ProtocolError";
@@ -111,6 +123,8 @@ class StreamState implements ServerStream {
   wakeReader: (() => void) | undefined;
   /** Bytes taken by the reader not yet credited back to the peer's stream window. */
   unackedBytes = 0;
+  /** What the peer may still send on this stream before we credit more (we announced STREAM_WINDOW). */
+  receiveWindow = STREAM_WINDOW;
   // Outbound.
   sendWindow: number;
   readonly outgoing: OutgoingItem = { data: [], dataBytes: 0, queuedTotal: 0, framedTotal: 0, sentMarkers: [] };
@@ -247,12 +261,15 @@ export class Http2ServerConnection {
   #peerInitialWindow = DEFAULT_WINDOW;
   #peerMaxFrameSize = 16_384;
   #connectionSendWindow = DEFAULT_WINDOW;
-  // Our receive side: bytes the peer sent that were taken (or dropped) and not yet credited back.
+  // Our receive side: bytes the peer sent that were taken (or dropped) and not yet credited back,
+  // and what it may still send on the connection before we credit more.
   #connectionToCredit = 0;
+  #connectionReceiveWindow = CONNECTION_WINDOW;
   // Output.
   #ready = new Set<StreamState>();
   #flushScheduled = false;
   #blocked = false;
+  #answersWhileBlocked = 0;
   #closed = false;
 
   constructor(connection: Duplex, options: Http2ServerOptions) {
@@ -264,6 +281,7 @@ export class Http2ServerConnection {
     connection.on("close", () => this.#fail(new Error("the connection closed")));
     connection.on("drain", () => {
       this.#blocked = false;
+      this.#answersWhileBlocked = 0;
       this.#flush();
     });
     // Our preface: SETTINGS, then room for the daemon to send ahead on the whole connection.
@@ -324,7 +342,7 @@ export class Http2ServerConnection {
       case FrameType.PING:
         if (payload.length !== 8) throw new Http2ProtocolError(H2Code.FRAME_SIZE_ERROR, "PING of a wrong size");
         // Answered at once: the daemon's flow control measures the round trip with it.
-        if (!(flags & Flag.ACK)) this.#writeFrame(FrameType.PING, Flag.ACK, 0, payload);
+        if (!(flags & Flag.ACK)) this.#answer(FrameType.PING, Flag.ACK, 0, payload);
         return;
       case FrameType.GOAWAY:
         // No new calls will come; those open go on.
@@ -340,7 +358,11 @@ export class Http2ServerConnection {
   }
 
   #data(flags: number, streamId: number, payload: Buffer): void {
+    if (streamId === 0) throw new Http2ProtocolError(H2Code.PROTOCOL_ERROR, "DATA on stream 0");
     const data = unpad(flags, payload);
+    // A peer that sends past the windows we gave would have us buffer without bound.
+    this.#connectionReceiveWindow -= payload.length;
+    if (this.#connectionReceiveWindow < 0) throw new Http2ProtocolError(H2Code.FLOW_CONTROL_ERROR, "DATA beyond the connection's window");
     const stream = this.#streams.get(streamId);
     if (!stream || stream.closedRemote) {
       // A stream we reset or ended: its bytes still counted against the connection's window.
@@ -348,10 +370,14 @@ export class Http2ServerConnection {
       this.#creditConnection();
       return;
     }
-    // Flow control counts padding too; it is credited back with the data.
+    stream.receiveWindow -= payload.length;
+    if (stream.receiveWindow < 0) {
+      this.#connectionToCredit += payload.length;
+      return this.resetStream(stream, H2Code.FLOW_CONTROL_ERROR, true);
+    }
+    // Flow control counts padding too; it is credited back at once.
     const padding = payload.length - data.length;
-    this.#connectionToCredit += padding;
-    stream.unackedBytes += padding;
+    if (padding > 0) this.credit(stream, padding);
     if (data.length > 0) {
       if (stream.discarding) this.credit(stream, data.length);
       else stream.received.push(data);
@@ -373,7 +399,9 @@ export class Http2ServerConnection {
     if (!continuing || continuing.streamId !== streamId) throw new Http2ProtocolError(H2Code.PROTOCOL_ERROR, "CONTINUATION without HEADERS");
     continuing.fragments.push(payload);
     continuing.size += payload.length;
-    if (continuing.size > MAX_HEADER_LIST_SIZE) throw new Http2ProtocolError(H2Code.PROTOCOL_ERROR, "a header block too large");
+    if (continuing.size > MAX_HEADER_LIST_SIZE || continuing.fragments.length > MAX_HEADER_BLOCK_FRAMES) {
+      throw new Http2ProtocolError(H2Code.PROTOCOL_ERROR, "a header block too large");
+    }
     if (flags & Flag.END_HEADERS) this.#headerBlockDone();
   }
 
@@ -395,10 +423,11 @@ export class Http2ServerConnection {
       return;
     }
     if (streamId % 2 === 0) throw new Http2ProtocolError(H2Code.PROTOCOL_ERROR, `a client stream with the even id ${streamId}`);
-    // A stream already over (one we reset, say): its late headers were decoded for the table's sake, and are dropped.
-    if (streamId <= this.#lastStreamId) return;
+    // A stream already over (one we reset, say) or an id gone backwards: the headers were decoded for the
+    // table's sake, and the stream is refused as closed, so that a peer waiting on it hears why.
+    if (streamId <= this.#lastStreamId) return this.#answer(FrameType.RST_STREAM, 0, streamId, uint32(H2Code.STREAM_CLOSED));
     this.#lastStreamId = streamId;
-    if (this.#goingAway) return this.#writeFrame(FrameType.RST_STREAM, 0, streamId, uint32(H2Code.REFUSED_STREAM));
+    if (this.#goingAway) return this.#answer(FrameType.RST_STREAM, 0, streamId, uint32(H2Code.REFUSED_STREAM));
     const stream = new StreamState(streamId, fields, this, this.#peerInitialWindow);
     this.#streams.set(streamId, stream);
     if (endStream) this.#endRemote(stream);
@@ -416,8 +445,10 @@ export class Http2ServerConnection {
         if (value > MAX_WINDOW) throw new Http2ProtocolError(H2Code.FLOW_CONTROL_ERROR, "initial window too large");
         const delta = value - this.#peerInitialWindow;
         this.#peerInitialWindow = value;
+        // Open streams' windows move by the change (RFC 9113 §6.9.2): below zero they wait for WINDOW_UPDATEs.
         for (const stream of this.#streams.values()) {
           stream.sendWindow += delta;
+          if (stream.sendWindow > MAX_WINDOW) throw new Http2ProtocolError(H2Code.FLOW_CONTROL_ERROR, "a stream's window overflowed with the new initial window");
           if (stream.sendWindow > 0) this.schedule(stream);
         }
       } else if (id === Setting.MAX_FRAME_SIZE) {
@@ -426,7 +457,7 @@ export class Http2ServerConnection {
       }
       // The rest do not concern a server that encodes without the dynamic table and never pushes.
     }
-    this.#writeFrame(FrameType.SETTINGS, Flag.ACK, 0, Buffer.alloc(0));
+    this.#answer(FrameType.SETTINGS, Flag.ACK, 0, Buffer.alloc(0));
   }
 
   #windowUpdate(streamId: number, payload: Buffer): void {
@@ -460,6 +491,7 @@ export class Http2ServerConnection {
     this.#connectionToCredit += bytes;
     if (!stream.closedRemote && stream.unackedBytes >= STREAM_WINDOW / 4) {
       this.#writeFrame(FrameType.WINDOW_UPDATE, 0, stream.id, uint32(stream.unackedBytes));
+      stream.receiveWindow += stream.unackedBytes;
       stream.unackedBytes = 0;
     }
     this.#creditConnection();
@@ -468,6 +500,7 @@ export class Http2ServerConnection {
   #creditConnection(): void {
     if (this.#connectionToCredit < CONNECTION_WINDOW / 4) return;
     this.#writeFrame(FrameType.WINDOW_UPDATE, 0, 0, uint32(this.#connectionToCredit));
+    this.#connectionReceiveWindow += this.#connectionToCredit;
     this.#connectionToCredit = 0;
   }
 
@@ -568,6 +601,14 @@ export class Http2ServerConnection {
       stream.closedLocal = true;
       if (!stream.signal.aborted) stream.controller.abort(new Error("the call is over"));
     }
+  }
+
+  /** A frame the peer's own frame calls for, unless the peer keeps sending them without reading ours. */
+  #answer(type: number, flags: number, streamId: number, payload: Uint8Array): void {
+    if (this.#blocked && ++this.#answersWhileBlocked > MAX_ANSWERS_UNREAD) {
+      throw new Http2ProtocolError(H2Code.ENHANCE_YOUR_CALM, "too many frames to answer while the peer reads none");
+    }
+    this.#writeFrame(type, flags, streamId, payload);
   }
 
   #writeFrame(type: number, flags: number, streamId: number, payload: Uint8Array): void {
