@@ -3,6 +3,7 @@
 #   - dockerd 20.10 (Debian docker.io), whose embedded BuildKit we reach as docker://
 #   - a plain registry on 127.0.0.1:5000 and one with htpasswd auth on 127.0.0.1:5001
 #   - a busybox base image (from busybox-static) pushed to both registries
+#   - the tools the tests run (OpenSSH's client tools, ps, git)
 #   - when a buildkitd binary is at hand (BUILDKITD=path, else ../shared/buildkit/bin/buildkitd
 #     beside the project): a standalone buildkitd with its own root, mutual TLS on a loopback
 #     TCP port (certificates made here with openssl; the server name is not the address, as on
@@ -37,7 +38,11 @@ readonly AUTH_REALM=buildkit-node
 readonly HTPASSWD_FILE=$CONF_DIR/htpasswd
 readonly BASE_IMAGE_REPO=busybox:latest
 
-readonly PACKAGES=(docker.io docker-registry busybox-static apache2-utils curl ca-certificates openssl runc iproute2)
+# The daemons and what this script runs, then the tools the tests run that a minimal Debian lacks:
+# ssh-agent/ssh-keygen/ssh-add (SSH forwarding), ps (the leak tests' child processes), git (git
+# archive contexts; CI's src/gen check). openssl is both; script (bsdutils) and tar are essential.
+readonly PACKAGES=(docker.io docker-registry busybox-static apache2-utils curl ca-certificates openssl runc iproute2
+  openssh-client procps git)
 
 # The standalone buildkitd (optional: only when a binary is at hand).
 readonly SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
