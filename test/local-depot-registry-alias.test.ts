@@ -77,6 +77,13 @@ describe("the saved-image registry as registry.depot.dev (depotRegistryPort)", (
     expect((await upload(pullToken)).status).toBe(403);
     expect((await upload(build.buildToken)).status).toBe(202); // reached the real registry
   });
+
+  it("answers a reference with a malformed %-escape (it names no repository object) and goes on serving", async () => {
+    const build = await cli().createBuild({ projectId, options: [{ command: Command.BUILD, save: true }] }, bearer(local.token));
+    const malformed = await fetch(`http://${aliasAddress}/v2/${projectId}/manifests/%E0%A4%A`, { headers: basic(build.buildToken) });
+    expect(malformed.status).toBe(403);
+    expect((await fetch(`http://${aliasAddress}/v2/`, { headers: basic(build.buildToken) })).status).toBe(200);
+  });
 });
 
 describe("depotRegistryPort, refused", () => {

@@ -37,7 +37,7 @@ export interface RegistryTarget {
   reference: string;
 }
 
-/** `ok`: relay it (with `headers` replacing the client's Authorization, if given); otherwise answer with `status`. */
+/** `ok`: relay it (with `upstreamAuthorization` replacing the client's Authorization, if given); otherwise answer with `status`. */
 export type AccessDecision =
   | { ok: true; upstreamAuthorization?: string | undefined }
   | { ok: false; status: 401 | 403 | 404; code: string; message: string };
@@ -165,12 +165,22 @@ function listenError(err: Error, port: number): BuildKitNodeError {
   return BuildKitNodeError.from(err, where);
 }
 
-/** `/v2/<repository>/(manifests|blobs|tags)/<reference>`; repository names may hold slashes. */
-export function parseTarget(url: string): RegistryTarget | undefined {
+/**
+ * `/v2/<repository>/(manifests|blobs|tags)/<reference>`; repository names may hold slashes.
+ * A reference with a malformed %-escape names nothing (decoding it would throw in the
+ * request handler and end the process).
+ */
+function parseTarget(url: string): RegistryTarget | undefined {
   const path = url.split("?")[0]!;
   const match = /^\/v2\/(.+?)\/(manifests|blobs|tags)\/(.+)$/.exec(path);
   if (!match) return undefined;
-  return { repository: match[1]!, kind: match[2] as RegistryTarget["kind"], reference: decodeURIComponent(match[3]!) };
+  let reference: string;
+  try {
+    reference = decodeURIComponent(match[3]!);
+  } catch {
+    return undefined;
+  }
+  return { repository: match[1]!, kind: match[2] as RegistryTarget["kind"], reference };
 }
 
 function upstreamAddress(registry: string): { host: string; port: number } {
