@@ -95,7 +95,7 @@ describe("depotRegistryPort, refused", () => {
     await expect(startLocalDepot({ buildkit: DOCKER_BUILDKIT, depotRegistryPort: 70_000 })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
   });
 
-  it("on a port already taken: a typed error that says so", async () => {
+  it("on a port already taken: a typed error that says so (the API's own --port too)", async () => {
     const taken = net.createServer();
     await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
     const { port } = taken.address() as net.AddressInfo;
@@ -104,6 +104,11 @@ describe("depotRegistryPort, refused", () => {
         name: "BuildKitNodeError",
         code: "ALREADY_EXISTS",
         message: `a registry front cannot listen on 127.0.0.1:${port}: the port is in use`,
+      });
+      await expect(startLocalDepot({ buildkit: DOCKER_BUILDKIT, port })).rejects.toMatchObject({
+        name: "BuildKitNodeError",
+        code: "ALREADY_EXISTS",
+        message: `the local Depot API cannot listen on 127.0.0.1:${port}: the port is in use`,
       });
     } finally {
       await new Promise((resolve) => taken.close(resolve));

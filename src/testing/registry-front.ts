@@ -13,6 +13,7 @@ import * as tls from "node:tls";
 import { BuildKitNodeError } from "../errors.js";
 import { createLogger } from "../log.js";
 import { type CertificateAuthority, createCertificateAuthority } from "./certificates.js";
+import { listenError } from "./listen-error.js";
 import { replaying } from "./replaying-socket.js";
 
 const log = createLogger("registry-front");
@@ -55,7 +56,7 @@ export interface RegistryFrontOptions {
   dnsNames?: string[];
   /** The realm in `WWW-Authenticate: Basic` challenges (default "registry-front"). */
   realm?: string;
-  /** Default 0 (any free port). */
+  /** Default 0 (any free port). A port in use: ALREADY_EXISTS; below 1024 without root: PERMISSION_DENIED. */
   port?: number;
 }
 
@@ -135,7 +136,7 @@ export async function startRegistryFront(options: RegistryFrontOptions): Promise
   });
   const port = options.port ?? 0;
   await new Promise<void>((resolve, reject) => {
-    const refused = (err: Error) => reject(listenError(err, port));
+    const refused = (err: Error) => reject(listenError(err, "a registry front", port));
     server.once("error", refused);
     server.listen(port, "127.0.0.1", () => {
       server.off("error", refused);
@@ -152,17 +153,6 @@ export async function startRegistryFront(options: RegistryFrontOptions): Promise
       for (const socket of sockets) socket.destroy();
     }));
   return { host, caCertificate: authority.cert, stop, [Symbol.asyncDispose]: stop };
-}
-
-/** Why the front cannot have its port, as a user can act on it. */
-function listenError(err: Error, port: number): BuildKitNodeError {
-  const errno = (err as NodeJS.ErrnoException).code;
-  const where = `a registry front cannot listen on 127.0.0.1:${port}`;
-  if (errno === "EADDRINUSE") return new BuildKitNodeError("ALREADY_EXISTS", `${where}: the port is in use`, { cause: err });
-  if (errno === "EACCES" && port < 1024) {
-    return new BuildKitNodeError("PERMISSION_DENIED", `${where}: a port below 1024 needs root (or CAP_NET_BIND_SERVICE)`, { cause: err });
-  }
-  return BuildKitNodeError.from(err, where);
 }
 
 /**
