@@ -3,6 +3,7 @@
 #   - dockerd 20.10 (Debian docker.io), whose embedded BuildKit we reach as docker://
 #   - a plain registry on 127.0.0.1:5000 and one with htpasswd auth on 127.0.0.1:5001
 #   - a busybox base image (from busybox-static) pushed to both registries
+#   - the tools the tests run (OpenSSH's client tools, ps, git)
 #   - when a buildkitd binary is at hand (BUILDKITD=path, else ../shared/buildkit/bin/buildkitd
 #     beside the project): a standalone buildkitd with its own root, mutual TLS on a loopback
 #     TCP port (certificates made here with openssl; the server name is not the address, as on
@@ -37,7 +38,11 @@ readonly AUTH_REALM=buildkit-node
 readonly HTPASSWD_FILE=$CONF_DIR/htpasswd
 readonly BASE_IMAGE_REPO=busybox:latest
 
-readonly PACKAGES=(docker.io docker-registry busybox-static apache2-utils curl ca-certificates openssl runc iproute2)
+# The daemons and what this script runs, then the tools the tests run that a minimal Debian lacks:
+# ssh-agent/ssh-keygen/ssh-add (SSH forwarding), ps (the leak tests' child processes), git (git
+# archive contexts; CI's src/gen check). openssl is both; script (bsdutils) and tar are essential.
+readonly PACKAGES=(docker.io docker-registry busybox-static apache2-utils curl ca-certificates openssl runc iproute2
+  openssh-client procps git)
 
 # The standalone buildkitd (optional: only when a binary is at hand).
 readonly SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -52,7 +57,8 @@ readonly BUILDKITD_SERVER_NAME=buildkitd.local-buildkit.test
 
 # Depot's registry as this machine's own (optional, see the top).
 readonly DEPOT_REGISTRY_HOST=registry.depot.dev
-readonly HOSTS_FILE=/etc/hosts
+# (BUILDKIT_NODE_HOSTS_FILE: a copy to edit instead, for the tests of these edits.)
+readonly HOSTS_FILE=${BUILDKIT_NODE_HOSTS_FILE:-/etc/hosts}
 readonly HOSTS_ALIAS_LINE="127.0.0.1 $DEPOT_REGISTRY_HOST # buildkit-node: Depot registry alias (local-buildkit.sh down removes it)"
 
 log() { printf 'local-buildkit: %s\n' "$*" >&2; }
@@ -418,20 +424,32 @@ TOML
 
 # (Written in place: in a container /etc/hosts is often a bind mount, which cannot be replaced.)
 add_depot_alias_to_hosts() {
-  if ! depot_alias_in_hosts; then
-    # The last line may lack its newline.
-    [ ! -s "$HOSTS_FILE" ] || [ -z "$(tail -c 1 "$HOSTS_FILE")" ] || echo >>"$HOSTS_FILE"
-    printf '%s\n' "$HOSTS_ALIAS_LINE" >>"$HOSTS_FILE"
-    log "added $DEPOT_REGISTRY_HOST as 127.0.0.1 to $HOSTS_FILE"
-  fi
+  depot_alias_in_hosts && return 0
+  # The last line may lack its newline.
+  [ ! -s "$HOSTS_FILE" ] || [ -z "$(tail -c 1 "$HOSTS_FILE")" ] || echo >>"$HOSTS_FILE"
+  printf '%s\n' "$HOSTS_ALIAS_LINE" >>"$HOSTS_FILE"
+  log "added $DEPOT_REGISTRY_HOST as 127.0.0.1 to $HOSTS_FILE"
+}
+
+ensure_depot_alias() {
+  add_depot_alias_to_hosts
   depot_alias_resolves || die "$DEPOT_REGISTRY_HOST does not resolve to 127.0.0.1 first: another line of $HOSTS_FILE names it"
 }
 
+# Every other line stays as it was, blank lines at the end included (a command substitution
+# would drop those); a last line that lacked its newline before up keeps the one up gave it.
 remove_depot_alias_from_hosts() {
   depot_alias_in_hosts || return 0
-  local kept
-  kept=$(grep -vxF "$HOSTS_ALIAS_LINE" "$HOSTS_FILE" || true)
-  printf '%s\n' "$kept" >"$HOSTS_FILE"
+  local kept status=0
+  kept=$(mktemp)
+  grep -vxF "$HOSTS_ALIAS_LINE" "$HOSTS_FILE" >"$kept" || status=$?
+  # grep says 1 when no line is left: the alias was the whole file.
+  if [ "$status" -gt 1 ]; then
+    rm -f "$kept"
+    die "cannot read $HOSTS_FILE"
+  fi
+  cat "$kept" >"$HOSTS_FILE"
+  rm -f "$kept"
   log "removed $DEPOT_REGISTRY_HOST from $HOSTS_FILE"
 }
 
@@ -470,7 +488,7 @@ cmd_up() {
   ensure_registry "$AUTH_PORT"
   ensure_dockerd
   ensure_busybox
-  [ "${BUILDKIT_NODE_DEPOT_REGISTRY_ALIAS:-}" != 1 ] || add_depot_alias_to_hosts
+  [ "${BUILDKIT_NODE_DEPOT_REGISTRY_ALIAS:-}" != 1 ] || ensure_depot_alias
   ensure_buildkitd
   echo "local BuildKit up: dockerd unix://$DOCKER_SOCK (docker://), registry 127.0.0.1:$PLAIN_PORT," \
     "auth registry 127.0.0.1:$AUTH_PORT ($AUTH_USER), base image 127.0.0.1:$PLAIN_PORT/$BASE_IMAGE_REPO"
@@ -610,4 +628,5 @@ main() {
   esac
 }
 
-main "$@"
+# Sourced (the tests of the /etc/hosts edits call its functions), it only defines them.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi

@@ -63,7 +63,7 @@ export interface CliProcess {
   child: ChildProcess;
   /** stderr so far. */
   stderr(): string;
-  /** Resolves once stderr matches. */
+  /** Resolves once stderr matches; rejects at once when the command ends without a match. */
   waitForStderr(pattern: RegExp, timeoutMs?: number): Promise<void>;
   exited: Promise<CliResult>;
 }
@@ -112,6 +112,7 @@ function spawnCollecting(file: string, args: string[], options: CliOptions): Cli
   });
   const stdout: Buffer[] = [];
   let stderr = "";
+  let closed = false;
   const waiters = new Set<() => void>();
   child.stdout!.on("data", (chunk: Buffer) => stdout.push(chunk));
   child.stderr!.setEncoding("utf8");
@@ -133,6 +134,8 @@ function spawnCollecting(file: string, args: string[], options: CliOptions): Cli
     child.on("error", reject);
     child.on("close", (code, signal) => {
       clearTimeout(timer);
+      closed = true;
+      for (const check of waiters) check();
       resolve({ code, signal, stdout: Buffer.concat(stdout), stderr, ms: Date.now() - started });
     });
   });
@@ -146,11 +149,14 @@ function spawnCollecting(file: string, args: string[], options: CliOptions): Cli
           waiters.delete(check);
           reject(new Error(`stderr did not match ${pattern} within ${waitMs} ms:\n${stderr}`));
         }, waitMs);
+        // A command that has ended writes no more: waiting on would only run into the timeout.
         const check = () => {
-          if (!pattern.test(stderr)) return;
+          const matched = pattern.test(stderr);
+          if (!matched && !closed) return;
           clearTimeout(timer);
           waiters.delete(check);
-          resolve();
+          if (matched) resolve();
+          else reject(new Error(`buildkit-node ${args.join(" ")} ended before its stderr matched ${pattern}:\n${stderr}`));
         };
         waiters.add(check);
         check();

@@ -55,6 +55,24 @@ describe("buildkit-node local-depot, its command line", () => {
     expect(run.code).toBe(2);
     expect(run.stderr).toMatch(message);
   });
+
+  it("ends at once (exit 1) when a port it was given is taken, saying which, before printing any token", async () => {
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    const { port } = taken.address() as net.AddressInfo;
+    try {
+      for (const [flag, what] of [["--port", "the local Depot API"], ["--depot-registry-port", "a registry front"]] as const) {
+        const cli = await startCli(["local-depot", "--buildkit", "docker://", flag, String(port)]);
+        await expect(cli.waitForStderr(/stop it with Ctrl-C/)).rejects.toThrow(/ended before its stderr matched/);
+        const run = await cli.exited;
+        expect(run.code, flag).toBe(1);
+        expect(run.stderr).toBe(`ERROR: ${what} cannot listen on 127.0.0.1:${port}: the port is in use\n`);
+        expect(run.stdout.toString()).toBe("");
+      }
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
+  });
 });
 
 describe.each(BUILD_DAEMONS)("buildkit-node local-depot in front of $name", (daemon) => {

@@ -77,6 +77,13 @@ describe("the saved-image registry as registry.depot.dev (depotRegistryPort)", (
     expect((await upload(pullToken)).status).toBe(403);
     expect((await upload(build.buildToken)).status).toBe(202); // reached the real registry
   });
+
+  it("answers a reference with a malformed %-escape (it names no repository object) and goes on serving", async () => {
+    const build = await cli().createBuild({ projectId, options: [{ command: Command.BUILD, save: true }] }, bearer(local.token));
+    const malformed = await fetch(`http://${aliasAddress}/v2/${projectId}/manifests/%E0%A4%A`, { headers: basic(build.buildToken) });
+    expect(malformed.status).toBe(403);
+    expect((await fetch(`http://${aliasAddress}/v2/`, { headers: basic(build.buildToken) })).status).toBe(200);
+  });
 });
 
 describe("depotRegistryPort, refused", () => {
@@ -88,7 +95,7 @@ describe("depotRegistryPort, refused", () => {
     await expect(startLocalDepot({ buildkit: DOCKER_BUILDKIT, depotRegistryPort: 70_000 })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
   });
 
-  it("on a port already taken: a typed error that says so", async () => {
+  it("on a port already taken: a typed error that says so (the API's own --port too)", async () => {
     const taken = net.createServer();
     await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
     const { port } = taken.address() as net.AddressInfo;
@@ -97,6 +104,11 @@ describe("depotRegistryPort, refused", () => {
         name: "BuildKitNodeError",
         code: "ALREADY_EXISTS",
         message: `a registry front cannot listen on 127.0.0.1:${port}: the port is in use`,
+      });
+      await expect(startLocalDepot({ buildkit: DOCKER_BUILDKIT, port })).rejects.toMatchObject({
+        name: "BuildKitNodeError",
+        code: "ALREADY_EXISTS",
+        message: `the local Depot API cannot listen on 127.0.0.1:${port}: the port is in use`,
       });
     } finally {
       await new Promise((resolve) => taken.close(resolve));

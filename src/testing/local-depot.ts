@@ -71,7 +71,7 @@ export interface LocalDepotOptions {
   buildkit: string;
   /** If `buildkit` is tcp:// with TLS. */
   buildkitTls?: TlsOptions;
-  /** Default 0 (any free port), always on 127.0.0.1. */
+  /** Default 0 (any free port), always on 127.0.0.1. A port in use: ALREADY_EXISTS. */
   port?: number;
   /** The organization token; default a random "org-…" string. */
   token?: string;
@@ -109,7 +109,8 @@ export interface LocalDepotOptions {
    * port 80 here and the BuildKit told the host is plain HTTP (buildkitd.toml:
    * `[registry."registry.depot.dev"] http = true`), such saves land here, with
    * the same tokens and records as through `savedImageRegistry`'s front.
-   * Off by default; needs a saved-image registry.
+   * Off by default; needs a saved-image registry. A port in use: ALREADY_EXISTS;
+   * one below 1024 without root: PERMISSION_DENIED.
    */
   depotRegistryPort?: number;
   /**

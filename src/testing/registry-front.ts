@@ -13,6 +13,7 @@ import * as tls from "node:tls";
 import { BuildKitNodeError } from "../errors.js";
 import { createLogger } from "../log.js";
 import { type CertificateAuthority, createCertificateAuthority } from "./certificates.js";
+import { listenError } from "./listen-error.js";
 import { replaying } from "./replaying-socket.js";
 
 const log = createLogger("registry-front");
@@ -37,7 +38,7 @@ export interface RegistryTarget {
   reference: string;
 }
 
-/** `ok`: relay it (with `headers` replacing the client's Authorization, if given); otherwise answer with `status`. */
+/** `ok`: relay it (with `upstreamAuthorization` replacing the client's Authorization, if given); otherwise answer with `status`. */
 export type AccessDecision =
   | { ok: true; upstreamAuthorization?: string | undefined }
   | { ok: false; status: 401 | 403 | 404; code: string; message: string };
@@ -55,7 +56,7 @@ export interface RegistryFrontOptions {
   dnsNames?: string[];
   /** The realm in `WWW-Authenticate: Basic` challenges (default "registry-front"). */
   realm?: string;
-  /** Default 0 (any free port). */
+  /** Default 0 (any free port). A port in use: ALREADY_EXISTS; below 1024 without root: PERMISSION_DENIED. */
   port?: number;
 }
 
@@ -135,7 +136,7 @@ export async function startRegistryFront(options: RegistryFrontOptions): Promise
   });
   const port = options.port ?? 0;
   await new Promise<void>((resolve, reject) => {
-    const refused = (err: Error) => reject(listenError(err, port));
+    const refused = (err: Error) => reject(listenError(err, "a registry front", port));
     server.once("error", refused);
     server.listen(port, "127.0.0.1", () => {
       server.off("error", refused);
@@ -154,23 +155,22 @@ export async function startRegistryFront(options: RegistryFrontOptions): Promise
   return { host, caCertificate: authority.cert, stop, [Symbol.asyncDispose]: stop };
 }
 
-/** Why the front cannot have its port, as a user can act on it. */
-function listenError(err: Error, port: number): BuildKitNodeError {
-  const errno = (err as NodeJS.ErrnoException).code;
-  const where = `a registry front cannot listen on 127.0.0.1:${port}`;
-  if (errno === "EADDRINUSE") return new BuildKitNodeError("ALREADY_EXISTS", `${where}: the port is in use`, { cause: err });
-  if (errno === "EACCES" && port < 1024) {
-    return new BuildKitNodeError("PERMISSION_DENIED", `${where}: a port below 1024 needs root (or CAP_NET_BIND_SERVICE)`, { cause: err });
-  }
-  return BuildKitNodeError.from(err, where);
-}
-
-/** `/v2/<repository>/(manifests|blobs|tags)/<reference>`; repository names may hold slashes. */
-export function parseTarget(url: string): RegistryTarget | undefined {
+/**
+ * `/v2/<repository>/(manifests|blobs|tags)/<reference>`; repository names may hold slashes.
+ * A reference with a malformed %-escape names nothing (decoding it would throw in the
+ * request handler and end the process).
+ */
+function parseTarget(url: string): RegistryTarget | undefined {
   const path = url.split("?")[0]!;
   const match = /^\/v2\/(.+?)\/(manifests|blobs|tags)\/(.+)$/.exec(path);
   if (!match) return undefined;
-  return { repository: match[1]!, kind: match[2] as RegistryTarget["kind"], reference: decodeURIComponent(match[3]!) };
+  let reference: string;
+  try {
+    reference = decodeURIComponent(match[3]!);
+  } catch {
+    return undefined;
+  }
+  return { repository: match[1]!, kind: match[2] as RegistryTarget["kind"], reference };
 }
 
 function upstreamAddress(registry: string): { host: string; port: number } {

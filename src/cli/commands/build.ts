@@ -82,7 +82,7 @@ export const buildCommand: Command = {
     "  buildkit-node build --build-arg VERSION=1.2 -o type=local,dest=out .",
     "  tar -C app -c . | buildkit-node build -o - - > image.tar",
     "",
-    "Exit codes: 0 built, 1 the build failed, 2 bad usage, 130 interrupted.",
+    "Exit codes: 0 built, 1 the build failed, 2 bad usage, 130 interrupted (143 on SIGTERM).",
   ].join("\n"),
   run: runBuild,
 };

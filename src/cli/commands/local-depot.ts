@@ -6,7 +6,7 @@ import { mkdtemp, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { rootCertificates } from "node:tls";
-import { startLocalDepot } from "../../testing/local-depot.js";
+import { DEFAULT_SAVED_IMAGE_REGISTRY, startLocalDepot } from "../../testing/local-depot.js";
 import { helpFlag, type ParsedArgs } from "../args.js";
 import { connectionFlags, tlsFromFiles } from "../builder.js";
 import type { CliContext } from "../context.js";
@@ -38,7 +38,7 @@ export const localDepotCommand: Command = {
     registry: {
       type: "string",
       value: "HOST:PORT",
-      description: 'Registry (plain HTTP) for saved images (default: 127.0.0.1:5000); "none" for no saved-image registry',
+      description: `Registry (plain HTTP) for saved images (default: ${DEFAULT_SAVED_IMAGE_REGISTRY}); "none" for no saved-image registry`,
     },
     "depot-registry-port": {
       type: "string",
@@ -114,7 +114,7 @@ export const localDepotCommand: Command = {
       if (envFile) await writeAtomically(resolve(ctx.cwd, envFile), `${lines}\n`);
       ctx.stderr.write(
         `local Depot at ${depot.apiUrl}, machines on ${buildkit}` +
-          (depot.savedImageRegistry ? `, saved images at ${depot.savedImageRegistry} (${registry ?? "127.0.0.1:5000"})` : "") +
+          (depot.savedImageRegistry ? `, saved images at ${depot.savedImageRegistry} (${registry ?? DEFAULT_SAVED_IMAGE_REGISTRY})` : "") +
           (depot.depotRegistry ? `, also as ${depot.depotRegistry}` : "") +
           `; stop it with Ctrl-C\n`,
       );

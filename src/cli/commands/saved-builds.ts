@@ -64,7 +64,7 @@ export const pushCommand: Command = {
     "Credentials: docker's config.json, or $DEPOT_PUSH_REGISTRY_USERNAME and $DEPOT_PUSH_REGISTRY_PASSWORD.",
   maxPositionals: 1,
   flags: {
-    tag: { type: "string", short: "t", multiple: true, value: "NAME", description: "Where to push, e.g. ghcr.io/acme/app:1 (required; may be repeated)" },
+    tag: { type: "string", short: "t", multiple: true, value: "NAME", description: "Where to push, e.g. ghcr.io/acme/app:1 (required)" },
     ...progressFlag,
     ...depotFlags,
     help: helpFlag,

@@ -7,6 +7,7 @@ import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import type { Logger } from "../../log.js";
+import { listenError } from "../listen-error.js";
 import { replaying } from "../replaying-socket.js";
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -43,9 +44,10 @@ export async function listen(handler: RequestHandler, port: number, log: Logger)
   });
 
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
+    const refused = (err: Error) => reject(listenError(err, "the local Depot API", port));
+    server.once("error", refused);
     server.listen(port, "127.0.0.1", () => {
-      server.off("error", reject);
+      server.off("error", refused);
       resolve();
     });
   });
