@@ -48,6 +48,7 @@ describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
     it("passes -f (relative to the current directory), --target, --build-arg, --label and --no-cache to the build", async () => {
       const repo = uniqueRepository("bkn-cli-flags");
       const image = `${PLAIN_REGISTRY}/${repo}:v1`;
+      const nonce = randomUUID(); // this run's own step: identical steps of builds in flight at once are merged
       const dir = scratchDir("flags", {
         "app/data.txt": "data\n",
         "docker/Custom.Dockerfile": [
@@ -56,7 +57,7 @@ describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
           "ARG FROM_ENV=unset",
           "ENV GREETING=$GREETING FROM_ENV=$FROM_ENV",
           "COPY data.txt /data.txt",
-          "RUN date +%s%N > /built-at",
+          `RUN : ${nonce} && date +%s%N > /built-at`,
           "FROM base AS chosen",
           "LABEL stage=chosen",
           "FROM base AS final",
@@ -80,15 +81,19 @@ describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
           "--push",
           "app",
         ];
-        const result = await runCli(args, { cwd: dir.path, env: cliEnv({ FROM_ENV: "from-the-environment", NOT_IN_ENV: undefined }) });
+        const env = cliEnv({ FROM_ENV: "from-the-environment", NOT_IN_ENV: undefined });
+        // The same build without --no-cache first, so that only --no-cache can make the RUN step run again.
+        const primed = await runCli(args.filter((arg) => arg !== "--no-cache" && arg !== "--push"), { cwd: dir.path, env });
+        expect(primed.code, primed.stderr).toBe(0);
+        const result = await runCli(args, { cwd: dir.path, env });
         expect(result.code, result.stderr).toBe(0);
 
         const config = await getImageConfig(PLAIN_REGISTRY, repo, "v1");
         expect(config.config.Env).toEqual(expect.arrayContaining(["GREETING=hej", "FROM_ENV=from-the-environment"]));
         expect(config.config.Labels).toMatchObject({ stage: "chosen", "com.example.cli": "yes" });
         // --no-cache: the RUN step ran rather than coming from the cache.
-        expect(result.stderr).toMatch(/^#(\d+) \[base \d\/\d\] RUN date \+%s%N > \/built-at\n(?:#\1 .*\n)*?#\1 DONE \d+\.\ds$/m);
-        expect(result.stderr).not.toMatch(/RUN date[^\n]*\n#\d+ CACHED/);
+        expect(result.stderr).toMatch(new RegExp(String.raw`^#(\d+) \[base \d\/\d\] RUN : ${nonce} && date \+%s%N > \/built-at\n(?:#\1 .*\n)*?#\1 DONE \d+\.\ds$`, "m"));
+        expect(result.stderr).not.toMatch(/&& date[^\n]*\n#\d+ CACHED/);
       } finally {
         dir.remove();
       }
