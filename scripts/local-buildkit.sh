@@ -453,6 +453,18 @@ remove_depot_alias_from_hosts() {
   log "removed $DEPOT_REGISTRY_HOST from $HOSTS_FILE"
 }
 
+# A buildkitd we started that is slow to answer (a loaded machine, a long GC) is asked twice more
+# before it is taken for dead and restarted under the builds of whoever is using it.
+buildkitd_up_after_retries() {
+  pid_from_file "$RUN_DIR/buildkitd.pid" buildkitd >/dev/null || return 1
+  local attempt
+  for attempt in 1 2; do
+    sleep 2
+    buildkitd_up && return 0
+  done
+  return 1
+}
+
 ensure_buildkitd() {
   if ! have_buildkitd; then
     log "no buildkitd binary at $BUILDKITD_BIN (set BUILDKITD=path): skipping the standalone buildkitd;" \
@@ -462,7 +474,7 @@ ensure_buildkitd() {
   write_buildkitd_certificates
   local config pid
   config=$(buildkitd_config)
-  if buildkitd_up; then
+  if buildkitd_up || buildkitd_up_after_retries; then
     [ "$config" != "$(cat "$BUILDKITD_CONFIG" 2>/dev/null)" ] || return 0
     if ! pid=$(pid_from_file "$RUN_DIR/buildkitd.pid" buildkitd); then
       log "warning: buildkitd's configuration changed, but the buildkitd answering was not started here: left as it is"

@@ -17,6 +17,7 @@ const PREFACE = Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "
  */
 export async function explainNotHttp2(endpoint: Endpoint, address: string, cause: TransportError, signal: AbortSignal): Promise<TransportError> {
   if (endpoint.kind === "docker") return cause; // dockerd answered the upgrade: it is dockerd
+  if (signal.aborted) return cause; // the caller gave up: no probe (an aborted signal would never end one early)
   const target = endpoint.kind === "unix" ? { path: endpoint.path } : { host: endpoint.host, port: endpoint.port };
   if (endpoint.kind === "tcp" && (await answersTls(endpoint.host, endpoint.port, signal))) {
     return new TransportError(
