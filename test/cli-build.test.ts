@@ -4,10 +4,10 @@
 import { execFileSync } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
-import { request } from "node:http";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { assertDaemon, BUILD_DAEMONS } from "./support/daemons.js";
+import { dockerApi } from "./support/docker-api.js";
 import { BASE_IMAGE, getImageConfig, getManifest, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 import { builderFlags, cliBinary, cliEnv, runCli, scratchDir } from "./cli-harness.js";
 
@@ -255,19 +255,4 @@ describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
       }
     });
   });
-
 });
-
-/** One call to the local Docker Engine API. */
-function dockerApi(method: string, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath: "/var/run/docker.sock", method, path }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (chunk: string) => (body += chunk));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on("error", reject);
-    req.end();
-  });
-}
