@@ -14,8 +14,7 @@ const results = JSON.parse(readFileSync(report, "utf8"));
 const groups = { dockerd: count(), buildkitd: count(), "no daemon": count() };
 for (const file of results.testResults) {
   for (const test of file.assertionResults) {
-    // vitest quotes a $name in a title ("on 'dockerd'"); "on %s" with the daemon's toString() does not.
-    const on = (daemon) => test.ancestorTitles.some((title) => new RegExp(`^on '?${daemon}\\b`).test(title));
+    const on = (daemon) => test.ancestorTitles.some((title) => new RegExp(`^on ${daemon}\\b`).test(title));
     const group = on("dockerd") ? "dockerd" : on("buildkitd") ? "buildkitd" : "no daemon";
     const status = test.status === "passed" || test.status === "failed" ? test.status : "skipped";
     groups[group][status]++;

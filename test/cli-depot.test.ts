@@ -60,7 +60,7 @@ describe("projects", () => {
   });
 });
 
-describe.each(BUILD_DAEMONS)("on $name: build --depot", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s: build --depot", (daemon) => {
   let local: LocalDepot;
   let env: NodeJS.ProcessEnv;
 

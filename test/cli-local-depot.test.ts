@@ -75,7 +75,7 @@ describe("buildkit-node local-depot, its command line", () => {
   });
 });
 
-describe.each(BUILD_DAEMONS)("buildkit-node local-depot in front of $name", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s: buildkit-node local-depot in front of it", (daemon) => {
   const scratch = scratchDir("local-depot");
   const exportFile = join(scratch.path, "depot.env");
   let cli: Awaited<ReturnType<typeof startCli>>;

@@ -178,7 +178,7 @@ describe("a server that is not BuildKit", () => {
   });
 });
 
-describe.each(BUILD_DAEMONS)("on $name, a TLS port dialed without tls", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s, a TLS port dialed without tls", (daemon) => {
   it("(the mutual-TLS front before it): TLS, saying the server wants TLS, and the process lives on", async () => {
     assertDaemon(daemon);
     await using front = await startBuildKitFront({ ...daemon.backend, mtls: true });

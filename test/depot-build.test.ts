@@ -18,7 +18,7 @@ import { depotOn } from "./support/depot.js";
 import { ManualClock } from "./support/manual-clock.js";
 import { BASE_IMAGE, getBlobJson, getImageConfig, getManifest, listTags, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 
-describe.each(BUILD_DAEMONS)("on $name: depot.build()", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s: depot.build()", (daemon) => {
   let local: LocalDepot;
   let depot: DepotClient;
   let projectId: string;

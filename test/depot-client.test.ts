@@ -47,7 +47,7 @@ async function nextReportScheduled(clock: ManualClock): Promise<void> {
   await vi.waitFor(() => expect(clock.pending()).toBe(1));
 }
 
-describe.each(BUILD_DAEMONS)("on $name: DepotClient against the local Depot", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s: DepotClient against the local Depot", (daemon) => {
   beforeAll(async () => {
     assertDaemon(daemon);
     local = await startLocalDepot({ ...daemon.backend, pendingPolls: 2, pendingWaitMs: 20 });

@@ -21,7 +21,7 @@ import { depotOn } from "./support/depot.js";
 import { dockerApi } from "./support/docker-api.js";
 import { BASE_IMAGE, getImageConfig, getManifest, listTags, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 
-describe.each(BUILD_DAEMONS)("on $name: saved Depot builds", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s: saved Depot builds", (daemon) => {
   let local: LocalDepot;
   let depot: DepotClient;
   let projectId: string;

@@ -20,7 +20,7 @@ function builderFlags(daemon: BuildDaemon): string[] {
   return flags;
 }
 
-describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
   // 128 MiB of zeros in about 130 KB of gzip: 1000 times.
   const zeros = Buffer.concat(gzipBomb(`FROM ${BASE_IMAGE}\n`, 128 * 1024 ** 2));
 

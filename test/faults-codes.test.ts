@@ -237,7 +237,7 @@ it("the README's error table lists every code the library has, each once", () =>
   expect(Object.keys(rows).sort()).toEqual([...ALL_CODES].sort());
 });
 
-describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
   let bk: BuildKitClient;
   beforeAll(async () => {
     assertDaemon(daemon);

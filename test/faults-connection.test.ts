@@ -41,7 +41,7 @@ function quietStep(seconds: number): { Dockerfile: string } {
   return { Dockerfile: `FROM ${BASE_IMAGE}\nRUN echo step-started-${Date.now()} && sleep ${seconds} && echo step-done\n` };
 }
 
-describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
   let relay: FaultRelay;
   let bk: BuildKitClient;
   let before: string[];

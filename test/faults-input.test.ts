@@ -45,7 +45,7 @@ function codeOf(err: unknown): string | undefined {
   return err instanceof BuildKitNodeError ? err.code : undefined;
 }
 
-describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
   let bk: BuildKitClient;
   let project: { path: string; remove(): void };
   beforeAll(async () => {

@@ -20,7 +20,7 @@ function thrown(fn: () => unknown): BuildKitNodeError {
   return expect.unreachable("nothing was thrown") as never;
 }
 
-describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
   let bk: BuildKitClient;
   beforeAll(async () => {
     assertDaemon(daemon);

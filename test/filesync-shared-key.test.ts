@@ -41,7 +41,7 @@ async function tarFiles(file: string): Promise<Map<string, Buffer>> {
   return files;
 }
 
-describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
   let bk: BuildKitClient;
   const tmp = tempDir("shared-key");
   beforeAll(async () => {

@@ -86,7 +86,7 @@ async function tarFiles(file: string): Promise<Map<string, { type: string; size:
 const isRoot = process.getuid?.() === 0;
 if (!isRoot) announceSkip("unreadable-file tests", "they need root, to run the client as another user");
 
-describe.each(BUILD_DAEMONS)("on $name", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s", (daemon) => {
   const tmp = tempDir("unreadable");
   let context: string;
   let out: string;

@@ -339,7 +339,7 @@ describe("projects", () => {
   });
 });
 
-describe.each(BUILD_DAEMONS)("a machine in front of $name", (daemon) => {
+describe.each(BUILD_DAEMONS)("on %s: a machine in front of it", (daemon) => {
   let depot: LocalDepot;
   let c: Clients;
   const org = () => bearer(depot.token);

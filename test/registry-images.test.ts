@@ -67,7 +67,7 @@ async function buildImage(bk: BuildKitClient, name: string, dockerfile: string, 
   return digest;
 }
 
-describe.each(BUILD_DAEMONS)("on $name", (daemon: BuildDaemon) => {
+describe.each(BUILD_DAEMONS)("on %s", (daemon: BuildDaemon) => {
   let bk: BuildKitClient;
   /** An image built on this daemon: busybox plus a marker file and a label. */
   let source: string;
