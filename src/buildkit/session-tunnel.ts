@@ -8,7 +8,8 @@ import * as http2 from "node:http2";
 import { Duplex } from "node:stream";
 import { BuildKitNodeError } from "../errors.js";
 import { Control } from "../gen/moby/buildkit/v1/control_pb.js";
-import { framePrefix, GrpcFrameReader } from "../session/grpc-frames.js";
+import { FRAME_PREFIX_BYTES, GrpcFrameReader, writeFramePrefix } from "../session/grpc-frames.js";
+import { ProtobufWireError, readFields, writeVarint } from "../session/protobuf-wire.js";
 
 /** Starts a call and hands over its HTTP/2 stream (see Channel.openStream). */
 export type OpenStream = (path: string, headers: http2.OutgoingHttpHeaders) => Promise<http2.ClientHttp2Stream>;
@@ -192,61 +193,29 @@ function messagesOf(chunks: Buffer[]): Buffer[][] {
 
 /** The gRPC prefix and the protobuf bytes before BytesMessage.data's `length` bytes. */
 function messageHeader(length: number): Buffer {
-  const header = Buffer.allocUnsafe(5 + 1 + 5);
-  header[5] = DATA_TAG;
-  const varintLength = writeVarint(header, 6, length);
-  framePrefix(1 + varintLength + length).copy(header, 0);
-  return header.subarray(0, 6 + varintLength);
+  const header = Buffer.allocUnsafe(FRAME_PREFIX_BYTES + 1 + 5);
+  header[FRAME_PREFIX_BYTES] = DATA_TAG;
+  const end = writeVarint(header, FRAME_PREFIX_BYTES + 1, length);
+  writeFramePrefix(header, 0, end - FRAME_PREFIX_BYTES + length);
+  return header.subarray(0, end);
 }
 
 /** BytesMessage.data of a message, or undefined if it is not one. */
 function bytesMessageData(message: Buffer): Buffer | undefined {
   let data: Buffer = EMPTY;
-  let pos = 0;
-  while (pos < message.length) {
-    const tag = readVarint(message, pos);
-    if (!tag) return undefined;
-    pos = tag.next;
-    const wireType = tag.value & 7;
-    if (wireType === 2) {
-      const length = readVarint(message, pos);
-      if (!length || length.next + length.value > message.length) return undefined;
-      if (tag.value >>> 3 === 1) data = message.subarray(length.next, length.next + length.value);
-      pos = length.next + length.value;
-    } else if (wireType === 0) {
-      const value = readVarint(message, pos);
-      if (!value) return undefined;
-      pos = value.next;
-    } else if (wireType === 1) pos += 8;
-    else if (wireType === 5) pos += 4;
-    else return undefined;
+  try {
+    readFields(message, ignoreVarint, (fieldNumber, bytes) => {
+      if (fieldNumber === 1) data = bytes as Buffer; // a view of `message`: a Buffer too
+    });
+  } catch (err) {
+    if (err instanceof ProtobufWireError) return undefined;
+    throw err;
   }
-  return pos === message.length ? data : undefined;
+  return data;
 }
 
 const EMPTY = Buffer.alloc(0);
-
-function readVarint(bytes: Buffer, pos: number): { value: number; next: number } | undefined {
-  let value = 0;
-  for (let shift = 0; shift < 64; shift += 7) {
-    if (pos >= bytes.length) return undefined;
-    const byte = bytes[pos++]!;
-    value += (byte & 0x7f) * 2 ** shift;
-    if (byte < 0x80) return { value, next: pos };
-  }
-  return undefined;
-}
-
-/** Writes `value` as a varint at `offset`; returns its length. */
-function writeVarint(buffer: Buffer, offset: number, value: number): number {
-  let pos = offset;
-  while (value > 0x7f) {
-    buffer[pos++] = (value & 0x7f) | 0x80;
-    value >>>= 7;
-  }
-  buffer[pos++] = value;
-  return pos - offset;
-}
+const ignoreVarint = () => {};
 
 function grpcStatusOf(headers: http2.IncomingHttpHeaders): { code: number; message: string } {
   const raw = headers["grpc-message"];

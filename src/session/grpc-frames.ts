@@ -68,10 +68,19 @@ export class GrpcFrameReader {
   }
 }
 
-/** The 5-byte prefix of an uncompressed message of `length` bytes. */
+/** Bytes of a message's prefix. */
+export const FRAME_PREFIX_BYTES = 5;
+
+/** Writes the prefix of an uncompressed message of `length` bytes at `offset`; returns the offset after it. */
+export function writeFramePrefix(target: Buffer, offset: number, length: number): number {
+  target[offset] = 0; // not compressed
+  target.writeUInt32BE(length, offset + 1);
+  return offset + FRAME_PREFIX_BYTES;
+}
+
+/** The prefix of an uncompressed message of `length` bytes. */
 export function framePrefix(length: number): Buffer {
-  const prefix = Buffer.allocUnsafe(5);
-  prefix[0] = 0;
-  prefix.writeUInt32BE(length, 1);
+  const prefix = Buffer.allocUnsafe(FRAME_PREFIX_BYTES);
+  writeFramePrefix(prefix, 0, length);
   return prefix;
 }
