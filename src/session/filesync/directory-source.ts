@@ -49,9 +49,11 @@ export async function directorySource(root: string): Promise<TreeSource> {
     description,
 
     async list(dir: string): Promise<TreeEntry[]> {
+      let dirPath: string;
       let names: string[];
       try {
-        names = await fs.readdir(hostPath(dir));
+        dirPath = hostPath(dir);
+        names = await fs.readdir(dirPath);
       } catch (err) {
         // Gone since it was listed: skip it, as fsutil does.
         if (isErrno(err, "ENOENT", "ENOTDIR")) return [];
@@ -61,12 +63,13 @@ export async function directorySource(root: string): Promise<TreeSource> {
         throw new BuildKitNodeError("UNKNOWN", `${description}: cannot list ${dir || "."}: ${errorText(err)}`, { cause: err });
       }
       const sorted = sortByUtf8(names, (name) => name);
-      const entries = await mapLimited(sorted, LSTAT_CONCURRENCY, (name) => statEntry(joinPath(dir, name)));
+      // A name read from the directory is one clean component: only `dir` needed checking.
+      const entries = await mapLimited(sorted, LSTAT_CONCURRENCY, (name) => statEntry(joinPath(dir, name), path.join(dirPath, name)));
       return entries.filter((entry): entry is TreeEntry => entry !== undefined);
     },
 
-    stat(relative: string): Promise<TreeEntry | undefined> {
-      return statEntry(relative);
+    async stat(relative: string): Promise<TreeEntry | undefined> {
+      return statEntry(relative, hostPath(relative));
     },
 
     /** Opens at once (a file that cannot be opened rejects here, not while it is read); read it to the end or stop early to close it. */
@@ -78,9 +81,8 @@ export async function directorySource(root: string): Promise<TreeSource> {
     async close(): Promise<void> {},
   };
 
-  /** The entry at `relative`, or undefined if it is absent or a socket. */
-  async function statEntry(relative: string): Promise<TreeEntry | undefined> {
-    const file = hostPath(relative);
+  /** The entry at `relative` (`file` on the host), or undefined if it is absent or a socket. */
+  async function statEntry(relative: string, file: string): Promise<TreeEntry | undefined> {
     let stats: BigIntStats;
     try {
       stats = await lstat(file);
