@@ -143,10 +143,7 @@ class TunnelConnection extends Duplex {
       return;
     }
     if (stream.destroyed || stream.closed) return callback(new Error("the session call closed while sending"));
-    const pieces: Buffer[] = [];
-    for (const message of messagesOf(chunks)) {
-      pieces.push(messageHeader(message.reduce((sum, chunk) => sum + chunk.length, 0)), ...message);
-    }
+    const pieces = framed(chunks);
     stream.cork();
     pieces.forEach((piece, i) => (i === pieces.length - 1 ? stream.write(piece, (err) => callback(err ?? null)) : stream.write(piece)));
     stream.uncork();
@@ -168,27 +165,32 @@ class TunnelConnection extends Duplex {
   }
 }
 
-/** `chunks` grouped (and cut where needed) into messages of at most MAX_SEND_BYTES. */
-function messagesOf(chunks: Buffer[]): Buffer[][] {
-  const messages: Buffer[][] = [];
-  let current: Buffer[] = [];
+/**
+ * `chunks` as messages of at most MAX_SEND_BYTES each: every message's
+ * header, then its chunks (cut where a message is full), in order.
+ */
+function framed(chunks: Buffer[]): Buffer[] {
+  const pieces: Buffer[] = [];
+  /** Where the header of the message being filled goes, once its size is known. */
+  let headerAt = -1;
   let size = 0;
   for (let chunk of chunks) {
-    while (size + chunk.length > MAX_SEND_BYTES) {
+    while (chunk.length > 0) {
+      if (headerAt < 0) headerAt = pieces.push(EMPTY) - 1;
       const room = MAX_SEND_BYTES - size;
-      current.push(chunk.subarray(0, room));
-      messages.push(current);
-      chunk = chunk.subarray(room);
-      current = [];
-      size = 0;
-    }
-    if (chunk.length > 0) {
-      current.push(chunk);
-      size += chunk.length;
+      const piece = chunk.length <= room ? chunk : chunk.subarray(0, room);
+      pieces.push(piece);
+      size += piece.length;
+      chunk = piece === chunk ? EMPTY : chunk.subarray(room);
+      if (size === MAX_SEND_BYTES) {
+        pieces[headerAt] = messageHeader(size);
+        headerAt = -1;
+        size = 0;
+      }
     }
   }
-  if (current.length > 0) messages.push(current);
-  return messages;
+  if (headerAt >= 0) pieces[headerAt] = messageHeader(size);
+  return pieces;
 }
 
 /** The gRPC prefix and the protobuf bytes before BytesMessage.data's `length` bytes. */
