@@ -2,6 +2,9 @@
 // compressed flag, a 4-byte big-endian length, then the message.
 import { ChunkQueue } from "./chunk-queue.js";
 
+/** Bytes of a message's prefix. */
+export const FRAME_PREFIX_BYTES = 5;
+
 /** A message as framed on the wire. */
 export interface FramedMessage {
   bytes: Buffer;
@@ -50,8 +53,8 @@ export class GrpcFrameReader {
     queue.push(chunk);
     for (;;) {
       if (!this.#body) {
-        if (queue.length < 5) break;
-        const prefix = queue.take(5);
+        if (queue.length < FRAME_PREFIX_BYTES) break;
+        const prefix = queue.take(FRAME_PREFIX_BYTES);
         const length = prefix.readUInt32BE(1);
         if (length > this.maxMessageBytes) {
           this.failure = new MessageTooLargeError(length, this.maxMessageBytes);
@@ -67,9 +70,6 @@ export class GrpcFrameReader {
     return messages;
   }
 }
-
-/** Bytes of a message's prefix. */
-export const FRAME_PREFIX_BYTES = 5;
 
 /** Writes the prefix of an uncompressed message of `length` bytes at `offset`; returns the offset after it. */
 export function writeFramePrefix(target: Buffer, offset: number, length: number): number {
