@@ -8,7 +8,8 @@ import * as http2 from "node:http2";
 import { Duplex } from "node:stream";
 import { BuildKitNodeError } from "../errors.js";
 import { Control } from "../gen/moby/buildkit/v1/control_pb.js";
-import { framePrefix, GrpcFrameReader } from "../session/grpc-frames.js";
+import { FRAME_PREFIX_BYTES, GrpcFrameReader, writeFramePrefix } from "../session/grpc-frames.js";
+import { ProtobufWireError, readFields, writeVarint } from "../session/protobuf-wire.js";
 
 /** Starts a call and hands over its HTTP/2 stream (see Channel.openStream). */
 export type OpenStream = (path: string, headers: http2.OutgoingHttpHeaders) => Promise<http2.ClientHttp2Stream>;
@@ -142,10 +143,7 @@ class TunnelConnection extends Duplex {
       return;
     }
     if (stream.destroyed || stream.closed) return callback(new Error("the session call closed while sending"));
-    const pieces: Buffer[] = [];
-    for (const message of messagesOf(chunks)) {
-      pieces.push(messageHeader(message.reduce((sum, chunk) => sum + chunk.length, 0)), ...message);
-    }
+    const pieces = framed(chunks);
     stream.cork();
     pieces.forEach((piece, i) => (i === pieces.length - 1 ? stream.write(piece, (err) => callback(err ?? null)) : stream.write(piece)));
     stream.uncork();
@@ -167,86 +165,59 @@ class TunnelConnection extends Duplex {
   }
 }
 
-/** `chunks` grouped (and cut where needed) into messages of at most MAX_SEND_BYTES. */
-function messagesOf(chunks: Buffer[]): Buffer[][] {
-  const messages: Buffer[][] = [];
-  let current: Buffer[] = [];
+/**
+ * `chunks` as messages of at most MAX_SEND_BYTES each: every message's
+ * header, then its chunks (cut where a message is full), in order.
+ */
+function framed(chunks: Buffer[]): Buffer[] {
+  const pieces: Buffer[] = [];
+  /** Where the header of the message being filled goes, once its size is known. */
+  let headerAt = -1;
   let size = 0;
   for (let chunk of chunks) {
-    while (size + chunk.length > MAX_SEND_BYTES) {
+    while (chunk.length > 0) {
+      if (headerAt < 0) headerAt = pieces.push(EMPTY) - 1;
       const room = MAX_SEND_BYTES - size;
-      current.push(chunk.subarray(0, room));
-      messages.push(current);
-      chunk = chunk.subarray(room);
-      current = [];
-      size = 0;
-    }
-    if (chunk.length > 0) {
-      current.push(chunk);
-      size += chunk.length;
+      const piece = chunk.length <= room ? chunk : chunk.subarray(0, room);
+      pieces.push(piece);
+      size += piece.length;
+      chunk = piece === chunk ? EMPTY : chunk.subarray(room);
+      if (size === MAX_SEND_BYTES) {
+        pieces[headerAt] = messageHeader(size);
+        headerAt = -1;
+        size = 0;
+      }
     }
   }
-  if (current.length > 0) messages.push(current);
-  return messages;
+  if (headerAt >= 0) pieces[headerAt] = messageHeader(size);
+  return pieces;
 }
 
 /** The gRPC prefix and the protobuf bytes before BytesMessage.data's `length` bytes. */
 function messageHeader(length: number): Buffer {
-  const header = Buffer.allocUnsafe(5 + 1 + 5);
-  header[5] = DATA_TAG;
-  const varintLength = writeVarint(header, 6, length);
-  framePrefix(1 + varintLength + length).copy(header, 0);
-  return header.subarray(0, 6 + varintLength);
+  const header = Buffer.allocUnsafe(FRAME_PREFIX_BYTES + 1 + 5);
+  header[FRAME_PREFIX_BYTES] = DATA_TAG;
+  const end = writeVarint(header, FRAME_PREFIX_BYTES + 1, length);
+  writeFramePrefix(header, 0, end - FRAME_PREFIX_BYTES + length);
+  return header.subarray(0, end);
 }
 
 /** BytesMessage.data of a message, or undefined if it is not one. */
 function bytesMessageData(message: Buffer): Buffer | undefined {
   let data: Buffer = EMPTY;
-  let pos = 0;
-  while (pos < message.length) {
-    const tag = readVarint(message, pos);
-    if (!tag) return undefined;
-    pos = tag.next;
-    const wireType = tag.value & 7;
-    if (wireType === 2) {
-      const length = readVarint(message, pos);
-      if (!length || length.next + length.value > message.length) return undefined;
-      if (tag.value >>> 3 === 1) data = message.subarray(length.next, length.next + length.value);
-      pos = length.next + length.value;
-    } else if (wireType === 0) {
-      const value = readVarint(message, pos);
-      if (!value) return undefined;
-      pos = value.next;
-    } else if (wireType === 1) pos += 8;
-    else if (wireType === 5) pos += 4;
-    else return undefined;
+  try {
+    readFields(message, ignoreVarint, (fieldNumber, bytes) => {
+      if (fieldNumber === 1) data = bytes as Buffer; // a view of `message`: a Buffer too
+    });
+  } catch (err) {
+    if (err instanceof ProtobufWireError) return undefined;
+    throw err;
   }
-  return pos === message.length ? data : undefined;
+  return data;
 }
 
 const EMPTY = Buffer.alloc(0);
-
-function readVarint(bytes: Buffer, pos: number): { value: number; next: number } | undefined {
-  let value = 0;
-  for (let shift = 0; shift < 64; shift += 7) {
-    if (pos >= bytes.length) return undefined;
-    const byte = bytes[pos++]!;
-    value += (byte & 0x7f) * 2 ** shift;
-    if (byte < 0x80) return { value, next: pos };
-  }
-  return undefined;
-}
-
-/** Writes `value` as a varint at `offset`; returns its length. */
-function writeVarint(buffer: Buffer, offset: number, value: number): number {
-  let pos = offset;
-  while (value > 0x7f) {
-    buffer[pos++] = (value & 0x7f) | 0x80;
-    value >>>= 7;
-  }
-  buffer[pos++] = value;
-  return pos - offset;
-}
+const ignoreVarint = () => {};
 
 function grpcStatusOf(headers: http2.IncomingHttpHeaders): { code: number; message: string } {
   const raw = headers["grpc-message"];

@@ -2,6 +2,9 @@
 // compressed flag, a 4-byte big-endian length, then the message.
 import { ChunkQueue } from "./chunk-queue.js";
 
+/** Bytes of a message's prefix. */
+export const FRAME_PREFIX_BYTES = 5;
+
 /** A message as framed on the wire. */
 export interface FramedMessage {
   bytes: Buffer;
@@ -50,8 +53,8 @@ export class GrpcFrameReader {
     queue.push(chunk);
     for (;;) {
       if (!this.#body) {
-        if (queue.length < 5) break;
-        const prefix = queue.take(5);
+        if (queue.length < FRAME_PREFIX_BYTES) break;
+        const prefix = queue.take(FRAME_PREFIX_BYTES);
         const length = prefix.readUInt32BE(1);
         if (length > this.maxMessageBytes) {
           this.failure = new MessageTooLargeError(length, this.maxMessageBytes);
@@ -68,10 +71,16 @@ export class GrpcFrameReader {
   }
 }
 
-/** The 5-byte prefix of an uncompressed message of `length` bytes. */
+/** Writes the prefix of an uncompressed message of `length` bytes at `offset`; returns the offset after it. */
+export function writeFramePrefix(target: Buffer, offset: number, length: number): number {
+  target[offset] = 0; // not compressed
+  target.writeUInt32BE(length, offset + 1);
+  return offset + FRAME_PREFIX_BYTES;
+}
+
+/** The prefix of an uncompressed message of `length` bytes. */
 export function framePrefix(length: number): Buffer {
-  const prefix = Buffer.allocUnsafe(5);
-  prefix[0] = 0;
-  prefix.writeUInt32BE(length, 1);
+  const prefix = Buffer.allocUnsafe(FRAME_PREFIX_BYTES);
+  writeFramePrefix(prefix, 0, length);
   return prefix;
 }

@@ -255,16 +255,18 @@ function gunzipBounded(message: Buffer): Promise<Buffer> {
   });
 }
 
+const GRPC_TIMEOUT = /^(\d{1,8})([HMSmun])$/;
+const MS_PER_TIMEOUT_UNIT: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
+
 /**
  * gRPC's `grpc-timeout` (at most 8 digits and a unit: H, M, S, m, u, n) in
  * milliseconds, capped to what a timer takes; undefined when absent or malformed.
  */
 export function parseGrpcTimeout(value: string | undefined): number | undefined {
-  const match = value === undefined ? null : /^(\d{1,8})([HMSmun])$/.exec(value);
+  const match = value === undefined ? null : GRPC_TIMEOUT.exec(value);
   if (!match) {
     if (value !== undefined) log(`ignoring a malformed grpc-timeout: ${JSON.stringify(value)}`);
     return undefined;
   }
-  const perUnit: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
-  return Math.min(Math.ceil(Number(match[1]) * perUnit[match[2]!]!), 2 ** 31 - 1);
+  return Math.min(Math.ceil(Number(match[1]) * MS_PER_TIMEOUT_UNIT[match[2]!]!), 2 ** 31 - 1);
 }

@@ -3,6 +3,8 @@
 // straight into shared chunks, each after its 5-byte gRPC prefix, instead of
 // encoding each into its own buffer and writing it on its own; payloads that
 // are large already (a file's content) are referenced, not copied.
+import { FRAME_PREFIX_BYTES, writeFramePrefix } from "./grpc-frames.js";
+import { writeVarint } from "./protobuf-wire.js";
 
 /** Size of the chunks small messages are written into. */
 const CHUNK_SIZE = 64 * 1024;
@@ -37,27 +39,17 @@ export class MessageBatch {
    */
   begin(length: number, inlineLength: number = length): void {
     if (this.#remaining !== 0) throw new Error(`MessageBatch: the previous message lacks ${this.#remaining} bytes`);
-    this.#ensure(5 + inlineLength);
-    const chunk = this.#chunk;
-    chunk[this.#pos] = 0; // not compressed
-    chunk.writeUInt32BE(length, this.#pos + 1);
-    this.#pos += 5;
+    this.#ensure(FRAME_PREFIX_BYTES + inlineLength);
+    this.#pos = writeFramePrefix(this.#chunk, this.#pos, length);
     this.#remaining = length;
     this.#messages++;
   }
 
   /** A protobuf varint of a non-negative number below 2^53. */
   varint(value: number): void {
-    const chunk = this.#chunk;
-    let pos = this.#pos;
-    const start = pos;
-    while (value > 0x7f) {
-      chunk[pos++] = (value % 0x80) | 0x80;
-      value = Math.floor(value / 0x80);
-    }
-    chunk[pos++] = value;
-    this.#pos = pos;
-    this.#remaining -= pos - start;
+    const start = this.#pos;
+    this.#pos = writeVarint(this.#chunk, start, value);
+    this.#remaining -= this.#pos - start;
   }
 
   /** A protobuf varint of a 64-bit two's complement value given as its halves (unsigned 32-bit each). */

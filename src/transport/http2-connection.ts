@@ -4,6 +4,7 @@ import type { Duplex } from "node:stream";
 import { TransportError } from "../errors.js";
 import { createLogger } from "../log.js";
 import { abortError, isTlsError } from "./dial.js";
+import { raceAbort } from "./race-abort.js";
 
 const log = createLogger("transport");
 
@@ -294,23 +295,4 @@ function brokenConnection(err: NodeJS.ErrnoException, address: string): Transpor
  */
 function wrapForConnect(error: TransportError, code: Code): ConnectError {
   return new ConnectError(error.message, code, undefined, undefined, error);
-}
-
-/** `promise`, or a rejection with `onAbort()` as soon as `signal` aborts; leaves no listener behind. */
-export function raceAbort<T>(promise: Promise<T>, signal: AbortSignal, onAbort: () => Error): Promise<T> {
-  if (signal.aborted) return Promise.reject(onAbort());
-  return new Promise<T>((resolve, reject) => {
-    const abort = () => reject(onAbort());
-    signal.addEventListener("abort", abort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener("abort", abort);
-        resolve(value);
-      },
-      (err: unknown) => {
-        signal.removeEventListener("abort", abort);
-        reject(err);
-      },
-    );
-  });
 }

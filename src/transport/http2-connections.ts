@@ -4,7 +4,8 @@ import type { Duplex } from "node:stream";
 import { TransportError } from "../errors.js";
 import { createLogger } from "../log.js";
 import { abortError } from "./dial.js";
-import { Connection, type KeepaliveOptions, raceAbort } from "./http2-connection.js";
+import { Connection, type KeepaliveOptions } from "./http2-connection.js";
+import { raceAbort } from "./race-abort.js";
 
 const log = createLogger("transport");
 

@@ -16,6 +16,7 @@
 // on the bytes held; waits happen per batch, not per packet.
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { createLogger } from "../../log.js";
+import { raceAbort } from "../../transport/race-abort.js";
 import type { ServerCall } from "../grpc-server.js";
 import { MessageBatch } from "../message-batch.js";
 import { isRegularGoMode } from "../fsutil/file-mode.js";
@@ -281,7 +282,8 @@ class DiffCopySender {
     this.batchReads = [];
     const written = this.call.write(this.batch.take(), reads.length === 0 ? undefined : () => reads.forEach((chunk) => this.pool.release(chunk)));
     if (!written) return Promise.resolve();
-    const wait = this.unlessAborted(written);
+    // One abort listener per wait for a full call, not per packet.
+    const wait = raceAbort(written, signal, () => signal.reason);
     this.congested = wait;
     wait.then(
       () => {
@@ -292,30 +294,6 @@ class DiffCopySender {
       () => {}, // whoever waits sees it
     );
     return wait;
-  }
-
-  /**
-   * Waits for `promise`, or rejects when the transfer aborts first. Used per
-   * wait for a full call, not per packet: the abort listener lives only as
-   * long as that one wait.
-   */
-  private unlessAborted<T>(promise: Promise<T>): Promise<T> {
-    const { signal } = this.controller;
-    if (signal.aborted) return Promise.reject(signal.reason);
-    return new Promise<T>((resolve, reject) => {
-      const onAbort = () => reject(signal.reason);
-      signal.addEventListener("abort", onAbort, { once: true });
-      promise.then(
-        (value) => {
-          signal.removeEventListener("abort", onAbort);
-          resolve(value);
-        },
-        (err: unknown) => {
-          signal.removeEventListener("abort", onAbort);
-          reject(err);
-        },
-      );
-    });
   }
 
   /**

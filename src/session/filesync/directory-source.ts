@@ -49,24 +49,24 @@ export async function directorySource(root: string): Promise<TreeSource> {
     description,
 
     async list(dir: string): Promise<TreeEntry[]> {
+      let dirPath: string;
       let names: string[];
       try {
-        names = await fs.readdir(hostPath(dir));
+        dirPath = hostPath(dir);
+        names = await fs.readdir(dirPath);
       } catch (err) {
         // Gone since it was listed: skip it, as fsutil does.
         if (isErrno(err, "ENOENT", "ENOTDIR")) return [];
-        if (isErrno(err, "EACCES", "EPERM")) {
-          throw new BuildKitNodeError("PERMISSION_DENIED", `${description}: cannot list ${dir || "."}: ${errorText(err)}`, { cause: err });
-        }
-        throw new BuildKitNodeError("UNKNOWN", `${description}: cannot list ${dir || "."}: ${errorText(err)}`, { cause: err });
+        throw accessError(err, `list ${dir || "."}`);
       }
       const sorted = sortByUtf8(names, (name) => name);
-      const entries = await mapLimited(sorted, LSTAT_CONCURRENCY, (name) => statEntry(joinPath(dir, name)));
+      // A name read from the directory is one clean component: only `dir` needed checking.
+      const entries = await mapLimited(sorted, LSTAT_CONCURRENCY, (name) => statEntry(joinPath(dir, name), path.join(dirPath, name)));
       return entries.filter((entry): entry is TreeEntry => entry !== undefined);
     },
 
-    stat(relative: string): Promise<TreeEntry | undefined> {
-      return statEntry(relative);
+    async stat(relative: string): Promise<TreeEntry | undefined> {
+      return statEntry(relative, hostPath(relative));
     },
 
     /** Opens at once (a file that cannot be opened rejects here, not while it is read); read it to the end or stop early to close it. */
@@ -78,19 +78,21 @@ export async function directorySource(root: string): Promise<TreeSource> {
     async close(): Promise<void> {},
   };
 
-  /** The entry at `relative`, or undefined if it is absent or a socket. */
-  async function statEntry(relative: string): Promise<TreeEntry | undefined> {
-    const file = hostPath(relative);
+  /** A failed listing or lstat: PERMISSION_DENIED when access was refused, else UNKNOWN. */
+  function accessError(err: unknown, action: string): BuildKitNodeError {
+    const code = isErrno(err, "EACCES", "EPERM") ? "PERMISSION_DENIED" : "UNKNOWN";
+    return new BuildKitNodeError(code, `${description}: cannot ${action}: ${errorText(err)}`, { cause: err });
+  }
+
+  /** The entry at `relative` (`file` on the host), or undefined if it is absent or a socket. */
+  async function statEntry(relative: string, file: string): Promise<TreeEntry | undefined> {
     let stats: BigIntStats;
     try {
       stats = await lstat(file);
     } catch (err) {
       if (isErrno(err, "ENOENT", "ENOTDIR")) return undefined;
-      // A directory we may list but not search: its entries cannot be read.
-      if (isErrno(err, "EACCES", "EPERM")) {
-        throw new BuildKitNodeError("PERMISSION_DENIED", `${description}: cannot stat ${relative}: ${errorText(err)}`, { cause: err });
-      }
-      throw new BuildKitNodeError("UNKNOWN", `${description}: cannot stat ${relative}: ${errorText(err)}`, { cause: err });
+      // EACCES here: a directory we may list but not search, whose entries cannot be read.
+      throw accessError(err, `stat ${relative}`);
     }
     if (stats.isSocket()) return undefined;
     const mode = goModeFromUnix(Number(stats.mode));

@@ -4,6 +4,7 @@
 // bytes are what the generated code's toBinary gives (fields in number order,
 // defaults left out); a test holds the two together.
 import type { MessageBatch } from "../message-batch.js";
+import { ProtobufWireError, readFields, varintSize } from "../protobuf-wire.js";
 import type { TreeEntry } from "../filesync/tree-source.js";
 
 /** fsutil.types.Packet.PacketType */
@@ -120,34 +121,20 @@ const EMPTY = new Uint8Array(0);
  */
 export function readPacket(bytes: Uint8Array): ReceivedPacket {
   const packet: ReceivedPacket = { type: 0, id: 0, data: EMPTY };
-  let pos = 0;
-  const varint = (): number => {
-    let value = 0;
-    for (let shift = 0; ; shift += 7) {
-      if (pos >= bytes.length || shift > 63) throw new Error("malformed packet: truncated varint");
-      const byte = bytes[pos++]!;
-      // Past 2^53 precision is lost; no field read here is that large.
-      value += (byte & 0x7f) * 2 ** shift;
-      if (byte < 0x80) return value;
-    }
-  };
-  while (pos < bytes.length) {
-    const tag = varint();
-    const wireType = tag & 7;
-    const fieldNumber = Math.floor(tag / 8);
-    if (wireType === 0) {
-      const value = varint();
-      if (fieldNumber === 1) packet.type = value;
-      else if (fieldNumber === 3) packet.id = value % 2 ** 32; // uint32: Go keeps the low bits
-    } else if (wireType === 2) {
-      const length = varint();
-      if (pos + length > bytes.length) throw new Error("malformed packet: truncated field");
-      if (fieldNumber === 4) packet.data = bytes.subarray(pos, pos + length);
-      pos += length;
-    } else if (wireType === 1) pos += 8;
-    else if (wireType === 5) pos += 4;
-    else throw new Error(`malformed packet: wire type ${wireType}`);
-    if (pos > bytes.length) throw new Error("malformed packet: truncated field");
+  try {
+    readFields(
+      bytes,
+      (fieldNumber, value) => {
+        if (fieldNumber === 1) packet.type = value;
+        else if (fieldNumber === 3) packet.id = value % 2 ** 32; // uint32: Go keeps the low bits
+      },
+      (fieldNumber, data) => {
+        if (fieldNumber === 4) packet.data = data;
+      },
+    );
+  } catch (err) {
+    if (err instanceof ProtobufWireError) throw new Error(`malformed packet: ${err.message}`);
+    throw err;
   }
   return packet;
 }
@@ -155,15 +142,6 @@ export function readPacket(bytes: Uint8Array): ReceivedPacket {
 function field(batch: MessageBatch, tag: number, value: number): void {
   batch.varint(tag);
   batch.varint(value);
-}
-
-function varintSize(value: number): number {
-  let size = 1;
-  while (value >= 0x80) {
-    value = Math.floor(value / 0x80);
-    size++;
-  }
-  return size;
 }
 
 function varint64Size(low: number, high: number): number {
