@@ -17,9 +17,11 @@ const PREFACE = Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "
  */
 export async function explainNotHttp2(endpoint: Endpoint, address: string, cause: TransportError, signal: AbortSignal): Promise<TransportError> {
   if (endpoint.kind === "docker") return cause; // dockerd answered the upgrade: it is dockerd
-  if (signal.aborted) return cause; // the caller gave up: no probe (an aborted signal would never end one early)
   const target = endpoint.kind === "unix" ? { path: endpoint.path } : { host: endpoint.host, port: endpoint.port };
-  if (endpoint.kind === "tcp" && (await answersTls(endpoint.host, endpoint.port, signal))) {
+  const wantsTls = endpoint.kind === "tcp" && (await answersTls(endpoint.host, endpoint.port, signal));
+  // Once the caller gave up, what a probe cut short saw says nothing of the peer.
+  if (signal.aborted) return cause;
+  if (wantsTls) {
     return new TransportError(
       "TLS",
       address,
@@ -28,6 +30,7 @@ export async function explainNotHttp2(endpoint: Endpoint, address: string, cause
     );
   }
   const answer = await answerToPreface(target, signal);
+  if (signal.aborted) return cause;
   return new TransportError("UNAVAILABLE", address, `${address} is not a BuildKit daemon: ${describeAnswer(answer)}`, { cause });
 }
 
@@ -57,6 +60,7 @@ function printable(text: string): string {
  */
 function answerToPreface(target: { path: string } | { host: string; port: number }, signal: AbortSignal): Promise<Buffer | undefined> {
   return new Promise((resolve) => {
+    if (signal.aborted) return resolve(undefined); // an aborted signal's listener would never fire
     const socket = net.connect(target);
     const chunks: Buffer[] = [];
     let length = 0;
@@ -83,6 +87,7 @@ function answerToPreface(target: { path: string } | { host: string; port: number
 /** Whether `host:port` completes (or answers, even with an alert) a TLS handshake. */
 function answersTls(host: string, port: number, signal: AbortSignal): Promise<boolean> {
   return new Promise((resolve) => {
+    if (signal.aborted) return resolve(false); // an aborted signal's listener would never fire
     const socket = tls.connect({
       host,
       port,
