@@ -144,6 +144,7 @@ class TunnelConnection extends Duplex {
     }
     if (stream.destroyed || stream.closed) return callback(new Error("the session call closed while sending"));
     const pieces = framed(chunks);
+    if (pieces.length === 0) return callback(); // only empty chunks: nothing to send, and no write to wait for
     stream.cork();
     pieces.forEach((piece, i) => (i === pieces.length - 1 ? stream.write(piece, (err) => callback(err ?? null)) : stream.write(piece)));
     stream.uncork();
