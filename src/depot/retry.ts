@@ -44,16 +44,22 @@ const networkErrorCodes = new Set([
 
 /** Whether a failed call (a ConnectError, or an error caused by one) may succeed if tried again. */
 export function isTransient(err: unknown): boolean {
-  const connectError = err instanceof ConnectError ? err : err instanceof Error && err.cause instanceof ConnectError ? err.cause : undefined;
+  const connectError = connectErrorOf(err);
   if (!connectError) return false;
   if (transientCodes.has(connectError.code)) return true;
-  return connectError.code === Code.Internal && hasNetworkCause(connectError);
+  return connectError.code === Code.Internal && hasCauseCode(connectError.cause, networkErrorCodes);
 }
 
-function hasNetworkCause(err: Error): boolean {
-  for (let e: unknown = err.cause, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+/** The ConnectError a failed call threw: `err` itself, or its direct cause. */
+function connectErrorOf(err: unknown): ConnectError | undefined {
+  return err instanceof ConnectError ? err : err instanceof Error && err.cause instanceof ConnectError ? err.cause : undefined;
+}
+
+/** Whether `first` or a cause below it (8 deep at most) carries one of these Node.js error codes. */
+function hasCauseCode(first: unknown, codes: ReadonlySet<string>): boolean {
+  for (let e: unknown = first, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (typeof code === "string" && networkErrorCodes.has(code)) return true;
+    if (typeof code === "string" && codes.has(code)) return true;
   }
   return false;
 }
@@ -89,11 +95,7 @@ const notConnectedCodes = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EH
  */
 export function isSafeToResend(err: unknown): boolean {
   if (!isTransient(err)) return false;
-  if (wasNeverSent(err)) return true;
-  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (typeof code === "string" && notConnectedCodes.has(code)) return true;
-  }
+  if (wasNeverSent(err) || hasCauseCode(err, notConnectedCodes)) return true;
   return refusedByServer(err);
 }
 
@@ -104,7 +106,7 @@ export function isSafeToResend(err: unknown): boolean {
  * not a gateway's 502/504, which may come after the backend got the request.
  */
 function refusedByServer(err: unknown): boolean {
-  const connectError = err instanceof ConnectError ? err : err instanceof Error && err.cause instanceof ConnectError ? err.cause : undefined;
+  const connectError = connectErrorOf(err);
   if (!connectError || connectError.cause !== undefined) return false;
   if (/^HTTP 50[24]\b/.test(connectError.rawMessage)) return false;
   return connectError.code === Code.Unavailable || connectError.code === Code.ResourceExhausted;

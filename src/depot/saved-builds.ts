@@ -6,8 +6,9 @@ import type { CopyProgress } from "../registry/copy-image.js";
 import type { Descriptor } from "../registry/manifest.js";
 import { parseImageReference } from "../registry/reference.js";
 import { RegistryClient } from "../registry/registry-client.js";
-import { type RegistryAuth, type RegistryCredentials, resolveCredentials } from "../session/auth.js";
+import type { RegistryAuth, RegistryCredentials } from "../session/auth.js";
 import { registryHost } from "../session/registry-host.js";
+import { withDepotCredentials } from "./saved-image.js";
 import { callDepot, type DepotApi } from "./transport.js";
 
 const log = createLogger("depot");
@@ -118,11 +119,8 @@ export class SavedBuilds {
     if (tags.length === 0) throw new BuildKitNodeError("INVALID_ARGUMENT", "push: a tag to push to is required");
     const targets = tags.map((tag) => parseImageReference(tag)); // refuses a bad name before any call
     const info = await this.#pullInfo(buildId, options);
-    const destination = options.registryAuth ?? "docker-config";
     // Depot's credentials for its registry, the user's for everything else.
-    const registry = new RegistryClient({
-      auth: (host) => (registryHost(host) === registryHost(info.host) ? info.credentials : resolveCredentials(destination, host)),
-    });
+    const registry = new RegistryClient({ auth: withDepotCredentials(options.registryAuth, new Map([[registryHost(info.host), info.credentials]])) });
     const pushed: { name: string; digest: string }[] = [];
     for (const [i, target] of targets.entries()) {
       const copied = await registry.copyImage(info.reference, target, {

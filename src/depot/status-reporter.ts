@@ -4,7 +4,7 @@ import type { ReportStatusStreamRequestSchema } from "../gen/depot/cli/v1/build_
 import type { StatusResponse } from "../gen/moby/buildkit/v1/control_pb.js";
 import { createLogger } from "../log.js";
 import { type Clock, type ClockTimer, systemClock } from "./clock.js";
-import type { DepotApi } from "./transport.js";
+import { authHeaders, type DepotApi } from "./transport.js";
 
 const log = createLogger("depot");
 
@@ -125,7 +125,7 @@ export class StatusReporter {
   async #stream(): Promise<void> {
     const { api, buildId, token, platform } = this.#options;
     // No deadline: the stream lasts as long as the solve.
-    const call: CallOptions = { headers: { authorization: `Bearer ${token}` }, signal: this.#call.signal };
+    const call: CallOptions = { headers: authHeaders(token), signal: this.#call.signal };
     try {
       await api.builds.reportStatusStream(this.#batches(), call);
     } catch (err) {

@@ -57,10 +57,15 @@ function http2Connections(apiUrl: string, keepalive: KeepaliveOptions): Http2Con
   });
 }
 
+/** The headers that authenticate a call with `token`: `Authorization: Bearer <token>`. */
+export function authHeaders(token: string): Record<string, string> {
+  return { authorization: `Bearer ${token}` };
+}
+
 /** One call's options: `Authorization: Bearer <token>`, its signal and timeout. */
 export function callOptions(token: string, options: { signal?: AbortSignal | undefined; timeoutMs?: number }): CallOptions {
   return {
-    headers: { authorization: `Bearer ${token}` },
+    headers: authHeaders(token),
     timeoutMs: options.timeoutMs ?? API_CALL_TIMEOUT_MS,
     ...(options.signal ? { signal: options.signal } : {}),
   };

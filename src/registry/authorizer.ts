@@ -96,7 +96,7 @@ export class RegistryAuthorizer {
     if (credentials?.username === undefined) {
       throw unauthenticated(host, `${what}: the registry wants a user name and password and none are configured for ${host}`);
     }
-    return `Basic ${Buffer.from(`${credentials.username}:${credentials.password ?? ""}`).toString("base64")}`;
+    return basicAuthorization(credentials.username, credentials.password);
   }
 
   /** A cached or newly fetched Bearer header for the scopes. */
@@ -153,7 +153,7 @@ export class RegistryAuthorizer {
       if (scheme.service) url.searchParams.set("service", scheme.service);
       for (const scope of scopes) url.searchParams.append("scope", scope);
       const headers: Record<string, string> = {};
-      if (credentials?.username !== undefined) headers.Authorization = `Basic ${Buffer.from(`${credentials.username}:${credentials.password ?? ""}`).toString("base64")}`;
+      if (credentials?.username !== undefined) headers.Authorization = basicAuthorization(credentials.username, credentials.password);
       response = await this.#fetchToken(url, { method: "GET", headers }, what);
     }
     // The body of a refusal may echo what was sent: never read into a message.
@@ -188,6 +188,11 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined, w
     signal.addEventListener("abort", onAbort, { once: true });
     promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
   });
+}
+
+/** `Basic <base64 user:password>` (RFC 7617), for the registry or its token service. */
+function basicAuthorization(username: string, password: string | undefined): string {
+  return `Basic ${Buffer.from(`${username}:${password ?? ""}`).toString("base64")}`;
 }
 
 function tokenKey(host: string, scopes: readonly string[]): string {

@@ -52,6 +52,8 @@ export interface RegistryCallOptions {
 }
 
 const defaultTimeoutMs = 60_000;
+/** The Accept header of a manifest request: every type this client reads. */
+const manifestAccept = manifestMediaTypes.join(", ");
 const defaultPushRetries = 3;
 
 /**
@@ -90,13 +92,13 @@ export class RegistryClient {
   async getManifest(image: string | ImageReference, options: RegistryCallOptions = {}): Promise<Manifest> {
     const ref = toImageReference(image);
     const what = `GET ${describe(ref)}`;
-    const response = await this.request(ref, { method: "GET", path: manifestPath(ref), scopes: [pullScope(ref)], headers: { Accept: manifestMediaTypes.join(", ") }, signal: options.signal, what });
+    const response = await this.request(ref, { method: "GET", path: manifestPath(ref), scopes: [pullScope(ref)], headers: { Accept: manifestAccept }, signal: options.signal, what });
     const bytes = await response.bytes();
     const digest = sha256(bytes);
     if (ref.digest && ref.digest.startsWith("sha256:") && ref.digest !== digest) {
       throw new RegistryError("INTERNAL", `${what}: the registry sent a manifest whose digest is ${digest}`, { host: ref.host });
     }
-    const mediaType = response.headers.get("content-type")?.split(";")[0]?.trim() ?? "";
+    const mediaType = mediaTypeOf(response.headers) ?? "";
     return parseManifest(bytes, { mediaType, digest: ref.digest ?? digest, size: bytes.byteLength }, what);
   }
 
@@ -108,7 +110,7 @@ export class RegistryClient {
       method: "HEAD",
       path: manifestPath(ref),
       scopes: [pullScope(ref)],
-      headers: { Accept: manifestMediaTypes.join(", ") },
+      headers: { Accept: manifestAccept },
       signal: options.signal,
       what,
       accept: [404],
@@ -118,7 +120,7 @@ export class RegistryClient {
     const digest = response.headers.get("docker-content-digest") ?? ref.digest;
     const length = response.headers.get("content-length");
     const size = length === null ? Number.NaN : Number(length);
-    const mediaType = response.headers.get("content-type")?.split(";")[0]?.trim();
+    const mediaType = mediaTypeOf(response.headers);
     if (digest && Number.isSafeInteger(size) && mediaType) return { mediaType, digest, size };
     // A registry that leaves the digest out of a HEAD: read the manifest itself.
     return (await this.getManifest(ref, options)).descriptor;
@@ -278,6 +280,11 @@ export class RegistryClient {
   withPushRetries<T>(what: string, step: (attempt: number) => Promise<T>, signal?: AbortSignal): Promise<T> {
     return withRetries(this.pushRetries, what, step, signal);
   }
+}
+
+/** A response's Content-Type without its parameters (`; charset=…`). */
+function mediaTypeOf(headers: Headers): string | undefined {
+  return headers.get("content-type")?.split(";")[0]?.trim();
 }
 
 function manifestPath(image: ImageReference): string {

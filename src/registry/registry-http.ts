@@ -257,9 +257,13 @@ class IdleDeadline {
     return this.#controller.signal;
   }
 
+  /** Called for every chunk: the running timer is moved on (`refresh`), not replaced. */
   touch(): void {
     if (this.expired) return;
-    clearTimeout(this.#timer);
+    if (this.#timer) {
+      this.#timer.refresh();
+      return;
+    }
     this.#timer = setTimeout(() => {
       this.expired = true;
       this.#controller.abort(new Error("registry request deadline"));
@@ -269,6 +273,8 @@ class IdleDeadline {
 
   stop(): void {
     clearTimeout(this.#timer);
+    // (A cleared timer cannot be refreshed: a later touch arms a new one.)
+    this.#timer = undefined;
   }
 
   /** A request body that moves the deadline with every chunk taken from it. */
