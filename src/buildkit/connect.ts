@@ -8,7 +8,7 @@ import type { KeepaliveOptions } from "../transport/http2-connection.js";
 import type { TlsOptions } from "../transport/tls-options.js";
 import { BuildKitClient } from "./client.js";
 import { dockerEngineSocket, localDockerSocket } from "./daemon-kind.js";
-import { validateConnectOptions } from "./validate-options.js";
+import { MAX_CALL_TIMEOUT_MS, validateConnectOptions } from "./validate-options.js";
 
 const log = createLogger("connect");
 
@@ -123,8 +123,7 @@ async function connectTo(address: string, options: ConnectOptions): Promise<Buil
     // It matters for mutual TLS: with TLS 1.3 a server refuses a client
     // certificate only after the client's side of the handshake is done.
     await client.listWorkers({
-      // Within what a call's deadline can say (8 digits of ms).
-      timeoutMs: Math.min(Math.max(1, timeoutMs - (Date.now() - started)), 99_999_999),
+      timeoutMs: Math.min(Math.max(1, timeoutMs - (Date.now() - started)), MAX_CALL_TIMEOUT_MS),
       ...(options.signal ? { signal: options.signal } : {}),
     });
   } catch (err) {
