@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from "node:fs";
-import { BuildKitNodeError, TransportError } from "../errors.js";
+import { BuildKitNodeError, findCause, TransportError } from "../errors.js";
 import { createLogger } from "../log.js";
 import { DEFAULT_DOCKER_SOCKET, parseAddress } from "../transport/address.js";
 import { DEFAULT_CONNECT_TIMEOUT_MS, openChannel } from "../transport/channel.js";
@@ -144,7 +144,7 @@ function dockerEngineOption(option: string | undefined, address: string): string
 }
 
 function probeError(err: unknown, address: string): TransportError {
-  const tlsCause = causes(err).find((e) => isTlsError(e as { code?: unknown }));
+  const tlsCause = findCause(err, (e) => isTlsError(e as { code?: unknown }));
   if (tlsCause) {
     return new TransportError("TLS", address, `TLS with ${address} failed: ${tlsCause.message}`, { cause: err });
   }
@@ -158,12 +158,6 @@ function probeError(err: unknown, address: string): TransportError {
     return new TransportError(err.code, address, `${address} did not answer as BuildKit: ${err.message}`, { cause: err });
   }
   return new TransportError("UNKNOWN", address, `connecting to ${address} failed: ${String(err)}`, { cause: err });
-}
-
-function causes(err: unknown): Error[] {
-  const out: Error[] = [];
-  for (let e = err; e instanceof Error && out.length < 8; e = e.cause) out.push(e);
-  return out;
 }
 
 /** TLS settings from BUILDKIT_TLS_* (file paths, as buildctl reads them). */
