@@ -95,6 +95,16 @@ export class TransportError extends BuildKitNodeError {
   }
 }
 
+/** The first error of `err`'s cause chain (`err` itself first, 8 deep at most) that `test` accepts. */
+export function findCause<T extends Error>(err: unknown, test: (e: Error) => e is T): T | undefined;
+export function findCause(err: unknown, test: (e: Error) => boolean): Error | undefined;
+export function findCause(err: unknown, test: (e: Error) => boolean): Error | undefined {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (test(e)) return e;
+  }
+  return undefined;
+}
+
 const connectCodes: Record<Code, ErrorCode> = {
   [Code.Canceled]: "CANCELED",
   [Code.Unknown]: "UNKNOWN",

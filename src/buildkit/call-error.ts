@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { AbortError, BuildKitNodeError, codeFromConnect, type ErrorCode, TransportError } from "../errors.js";
+import { AbortError, BuildKitNodeError, codeFromConnect, type ErrorCode, findCause, TransportError } from "../errors.js";
 import type { ConnectionLoss } from "../transport/http2-connections.js";
 
 /** What decides the error a failed daemon call becomes. */
@@ -30,7 +30,7 @@ export function callError(err: unknown, call: FailedCall): BuildKitNodeError {
     if (err instanceof AbortError) return err;
     return new AbortError(`${call.what} was aborted`, { cause: call.signal.reason ?? err });
   }
-  const transport = findCause(err, TransportError);
+  const transport = findCause(err, (e) => e instanceof TransportError);
   if (transport) return transport;
   if (err instanceof BuildKitNodeError) return err;
   if (!(err instanceof ConnectError)) return BuildKitNodeError.from(err, call.what);
@@ -82,11 +82,4 @@ export function isDaemonAnswer(err: unknown): boolean {
 /** What HTTP/2 and connect-es make of a broken stream or connection. */
 function isConnectionFailure(err: ConnectError): boolean {
   return [Code.Canceled, Code.Aborted, Code.Unavailable, Code.Internal, Code.Unknown].includes(err.code);
-}
-
-function findCause<T extends Error>(err: unknown, type: abstract new (...args: never[]) => T): T | undefined {
-  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
-    if (e instanceof type) return e;
-  }
-  return undefined;
 }

@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from "node:fs";
-import { BuildKitNodeError, TransportError } from "../errors.js";
+import { BuildKitNodeError, findCause, TransportError } from "../errors.js";
 import { createLogger } from "../log.js";
 import { DEFAULT_DOCKER_SOCKET, parseAddress } from "../transport/address.js";
 import { DEFAULT_CONNECT_TIMEOUT_MS, openChannel } from "../transport/channel.js";
@@ -8,7 +8,7 @@ import type { KeepaliveOptions } from "../transport/http2-connection.js";
 import type { TlsOptions } from "../transport/tls-options.js";
 import { BuildKitClient } from "./client.js";
 import { dockerEngineSocket, localDockerSocket } from "./daemon-kind.js";
-import { validateConnectOptions } from "./validate-options.js";
+import { MAX_CALL_TIMEOUT_MS, validateConnectOptions } from "./validate-options.js";
 
 const log = createLogger("connect");
 
@@ -123,8 +123,7 @@ async function connectTo(address: string, options: ConnectOptions): Promise<Buil
     // It matters for mutual TLS: with TLS 1.3 a server refuses a client
     // certificate only after the client's side of the handshake is done.
     await client.listWorkers({
-      // Within what a call's deadline can say (8 digits of ms).
-      timeoutMs: Math.min(Math.max(1, timeoutMs - (Date.now() - started)), 99_999_999),
+      timeoutMs: Math.min(Math.max(1, timeoutMs - (Date.now() - started)), MAX_CALL_TIMEOUT_MS),
       ...(options.signal ? { signal: options.signal } : {}),
     });
   } catch (err) {
@@ -145,7 +144,7 @@ function dockerEngineOption(option: string | undefined, address: string): string
 }
 
 function probeError(err: unknown, address: string): TransportError {
-  const tlsCause = causes(err).find((e) => isTlsError(e as { code?: unknown }));
+  const tlsCause = findCause(err, (e) => isTlsError(e as { code?: unknown }));
   if (tlsCause) {
     return new TransportError("TLS", address, `TLS with ${address} failed: ${tlsCause.message}`, { cause: err });
   }
@@ -159,12 +158,6 @@ function probeError(err: unknown, address: string): TransportError {
     return new TransportError(err.code, address, `${address} did not answer as BuildKit: ${err.message}`, { cause: err });
   }
   return new TransportError("UNKNOWN", address, `connecting to ${address} failed: ${String(err)}`, { cause: err });
-}
-
-function causes(err: unknown): Error[] {
-  const out: Error[] = [];
-  for (let e = err; e instanceof Error && out.length < 8; e = e.cause) out.push(e);
-  return out;
 }
 
 /** TLS settings from BUILDKIT_TLS_* (file paths, as buildctl reads them). */

@@ -1,4 +1,3 @@
-import { Code } from "@connectrpc/connect";
 import type { ErrorCode } from "../errors.js";
 
 /**
@@ -11,14 +10,14 @@ const REGISTRY_DENIED = /\b403 Forbidden\b|\bdenied: |requested access to the re
 const REGISTRY_UNREACHABLE = /\bdial tcp [^ ]+: (?:connect: connection refused|connect: no route to host|i\/o timeout|lookup [^ ]+(?: on [^ ]+)?: no such host)|\bconnection reset by peer\b/i;
 
 /**
- * The code a failed solve gets, from the daemon's gRPC code and message: a
- * message over the daemon's size limit is RESOURCE_EXHAUSTED; a registry
- * that refused credentials UNAUTHENTICATED (or PERMISSION_DENIED), one that
- * could not be reached UNAVAILABLE; anything else, and every failed RUN
- * (`exitCode` set: its output may say anything), BUILD_FAILED.
+ * The code of a solve the daemon failed (a request over its size limit never
+ * gets here: build.ts makes that RESOURCE_EXHAUSTED), from the daemon's
+ * message: a registry that refused credentials UNAUTHENTICATED (or
+ * PERMISSION_DENIED), one that could not be reached UNAVAILABLE; anything
+ * else, and every failed RUN (`exitCode` set: its output may say anything),
+ * BUILD_FAILED.
  */
-export function solveFailureCode(code: Code, daemonMessage: string, exitCode: number | undefined): ErrorCode {
-  if (code === Code.ResourceExhausted) return "RESOURCE_EXHAUSTED";
+export function solveFailureCode(daemonMessage: string, exitCode: number | undefined): ErrorCode {
   if (exitCode !== undefined) return "BUILD_FAILED";
   return registryFailureCode(daemonMessage) ?? "BUILD_FAILED";
 }

@@ -97,7 +97,7 @@ export function solveError(err: ConnectError, context: SolveFailureContext): Bui
   return new BuildError({
     message: source?.excerpt ? `${source.excerpt}\n${summary}${tail}` : `${summary}${tail}`,
     daemonMessage,
-    code: solveFailureCode(err.code, daemonMessage, exitCode),
+    code: solveFailureCode(daemonMessage, exitCode),
     ...(failed ? { step: { digest: failed.digest, name: failed.name } } : {}),
     logTail: failed?.logTail ?? [],
     ...(exitCode !== undefined ? { exitCode } : {}),

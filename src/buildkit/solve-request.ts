@@ -108,8 +108,13 @@ export function splitCsv(text: string): string[] {
   return fields.map((f) => f.trim()).filter((f) => f !== "");
 }
 
+/** `os/arch` or `os/arch/variant`, e.g. linux/amd64 or linux/arm/v7. */
+export function isPlatform(text: string): boolean {
+  return /^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/i.test(text);
+}
+
 function checkPlatform(platform: string): string {
-  if (!/^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/i.test(platform)) invalid(`"${platform}" is not a platform like linux/amd64 or linux/arm/v7`);
+  if (!isPlatform(platform)) invalid(`"${platform}" is not a platform like linux/amd64 or linux/arm/v7`);
   return platform;
 }
 

@@ -12,7 +12,7 @@ const COMPRESSIONS = ["gzip", "identity"];
 /** The longest delay a Node timer takes (about 24.8 days); a longer one would fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** The longest deadline a call can carry: gRPC's `grpc-timeout` header takes 8 digits. */
-const MAX_CALL_TIMEOUT_MS = 99_999_999;
+export const MAX_CALL_TIMEOUT_MS = 99_999_999;
 /** What BuildKit's frontend attribute keys may not hold: `=` splits them, control characters break them. */
 const BAD_KEY = /[=\u0000-\u001f\u007f]/;
 

@@ -4,7 +4,7 @@ import { statSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Writable } from "node:stream";
 import type { BuildOptions, CacheEntry, Output, SecretSource, SshSource } from "../index.js";
-import { splitCsv } from "../buildkit/solve-request.js";
+import { isPlatform, splitCsv } from "../buildkit/solve-request.js";
 import { expandHome } from "../session/home-path.js";
 import { UsageError } from "./errors.js";
 
@@ -70,9 +70,7 @@ export function parsePositive(flag: string, value: string): number {
 export function parsePlatforms(values: string[]): string[] {
   const platforms = values.flatMap((v) => v.split(",")).map((p) => p.trim()).filter(Boolean);
   for (const platform of platforms) {
-    if (!/^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/i.test(platform)) {
-      throw usage(`--platform "${platform}" is not a platform like linux/amd64 or linux/arm/v7`);
-    }
+    if (!isPlatform(platform)) throw usage(`--platform "${platform}" is not a platform like linux/amd64 or linux/arm/v7`);
   }
   return [...new Set(platforms)];
 }

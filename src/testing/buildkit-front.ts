@@ -8,6 +8,7 @@ import { dial } from "../transport/dial.js";
 import { tlsSettingsFor } from "../transport/tls-context.js";
 import type { TlsOptions } from "../transport/tls-options.js";
 import { type CertificateAuthority, createCertificateAuthority } from "./certificates.js";
+import { listenOnLoopback } from "./loopback-server.js";
 
 const log = createLogger("front");
 
@@ -138,21 +139,17 @@ export async function startBuildKitFront(options: BuildKitFrontOptions): Promise
   };
 }
 
-function listen(server: net.Server, unixSocket: string | undefined): Promise<string> {
-  return new Promise((resolve, reject) => {
+async function listen(server: net.Server, unixSocket: string | undefined): Promise<string> {
+  if (!unixSocket) return `tcp://127.0.0.1:${await listenOnLoopback(server, 0, "a BuildKit front")}`;
+  removeStaleSocket(unixSocket);
+  await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    const done = () => {
+    server.listen(unixSocket, () => {
       server.off("error", reject);
-      const where = server.address();
-      resolve(typeof where === "string" ? `unix://${where}` : `tcp://127.0.0.1:${where?.port}`);
-    };
-    if (unixSocket) {
-      removeStaleSocket(unixSocket);
-      server.listen(unixSocket, done);
-    } else {
-      server.listen(0, "127.0.0.1", done);
-    }
+      resolve();
+    });
   });
+  return `unix://${unixSocket}`;
 }
 
 /** Removes a socket left by an earlier run, and nothing that is not a socket. */

@@ -4,6 +4,7 @@ import { BuildKitNodeError } from "../errors.js";
 import { createLogger } from "../log.js";
 import { parseAddress } from "../transport/address.js";
 import { dial } from "../transport/dial.js";
+import { listenOnLoopback } from "./loopback-server.js";
 
 const log = createLogger("fault-relay");
 
@@ -93,14 +94,7 @@ export async function startFaultRelay(options: FaultRelayOptions): Promise<Fault
     pipe.closed.then(() => pipes.delete(pipe));
   });
   server.on("error", (err) => log(`listener: ${err.message}`));
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as net.AddressInfo).port;
+  const port = await listenOnLoopback(server, 0, "a fault relay");
   log(`relay on 127.0.0.1:${port} for ${options.target}`);
 
   const setMode = (next: FaultMode, bytesPerSecond = 0) => {

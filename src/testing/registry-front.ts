@@ -13,7 +13,7 @@ import * as tls from "node:tls";
 import { BuildKitNodeError } from "../errors.js";
 import { createLogger } from "../log.js";
 import { type CertificateAuthority, createCertificateAuthority } from "./certificates.js";
-import { listenError } from "./listen-error.js";
+import { listenOnLoopback, openConnections } from "./loopback-server.js";
 import { replaying } from "./replaying-socket.js";
 
 const log = createLogger("registry-front");
@@ -115,11 +115,7 @@ export async function startRegistryFront(options: RegistryFrontOptions): Promise
 
   const plain = http.createServer(handle(false));
   const secure = http.createServer(handle(true));
-  const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-    socket.on("error", (err) => log(`connection: ${err.message}`));
     socket.once("data", (head: Buffer) => {
       socket.pause();
       if (head[0] === TLS_HANDSHAKE) {
@@ -134,24 +130,9 @@ export async function startRegistryFront(options: RegistryFrontOptions): Promise
       }
     });
   });
-  const port = options.port ?? 0;
-  await new Promise<void>((resolve, reject) => {
-    const refused = (err: Error) => reject(listenError(err, "a registry front", port));
-    server.once("error", refused);
-    server.listen(port, "127.0.0.1", () => {
-      server.off("error", refused);
-      resolve();
-    });
-  });
-  const host = `127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+  const { close: stop } = openConnections(server, log);
+  const host = `127.0.0.1:${await listenOnLoopback(server, options.port ?? 0, "a registry front")}`;
   log(`registry front at ${host} for ${options.registry}`);
-
-  let stopping: Promise<void> | undefined;
-  const stop = () =>
-    (stopping ??= new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      for (const socket of sockets) socket.destroy();
-    }));
   return { host, caCertificate: authority.cert, stop, [Symbol.asyncDispose]: stop };
 }
 

@@ -11,7 +11,7 @@ import {
   type CreateBuildRequest,
   type FinishBuildRequest,
 } from "../../gen/depot/cli/v1/build_pb.js";
-import { type BuildResult, buildUrl, createBuild, type DepotContext, finishBuild } from "./context.js";
+import { type BuildResult, buildUrl, createBuild, type DepotContext, existingProject, finishBuild } from "./context.js";
 import { pageSize } from "./paging.js";
 import { savedImageName, saveResponse } from "./saves.js";
 import type { LocalBuildOptions, LocalBuildRecord, LocalPlatform } from "./types.js";
@@ -116,9 +116,7 @@ export function cliBuildService(depot: DepotContext): ServiceImpl<typeof BuildSe
 
     listBuilds(req, ctx) {
       depot.auth.organization(ctx);
-      if (!depot.store.projects.has(req.projectId)) {
-        throw new ConnectError(`project ${JSON.stringify(req.projectId)} not found`, Code.NotFound);
-      }
+      existingProject(depot, req.projectId);
       const page = depot.store.pageOfBuilds(req.projectId, { size: pageSize(req.pageSize), token: req.pageToken });
       if (!page) throw new ConnectError("invalid page_token", Code.InvalidArgument);
       return { builds: page.items.map(buildMessage), nextPageToken: page.nextToken ?? "" };
@@ -145,7 +143,7 @@ export function cliBuildService(depot: DepotContext): ServiceImpl<typeof BuildSe
         return { token: depot.store.addPullToken({ projectId: build.projectId, buildId: build.id }), registryHost: saved.host };
       }
       const projectId = req.projectId ?? (caller.kind === "build" ? caller.build.projectId : "");
-      if (!depot.store.projects.has(projectId)) throw new ConnectError(`project ${JSON.stringify(projectId)} not found`, Code.NotFound);
+      existingProject(depot, projectId);
       if (caller.kind === "build" && caller.build.projectId !== projectId) {
         throw new ConnectError("a build token reads only its own project", Code.PermissionDenied);
       }

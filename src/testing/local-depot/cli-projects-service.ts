@@ -1,8 +1,8 @@
 // depot.cli.v1beta1.ProjectsService: the `depot` CLI's own project list
 // (`depot projects list`) and cache reset (`depot cache reset`).
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import { ProjectsService } from "../../gen/depot/cli/v1beta1/projects_pb.js";
-import type { DepotContext } from "./context.js";
+import { type DepotContext, existingProject } from "./context.js";
 
 export function cliProjectsService(depot: DepotContext): ServiceImpl<typeof ProjectsService> {
   return {
@@ -19,8 +19,7 @@ export function cliProjectsService(depot: DepotContext): ServiceImpl<typeof Proj
 
     resetProjectCache(req, ctx) {
       depot.auth.organization(ctx);
-      const project = depot.store.projects.get(req.projectId);
-      if (!project) throw new ConnectError(`project ${JSON.stringify(req.projectId)} not found`, Code.NotFound);
+      const project = existingProject(depot, req.projectId);
       // The BuildKit behind the machines is shared: the reset is recorded, no cache is dropped.
       project.cacheResets++;
       depot.log(`project ${project.projectId}: cache reset`);

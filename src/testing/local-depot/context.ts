@@ -7,7 +7,7 @@ import type { FaultInjector } from "./faults.js";
 import type { MachinePool } from "./machines.js";
 import type { StatusRecorder } from "./status.js";
 import type { DepotStore } from "./store.js";
-import type { LocalBuildRecord, LocalBuildResult } from "./types.js";
+import type { LocalBuildRecord, LocalBuildResult, LocalProject } from "./types.js";
 
 /** What FinishBuild reports. */
 export type BuildResult = { result: LocalBuildResult; error?: string };
@@ -40,9 +40,16 @@ export interface SavedImagesContext {
   caCertificate: string;
 }
 
+/** The project `projectId` names, or NOT_FOUND. */
+export function existingProject(depot: DepotContext, projectId: string): LocalProject {
+  const project = depot.store.projects.get(projectId);
+  if (!project) throw new ConnectError(`project ${JSON.stringify(projectId)} not found`, Code.NotFound);
+  return project;
+}
+
 /** Registers a build of an existing project. */
 export function createBuild(depot: DepotContext, projectId: string, options: LocalBuildRecord["options"]): LocalBuildRecord {
-  if (!depot.store.projects.has(projectId)) throw new ConnectError(`project ${JSON.stringify(projectId)} not found`, Code.NotFound);
+  existingProject(depot, projectId);
   const build = depot.store.addBuild(projectId, options);
   depot.log(`build ${build.id} created in ${projectId}`);
   return build;

@@ -10,6 +10,7 @@ import * as net from "node:net";
 import * as tls from "node:tls";
 import type { Logger } from "../../log.js";
 import type { CertificateAuthority } from "../certificates.js";
+import { listenOnLoopback, openConnections } from "../loopback-server.js";
 import { replaying } from "../replaying-socket.js";
 
 export const BLOB_HOST = "blob.depot.dev";
@@ -31,15 +32,8 @@ export async function startHostsProxy(
     const leaf = authority.issue({ commonName: name, dnsNames: [name], usage: "server" });
     servers.set(name, { http: http.createServer(handler), context: tls.createSecureContext({ cert: leaf.cert, key: leaf.key }) });
   }
-  const sockets = new Set<net.Socket>();
-  const track = (socket: net.Socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-    socket.on("error", (err) => log(`proxy connection: ${err.message}`));
-  };
-
   const proxy = http.createServer((_req, res) => res.writeHead(405, { allow: "CONNECT" }).end("only CONNECT is served\n"));
-  proxy.on("connection", track);
+  const connections = openConnections(proxy, log);
   proxy.on("connect", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
     const [name = "", portText = "443"] = (req.url ?? "").split(/:(?=\d+$)/);
     const served = servers.get(name);
@@ -56,26 +50,11 @@ export async function startHostsProxy(
       upstream.pipe(socket);
       socket.pipe(upstream);
     });
-    track(upstream);
+    connections.track(upstream);
     upstream.on("error", () => socket.end("HTTP/1.1 502 Bad Gateway\r\n\r\n"));
     socket.on("close", () => upstream.destroy());
   });
 
-  await new Promise<void>((resolve, reject) => {
-    proxy.once("error", reject);
-    proxy.listen(0, "127.0.0.1", () => {
-      proxy.off("error", reject);
-      resolve();
-    });
-  });
-  const url = `http://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
-  let closing: Promise<void> | undefined;
-  return {
-    url,
-    close: () =>
-      (closing ??= new Promise<void>((resolve) => {
-        proxy.close(() => resolve());
-        for (const socket of sockets) socket.destroy();
-      })),
-  };
+  const port = await listenOnLoopback(proxy, 0, "the local Depot's HTTPS proxy");
+  return { url: `http://127.0.0.1:${port}`, close: connections.close };
 }

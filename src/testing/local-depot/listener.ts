@@ -7,7 +7,7 @@ import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import type { Logger } from "../../log.js";
-import { listenError } from "../listen-error.js";
+import { listenOnLoopback, openConnections } from "../loopback-server.js";
 import { replaying } from "../replaying-socket.js";
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -25,12 +25,7 @@ export async function listen(handler: RequestHandler, port: number, log: Logger)
   const http1 = http.createServer(handler);
   const h2c = http2.createServer(handler);
   h2c.on("sessionError", (err) => log(`h2c session: ${err.message}`));
-  const sockets = new Set<net.Socket>();
-
   const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-    socket.on("error", (err) => log(`connection: ${err.message}`));
     sniff(socket, (isH2, head) => {
       if (isH2) {
         h2c.emit("connection", replaying(socket, head));
@@ -42,26 +37,8 @@ export async function listen(handler: RequestHandler, port: number, log: Logger)
       }
     });
   });
-
-  await new Promise<void>((resolve, reject) => {
-    const refused = (err: Error) => reject(listenError(err, "the local Depot API", port));
-    server.once("error", refused);
-    server.listen(port, "127.0.0.1", () => {
-      server.off("error", refused);
-      resolve();
-    });
-  });
-  const address = server.address() as net.AddressInfo;
-
-  let closing: Promise<void> | undefined;
-  return {
-    port: address.port,
-    close: () =>
-      (closing ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const socket of sockets) socket.destroy();
-      })),
-  };
+  const connections = openConnections(server, log);
+  return { port: await listenOnLoopback(server, port, "the local Depot API"), close: connections.close };
 }
 
 /** Reads until the bytes either are the HTTP/2 preface or cannot be, then pauses the socket. */

@@ -2,7 +2,7 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { type CachePolicy, Hardware, ProjectService } from "../../gen/depot/core/v1/project_pb.js";
-import type { DepotContext } from "./context.js";
+import { type DepotContext, existingProject } from "./context.js";
 import { pageSize } from "./paging.js";
 import { DEFAULT_CACHE_POLICY, REGIONS } from "./store.js";
 import type { LocalHardware, LocalProject } from "./types.js";
@@ -13,9 +13,7 @@ export function projectService(depot: DepotContext): ServiceImpl<typeof ProjectS
   /** The organization token, then the project. */
   const project = (ctx: HandlerContext, projectId: string): LocalProject => {
     depot.auth.organization(ctx);
-    const found = depot.store.projects.get(projectId);
-    if (!found) throw new ConnectError(`project ${JSON.stringify(projectId)} not found`, Code.NotFound);
-    return found;
+    return existingProject(depot, projectId);
   };
 
   return {
