@@ -2,6 +2,9 @@ import { PassThrough, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { BuildOptions, ContextInput } from "./build-options.js";
 
+/** The streams a hold made: taken in hand already. */
+const heldStreams = new WeakSet<Readable>();
+
 /**
  * Takes every `{ tar: Readable }` context of `options` in hand at once,
  * piping it into a stream the build holds: call it in the same tick the
@@ -15,7 +18,11 @@ export function takeContextsInHand<T extends BuildOptions>(options: T): { option
   const holds: PassThrough[] = [];
   const hold = (input: ContextInput): ContextInput => {
     if (typeof input !== "object" || !("tar" in input) || !(input.tar instanceof Readable)) return input;
+    // Already in hand (a Depot machine's build holds it before it connects, then builds with it):
+    // its holder releases it; a second hold would only pipe every chunk once more.
+    if (heldStreams.has(input.tar)) return input;
     const held = new PassThrough();
+    heldStreams.add(held);
     // Errors reach whoever reads `held`; destroying `held` destroys the upload.
     pipeline(input.tar, held).catch(() => {});
     holds.push(held);
