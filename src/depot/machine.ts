@@ -4,7 +4,7 @@ import { connect } from "../buildkit/connect.js";
 import { takeContextsInHand } from "../buildkit/context-hold.js";
 import { validateBuildOptions } from "../buildkit/validate-options.js";
 import type { BuildKitClient } from "../buildkit/client.js";
-import { AbortError, BuildKitNodeError } from "../errors.js";
+import { AbortError, BuildKitNodeError, findCause } from "../errors.js";
 import type { GetBuildKitConnectionResponse_ActiveConnection } from "../gen/depot/cli/v1/build_pb.js";
 import { createLogger } from "../log.js";
 import type { TlsOptions } from "../transport/tls-options.js";
@@ -295,8 +295,5 @@ export class Machine implements DepotMachine {
 
 /** grpc-go's answer to a compressed request when it has no decompressor for it. */
 function refusesGzip(err: unknown): boolean {
-  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
-    if (/Decompressor is not installed for grpc-encoding/.test(e.message)) return true;
-  }
-  return false;
+  return findCause(err, (e) => /Decompressor is not installed for grpc-encoding/.test(e.message)) !== undefined;
 }

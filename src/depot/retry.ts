@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { setTimeout as wait } from "node:timers/promises";
+import { findCause } from "../errors.js";
 import { createLogger } from "../log.js";
 import { wasNeverSent } from "../transport/http2-connections.js";
 
@@ -57,11 +58,10 @@ function connectErrorOf(err: unknown): ConnectError | undefined {
 
 /** Whether `first` or a cause below it (8 deep at most) carries one of these Node.js error codes. */
 function hasCauseCode(first: unknown, codes: ReadonlySet<string>): boolean {
-  for (let e: unknown = first, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+  return findCause(first, (e) => {
     const code = (e as NodeJS.ErrnoException).code;
-    if (typeof code === "string" && codes.has(code)) return true;
-  }
-  return false;
+    return typeof code === "string" && codes.has(code);
+  }) !== undefined;
 }
 
 /**

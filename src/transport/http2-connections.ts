@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type * as http2 from "node:http2";
 import type { Duplex } from "node:stream";
-import { TransportError } from "../errors.js";
+import { findCause, TransportError } from "../errors.js";
 import { createLogger } from "../log.js";
 import { abortError } from "./dial.js";
 import { Connection, type KeepaliveOptions } from "./http2-connection.js";
@@ -42,10 +42,7 @@ const notSent = new WeakSet<Error>();
  * even a call that is not idempotent may be tried again.
  */
 export function wasNeverSent(err: unknown): boolean {
-  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
-    if (notSent.has(e)) return true;
-  }
-  return false;
+  return findCause(err, (e) => notSent.has(e)) !== undefined;
 }
 
 /**
