@@ -10,6 +10,7 @@ import { AbortError, BuildKitNodeError } from "../errors.js";
 import { isDirectory } from "../session/filesync/entry-tree.js";
 import type { TarLimits } from "../session/filesync/tar-source.js";
 import { directorySource, memorySource, tarSource, type TreeSource } from "../session/filesync/tree-source.js";
+import { raceAbort } from "../transport/race-abort.js";
 import type { BuildOptions, ContextInput } from "./build-options.js";
 
 export interface Locals {
@@ -131,11 +132,7 @@ async function* hashedChunks(tar: AsyncIterable<Uint8Array>, hash: Hash, signal:
   const aborted = () => new AbortError("the build was aborted while its context was read", { cause: signal.reason });
   try {
     for (;;) {
-      if (signal.aborted) throw aborted();
-      let onAbort!: () => void;
-      const stop = new Promise<never>((_, reject) => (onAbort = () => reject(aborted())));
-      signal.addEventListener("abort", onAbort, { once: true });
-      const next = await Promise.race([chunks.next(), stop]).finally(() => signal.removeEventListener("abort", onAbort));
+      const next = await raceAbort(chunks.next(), signal, aborted);
       if (next.done) return;
       hash.update(next.value);
       yield next.value;

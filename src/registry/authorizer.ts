@@ -1,6 +1,7 @@
 import type { CredentialLookup } from "../session/auth.js";
 import { AbortError } from "../errors.js";
 import { createLogger } from "../log.js";
+import { raceAbort } from "../transport/race-abort.js";
 import { RegistryError } from "./errors.js";
 
 const log = createLogger("registry");
@@ -181,13 +182,7 @@ export class RegistryAuthorizer {
 
 /** Waits for `promise` unless `signal` aborts first (the promise runs on for others). */
 function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
-  if (!signal) return promise;
-  if (signal.aborted) return Promise.reject(new AbortError(`${what} was aborted`, { cause: signal.reason }));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new AbortError(`${what} was aborted`, { cause: signal.reason }));
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
+  return signal ? raceAbort(promise, signal, () => new AbortError(`${what} was aborted`, { cause: signal.reason })) : promise;
 }
 
 /** `Basic <base64 user:password>` (RFC 7617), for the registry or its token service. */
