@@ -1,11 +1,8 @@
-import { createWriteStream } from "node:fs";
-import { mkdir, rename, rm } from "node:fs/promises";
-import { dirname } from "node:path";
 import { PassThrough, type Writable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { BuildKitNodeError } from "../errors.js";
 import { parseImageReference } from "../registry/reference.js";
 import type { OutputTarget } from "../session/filesend/targets.js";
+import { streamToOutput } from "../session/stream-to-output.js";
 import type { Output } from "./build-options.js";
 import { type DaemonKind, localDockerSocket } from "./daemon-kind.js";
 import { DockerEngine } from "./docker-engine.js";
@@ -262,19 +259,7 @@ async function saveThroughEngine(engine: DockerEngine, name: string | undefined,
   const image = name ?? context.exporterResponse["containerimage.config.digest"] ?? context.exporterResponse["containerimage.digest"];
   if (!image) throw new BuildKitNodeError("INTERNAL", "dockerd did not report the image it stored; cannot save it");
   const archive = await engine.save([image], { signal: context.signal });
-  if (typeof dest !== "string") {
-    await pipeline(archive, dest, { signal: context.signal });
-    return;
-  }
-  await mkdir(dirname(dest), { recursive: true });
-  const partial = `${dest}.partial-${process.pid}-${Date.now()}`;
-  try {
-    await pipeline(archive, createWriteStream(partial), { signal: context.signal });
-    await rename(partial, dest);
-  } catch (err) {
-    await rm(partial, { force: true });
-    throw err;
-  }
+  await streamToOutput(archive, dest, context.signal);
 }
 
 function invalid(message: string): never {

@@ -1,11 +1,8 @@
 import { once } from "node:events";
-import { createWriteStream } from "node:fs";
-import { mkdir, rename, rm } from "node:fs/promises";
-import { dirname } from "node:path";
 import { Readable, type Writable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import * as tar from "tar-stream";
 import { AbortError, BuildKitNodeError } from "../errors.js";
+import { streamToOutput } from "../session/stream-to-output.js";
 import type { CopyProgress } from "./copy-image.js";
 import {
   configPlatform,
@@ -254,21 +251,7 @@ async function addStream(
 
 /** Pipes the archive to a Writable, or to a file that appears only once it is whole. */
 async function sink(archive: Readable, dest: string | Writable, signal: AbortSignal | undefined): Promise<void> {
-  const abortable = signal ? { signal } : {};
-  const aborted = (err: unknown) => (signal?.aborted ? new AbortError("writing the image archive was aborted", { cause: signal.reason }) : err);
-  if (typeof dest !== "string") {
-    await pipeline(archive, dest, abortable).catch((err: unknown) => {
-      throw aborted(err);
-    });
-    return;
-  }
-  await mkdir(dirname(dest), { recursive: true });
-  const partial = `${dest}.partial-${process.pid}-${Date.now()}`;
-  try {
-    await pipeline(archive, createWriteStream(partial), abortable);
-    await rename(partial, dest);
-  } catch (err) {
-    await rm(partial, { force: true });
-    throw aborted(err);
-  }
+  await streamToOutput(archive, dest, signal).catch((err: unknown) => {
+    throw signal?.aborted ? new AbortError("writing the image archive was aborted", { cause: signal.reason }) : err;
+  });
 }
