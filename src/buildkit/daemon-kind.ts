@@ -93,12 +93,18 @@ export function checkDaemonSupports(options: BuildOptions, kind: DaemonKind, add
  */
 export function dockerEngineSocket(option: string | undefined, endpoint: Endpoint): string | undefined {
   if (option === undefined) return undefined;
-  const path = option.startsWith("unix://") ? option.slice("unix://".length) : option;
-  if (!path.startsWith("/")) {
-    throw new BuildKitNodeError("INVALID_ARGUMENT", `dockerEngine must be a unix socket, unix:///path or an absolute path, not "${option}"`);
-  }
+  const path = dockerEngineSocketPath(option, "dockerEngine");
   if (endpoint.kind === "docker" && path !== endpoint.socketPath) {
     throw new BuildKitNodeError("INVALID_ARGUMENT", `dockerEngine ${path} contradicts the address, which names the Engine at ${endpoint.socketPath}`);
+  }
+  return path;
+}
+
+/** The socket path a `dockerEngine` option names (`unix:///path` or `/path`); `field` names it in the refusal. */
+export function dockerEngineSocketPath(option: unknown, field: string): string {
+  const path = typeof option === "string" && option.startsWith("unix://") ? option.slice("unix://".length) : option;
+  if (typeof path !== "string" || !path.startsWith("/")) {
+    throw new BuildKitNodeError("INVALID_ARGUMENT", `${field} must be a unix socket, unix:///path or an absolute path, not ${JSON.stringify(option)}`);
   }
   return path;
 }

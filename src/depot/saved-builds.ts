@@ -1,4 +1,5 @@
 import type { Writable } from "node:stream";
+import { dockerEngineSocketPath } from "../buildkit/daemon-kind.js";
 import { loadRegistryImage } from "../buildkit/registry-load.js";
 import { BuildKitNodeError } from "../errors.js";
 import { createLogger } from "../log.js";
@@ -91,7 +92,7 @@ export class SavedBuilds {
 
   async pull(buildId: string, options: PullOptions = {}): Promise<PullResult> {
     if (options.format !== undefined && options.dest === undefined) throw new BuildKitNodeError("INVALID_ARGUMENT", "pull: format needs dest");
-    const dockerSocket = engineSocket(options.dockerEngine);
+    const dockerSocket = options.dockerEngine === undefined ? undefined : dockerEngineSocketPath(options.dockerEngine, "pull: dockerEngine");
     const info = await this.#pullInfo(buildId, options);
     const registry = new RegistryClient({ auth: (host) => (registryHost(host) === registryHost(info.host) ? info.credentials : undefined) });
     const progress = options.onProgress ? { onProgress: options.onProgress } : {};
@@ -145,14 +146,4 @@ export class SavedBuilds {
     if (!pull.token) throw new BuildKitNodeError("INTERNAL", `Depot GetPullToken gave no token for build ${buildId}`);
     return { reference: info.reference, host: pull.registryHost || host, credentials: { username: "x-token", password: pull.token } };
   }
-}
-
-/** `dockerEngine` as a socket path; anything but a unix socket is refused before any call. */
-function engineSocket(dockerEngine: string | undefined): string | undefined {
-  if (dockerEngine === undefined) return undefined;
-  const path = typeof dockerEngine === "string" && dockerEngine.startsWith("unix://") ? dockerEngine.slice("unix://".length) : dockerEngine;
-  if (typeof path !== "string" || !path.startsWith("/")) {
-    throw new BuildKitNodeError("INVALID_ARGUMENT", `pull: dockerEngine must be a unix socket, unix:///path or an absolute path, not ${JSON.stringify(dockerEngine)}`);
-  }
-  return path;
 }
