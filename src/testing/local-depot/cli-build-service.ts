@@ -118,7 +118,6 @@ export function cliBuildService(depot: DepotContext): ServiceImpl<typeof BuildSe
       depot.auth.organization(ctx);
       existingProject(depot, req.projectId);
       const page = depot.store.pageOfBuilds(req.projectId, { size: pageSize(req.pageSize), token: req.pageToken });
-      if (!page) throw new ConnectError("invalid page_token", Code.InvalidArgument);
       return { builds: page.items.map(buildMessage), nextPageToken: page.nextToken ?? "" };
     },
 

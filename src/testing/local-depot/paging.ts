@@ -10,15 +10,20 @@ export function pageSize(requested: number | undefined): number {
   return Math.min(requested, MAX_PAGE_SIZE);
 }
 
+/** What a list call answers to a page token it did not hand out. */
+export function invalidPageToken(): ConnectError {
+  return new ConnectError("invalid page_token", Code.InvalidArgument);
+}
+
 /**
  * A page of a list that only grows (a build's steps, a step's logs): the
- * token is the offset of the next item. Undefined for a token not ours.
+ * token is the offset of the next item. A token not ours is refused.
  */
-export function pageByOffset<T>(items: readonly T[], size: number, token: string | undefined): { items: T[]; nextToken?: string } | undefined {
+export function pageByOffset<T>(items: readonly T[], size: number, token: string | undefined): { items: T[]; nextToken?: string } {
   let start = 0;
   if (token) {
     const match = /^offset:(\d+)$/.exec(Buffer.from(token, "base64url").toString());
-    if (!match) return undefined;
+    if (!match) throw invalidPageToken();
     start = Number(match[1]);
   }
   const end = start + size;

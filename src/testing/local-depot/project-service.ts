@@ -24,7 +24,6 @@ export function projectService(depot: DepotContext): ServiceImpl<typeof ProjectS
         size: pageSize(req.pageSize),
         token: req.pageToken,
       });
-      if (!page) throw new ConnectError("invalid page_token", Code.InvalidArgument);
       return { projects: page.items.map(projectMessage), ...(page.nextToken ? { nextPageToken: page.nextToken } : {}) };
     },
 

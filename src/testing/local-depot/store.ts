@@ -2,6 +2,7 @@
 // the cursors that page through them. No protocol and no auth here.
 import { randomBytes } from "node:crypto";
 import { BuildKitNodeError } from "../../errors.js";
+import { invalidPageToken } from "./paging.js";
 import type { LocalBuildRecord, LocalProject } from "./types.js";
 
 export const REGIONS: readonly string[] = ["us-east-1", "eu-central-1"];
@@ -105,14 +106,14 @@ export class DepotStore {
     return this.pullTokens.get(token);
   }
 
-  /** Projects in creation order, a page at a time; undefined for a token not ours. */
-  pageOfProjects(filter: (p: LocalProject) => boolean, request: PageRequest): Page<LocalProject> | undefined {
+  /** Projects in creation order, a page at a time; a token not ours is refused. */
+  pageOfProjects(filter: (p: LocalProject) => boolean, request: PageRequest): Page<LocalProject> {
     const all = [...this.projects.values()].filter(filter);
     return page(all, (p) => this.projectSequence.get(p.projectId) ?? 0, request, "oldest first");
   }
 
-  /** A project's builds, newest first, a page at a time; undefined for a token not ours. */
-  pageOfBuilds(projectId: string, request: PageRequest): Page<LocalBuildRecord> | undefined {
+  /** A project's builds, newest first, a page at a time; a token not ours is refused. */
+  pageOfBuilds(projectId: string, request: PageRequest): Page<LocalBuildRecord> {
     const all = [...this.builds.values()].filter((b) => b.projectId === projectId);
     return page(all, (b) => this.buildSequence.get(b.id) ?? 0, request, "newest first");
   }
@@ -144,13 +145,13 @@ function page<T>(
   seq: (item: T) => number,
   { size, token }: PageRequest,
   order: "oldest first" | "newest first",
-): Page<T> | undefined {
+): Page<T> {
   const ascending = order === "oldest first";
   const sorted = items.sort((a, b) => (ascending ? seq(a) - seq(b) : seq(b) - seq(a)));
   let start = 0;
   if (token) {
     const after = decodeCursor(token);
-    if (after === undefined) return undefined;
+    if (after === undefined) throw invalidPageToken();
     start = sorted.findIndex((item) => (ascending ? seq(item) > after : seq(item) < after));
     if (start === -1) start = sorted.length;
   }
