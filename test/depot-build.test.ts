@@ -3,8 +3,6 @@
 // out mTLS machines fronting a real BuildKit (dockerd's, and the standalone
 // buildkitd v0.24 when the environment names it); images go to the real
 // local registry.
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import * as tarStream from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -16,6 +14,7 @@ import { failureOf, logLines, runCollecting } from "./support/build-helpers.js";
 import { BUILD_DAEMONS } from "./support/daemons.js";
 import { depotOn } from "./support/depot.js";
 import { ManualClock } from "./support/manual-clock.js";
+import { startRecordingFront } from "./support/recording-front.js";
 import { BASE_IMAGE, getBlobJson, getImageConfig, getManifest, listTags, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 
 describe.each(BUILD_DAEMONS)("on %s: depot.build()", (daemon) => {
@@ -170,12 +169,15 @@ describe.each(BUILD_DAEMONS)("on %s: depot.build()", (daemon) => {
     // when two platforms push one blob into one repository at once. BuildKit
     // retries a 5xx itself and dockerd a blob upload; the rest is ours.
     const refused = { blob: 0, manifest: 0 };
-    const front = await startRegistryFront(PLAIN_REGISTRY, (request) => {
-      if (request.method !== "PUT") return undefined;
-      if (request.url!.includes("/blobs/uploads/") && refused.blob++ === 0) return { status: 400, code: "DIGEST_INVALID", message: "provided digest did not match uploaded content" };
-      if (request.url!.includes("/manifests/") && refused.manifest++ === 0) return { status: 500, code: "UNKNOWN", message: "refused by the test front" };
+    const front = await startRecordingFront(PLAIN_REGISTRY);
+    front.locationHost = front.host; // upload locations name the registry itself: keep the client on the front
+    const registryError = (status: number, code: string, message: string) => ({ status, body: JSON.stringify({ errors: [{ code, message }] }) });
+    front.fault = ({ method, path }) => {
+      if (method !== "PUT") return undefined;
+      if (path.includes("/blobs/uploads/") && refused.blob++ === 0) return registryError(400, "DIGEST_INVALID", "provided digest did not match uploaded content");
+      if (path.includes("/manifests/") && refused.manifest++ === 0) return registryError(500, "UNKNOWN", "refused by the test front");
       return undefined;
-    });
+    };
     try {
       const repository = uniqueRepository("bkn-multi-refused");
       const { result, events } = await runCollecting(
@@ -291,41 +293,6 @@ describe.each(BUILD_DAEMONS)("on %s: depot.build()", (daemon) => {
     expect(config.config.Labels).toMatchObject({ v: "42", team: "builds" });
   });
 });
-
-/** An HTTP front for a plain-HTTP registry on a port of its own, answering the requests `refuse` picks with a registry error. */
-async function startRegistryFront(
-  registry: string,
-  refuse: (request: http.IncomingMessage) => { status: number; code: string; message: string } | undefined,
-): Promise<{ host: string; close(): Promise<void> }> {
-  const [hostname, port] = registry.split(":");
-  const server = http.createServer((request, response) => {
-    const refusal = refuse(request);
-    if (refusal) {
-      request.resume();
-      response.writeHead(refusal.status, { "content-type": "application/json" }).end(JSON.stringify({ errors: [{ code: refusal.code, message: refusal.message }] }));
-      return;
-    }
-    const upstream = http.request({ hostname, port: Number(port), method: request.method, path: request.url, headers: request.headers }, (reply) => {
-      // Upload locations name the registry itself: keep the client on the front.
-      const headers = { ...reply.headers };
-      if (typeof headers.location === "string") headers.location = headers.location.replace(`//${registry}/`, `//${front}/`);
-      response.writeHead(reply.statusCode ?? 502, headers);
-      reply.pipe(response);
-    });
-    upstream.on("error", (err) => response.destroy(err));
-    request.pipe(upstream);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const front = `127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return {
-    host: front,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
-}
 
 /** A tar stream of `files`, as a user's upload arrives. */
 function tarOf(files: Record<string, string>): Readable {

@@ -17,7 +17,7 @@ const stderrWrite = vi.spyOn(process.stderr, "write").mockImplementation((chunk:
 const { RegistryClient } = await import("../src/registry/registry-client.js");
 const { RegistryError } = await import("../src/registry/errors.js");
 const { startTokenRegistry } = await import("./support/token-registry.js");
-const { startRegistryFront } = await import("./support/registry-front.js");
+const { startRecordingFront } = await import("./support/recording-front.js");
 const { AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, PLAIN_REGISTRY, uniqueRepository } = await import("./support/registry.js");
 type TokenRegistry = import("./support/token-registry.js").TokenRegistry;
 
@@ -92,7 +92,7 @@ describe("Bearer tokens (a registry with token auth)", () => {
     const source = `${registry.host}/${uniqueRepository("alice/source")}:v1`;
     await alice.copyImage(BUSYBOX, source);
 
-    const front = await startRegistryFront(registry.host);
+    const front = await startRecordingFront(registry.host);
     try {
       // Through the front, so that what moved can be seen; the registry behind it checks the tokens.
       const viaFront = client({ [front.host]: { username: "alice", password: ALICE_PASSWORD } });
@@ -177,8 +177,8 @@ describe("Basic (the set-up script's htpasswd registry)", () => {
   });
 
   it("never sends a registry's credentials to another host an upload's Location names", async () => {
-    const registryFront = await startRegistryFront(AUTH_REGISTRY);
-    const storage = await startRegistryFront(AUTH_REGISTRY);
+    const registryFront = await startRecordingFront(AUTH_REGISTRY);
+    const storage = await startRecordingFront(AUTH_REGISTRY);
     registryFront.locationHost = storage.host;
     try {
       const basic = client({ [registryFront.host]: { username: AUTH_USER, password: AUTH_PASSWORD } });

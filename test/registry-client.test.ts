@@ -2,7 +2,7 @@
 // (127.0.0.1:5000): manifests and blobs both ways, mounts, and how each
 // failure reads. Where a failure cannot come from a real registry (a 5xx, a
 // 403, corrupted bytes, a registry that stops answering) a front before the
-// real registry makes it (test/support/registry-front.ts), and the test says so.
+// real registry makes it (test/support/recording-front.ts), and the test says so.
 // Loads go to dockerd's Engine API, the one Docker Engine here (no BuildKit
 // is involved: the images come from the registry).
 import { createHash, randomBytes } from "node:crypto";
@@ -17,18 +17,18 @@ import { AbortError, BuildKitNodeError } from "../src/errors.js";
 import { RegistryError } from "../src/registry/errors.js";
 import { MediaType } from "../src/registry/manifest.js";
 import { RegistryClient } from "../src/registry/registry-client.js";
-import { type RegistryFront, startRegistryFront } from "./support/registry-front.js";
+import { type RecordingFront, startRecordingFront } from "./support/recording-front.js";
 import { PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 
 const BUSYBOX = `${PLAIN_REGISTRY}/busybox:latest`;
 
-const fronts: RegistryFront[] = [];
+const fronts: RecordingFront[] = [];
 afterEach(async () => {
   await Promise.all(fronts.splice(0).map((front) => front.close()));
 });
 
-async function front(): Promise<RegistryFront> {
-  const started = await startRegistryFront(PLAIN_REGISTRY);
+async function front(): Promise<RecordingFront> {
+  const started = await startRecordingFront(PLAIN_REGISTRY);
   fronts.push(started);
   return started;
 }

@@ -20,7 +20,7 @@ import { type ImageIndex, type ImageManifest, MediaType } from "../src/registry/
 import { RegistryClient } from "../src/registry/registry-client.js";
 import { runCollecting, tempDir } from "./support/build-helpers.js";
 import { assertDaemon, BUILD_DAEMONS, type BuildDaemon, DOCKER_BUILDKIT, STANDALONE_TLS } from "./support/daemons.js";
-import { startRegistryFront } from "./support/registry-front.js";
+import { startRecordingFront } from "./support/recording-front.js";
 import { AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, BASE_IMAGE, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 
 const DOCKER = "/usr/bin/docker";
@@ -87,7 +87,7 @@ describe.each(BUILD_DAEMONS)("on %s", (daemon: BuildDaemon) => {
   });
 
   it("copies to another repository of the same registry by mounting every blob (no blob bytes sent)", async () => {
-    const front = await startRegistryFront(PLAIN_REGISTRY);
+    const front = await startRecordingFront(PLAIN_REGISTRY);
     try {
       const from = `${front.host}/${source.slice(PLAIN_REGISTRY.length + 1)}`;
       const to = `${front.host}/${uniqueRepository("copy-mounted")}:copied`;
@@ -109,7 +109,7 @@ describe.each(BUILD_DAEMONS)("on %s", (daemon: BuildDaemon) => {
   });
 
   it("streams the blobs when the registry will not mount (the front drops mount=, as registries that do not mount do)", async () => {
-    const front = await startRegistryFront(PLAIN_REGISTRY);
+    const front = await startRecordingFront(PLAIN_REGISTRY);
     front.rewrite = ({ method, path, query }) => (method === "POST" && query.has("mount") ? path : undefined);
     try {
       const from = `${front.host}/${source.slice(PLAIN_REGISTRY.length + 1)}`;

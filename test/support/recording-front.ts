@@ -22,7 +22,7 @@ export interface Fault {
   headers?: Record<string, string>;
 }
 
-export interface RegistryFront {
+export interface RecordingFront {
   /** `127.0.0.1:<port>`: a loopback registry host for image names. */
   host: string;
   readonly seen: SeenRequest[];
@@ -37,10 +37,10 @@ export interface RegistryFront {
   close(): Promise<void>;
 }
 
-export async function startRegistryFront(target: string): Promise<RegistryFront> {
+export async function startRecordingFront(target: string): Promise<RecordingFront> {
   const [targetHost, targetPort] = target.split(":");
   const seen: SeenRequest[] = [];
-  const front: RegistryFront = {
+  const front: RecordingFront = {
     host: "",
     seen,
     fault: undefined,
