@@ -186,7 +186,7 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined, w
 }
 
 /** `Basic <base64 user:password>` (RFC 7617), for the registry or its token service. */
-function basicAuthorization(username: string, password: string | undefined): string {
+export function basicAuthorization(username: string, password: string | undefined): string {
   return `Basic ${Buffer.from(`${username}:${password ?? ""}`).toString("base64")}`;
 }
 

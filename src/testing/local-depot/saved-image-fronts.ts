@@ -4,6 +4,7 @@
 // Both stand before one real registry with one set of access rules and
 // records (SavedImageAccess); each names its records by its own host.
 import { DEPOT_REGISTRY } from "../../depot/saved-image.js";
+import { basicAuthorization } from "../../registry/authorizer.js";
 import type { CertificateAuthority } from "../certificates.js";
 import { type AccessDecision, type RegistryFront, type RegistryRequest, startRegistryFront } from "../registry-front.js";
 import type { SavedImagesContext } from "./context.js";
@@ -34,7 +35,7 @@ export interface SavedImageFronts {
 
 export async function startSavedImageFronts(options: SavedImageFrontsOptions): Promise<SavedImageFronts> {
   const { registry, registryAuth: auth, authority } = options;
-  const upstreamAuthorization = auth ? `Basic ${Buffer.from(`${auth.username}:${auth.password}`).toString("base64")}` : undefined;
+  const upstreamAuthorization = auth ? basicAuthorization(auth.username, auth.password) : undefined;
   const access = new SavedImageAccess(options.store, options.organizationToken, options.onImageSaved);
   const authorize = (request: RegistryRequest): AccessDecision => {
     const decision = access.authorize(request);
