@@ -14,12 +14,12 @@ import * as tarStream from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DepotClient } from "../src/depot/index.js";
 import type { DepotClientInternalOptions } from "../src/depot/depot-client.js";
-import type { LocalDepot } from "../src/testing/index.js";
+import { type LocalDepot, startLocalDepot } from "../src/testing/index.js";
 import { runCollecting, tempDir } from "./support/build-helpers.js";
 import { BUILD_DAEMONS } from "./support/daemons.js";
 import { depotOn } from "./support/depot.js";
 import { dockerApi } from "./support/docker-api.js";
-import { BASE_IMAGE, getImageConfig, getManifest, listTags, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
+import { AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, BASE_IMAGE, getImageConfig, getManifest, listTags, PLAIN_REGISTRY, uniqueRepository } from "./support/registry.js";
 
 describe.each(BUILD_DAEMONS)("on %s: saved Depot builds", (daemon) => {
   let local: LocalDepot;
@@ -151,6 +151,34 @@ describe.each(BUILD_DAEMONS)("on %s: saved Depot builds", (daemon) => {
       expect(index.manifests.map((m) => m.digest)).toContain(pulled.descriptor.digest);
     } finally {
       out.remove();
+    }
+  });
+
+  it("a saved-image registry that wants credentials: the local Depot's front signs in to it (savedImageRegistryAuth)", async () => {
+    const authed = await startLocalDepot({
+      ...daemon.backend,
+      pendingWaitMs: 50,
+      savedImageRegistry: AUTH_REGISTRY,
+      savedImageRegistryAuth: { username: AUTH_USER, password: AUTH_PASSWORD },
+    });
+    try {
+      const client = new DepotClient({ token: authed.token, apiUrl: authed.apiUrl, dockerEngine: authed.dockerEngine } as DepotClientInternalOptions);
+      const project = authed.addProject({ name: "saves-behind-auth" }).projectId;
+      const marker = uniqueRepository("authed");
+      const { result } = await runCollecting(
+        client.build({ projectId: project, context: { files: {} }, dockerfileContent: `FROM ${BASE_IMAGE}\nLABEL marker=${marker}\n`, save: true }),
+      );
+      // Written through the front into the registry that wants the credentials, and read back through it.
+      const stored = await getManifest(AUTH_REGISTRY, project, result.buildId, { username: AUTH_USER, password: AUTH_PASSWORD });
+      const out = tempDir("depot-pull-authed");
+      try {
+        const pulled = await client.pull(result.buildId, { dest: join(out.path, "image.tar"), format: "oci" });
+        expect(pulled.descriptor.digest).toBe(stored.digest);
+      } finally {
+        out.remove();
+      }
+    } finally {
+      await authed.stop();
     }
   });
 
