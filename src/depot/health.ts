@@ -36,9 +36,9 @@ export interface HealthReporterOptions {
 export class HealthReporter {
   readonly #options: HealthReporterOptions;
   readonly #clock: Clock;
-  readonly #inFlight = new AbortController();
+  /** Aborted by stop(): ends the call in flight, and says the reports are over. */
+  readonly #stop = new AbortController();
   readonly #canceled = new AbortController();
-  #stopped = false;
   #nextReport: ClockTimer | undefined;
   #cancelTimer: ClockTimer | undefined;
   #cancelsAt: number | undefined;
@@ -62,11 +62,14 @@ export class HealthReporter {
   /** Idempotent. Ends the reports, the call in flight and the cancellation timer. */
   stop(): void {
     if (this.#stopped) return;
-    this.#stopped = true;
+    this.#stop.abort();
     this.#clock.clearTimeout(this.#nextReport);
     this.#clock.clearTimeout(this.#cancelTimer);
-    this.#inFlight.abort();
     log(`build ${this.#options.buildId}: ${this.#options.platform} health reports stopped`);
+  }
+
+  get #stopped(): boolean {
+    return this.#stop.signal.aborted;
   }
 
   async #report(): Promise<void> {
@@ -74,7 +77,7 @@ export class HealthReporter {
     try {
       const reply = await api.builds.reportBuildHealth(
         { buildId, platform: builderPlatform(platform) },
-        callOptions(buildToken, { signal: this.#inFlight.signal, timeoutMs: HEALTH_CALL_TIMEOUT_MS }),
+        callOptions(buildToken, { signal: this.#stop.signal, timeoutMs: HEALTH_CALL_TIMEOUT_MS }),
       );
       if (this.#stopped) return;
       this.#scheduleCancel(reply.cancelsAt ? timestampDate(reply.cancelsAt).getTime() : undefined);
